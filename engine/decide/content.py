@@ -1,0 +1,475 @@
+"""Content inspection: size limits, PII detectors and attack patterns, per context.
+
+Every rule is compiled into one Hyperscan database when the policy is built, and each
+context keeps its own vector of actions over those rules, `allow` where a rule does not
+apply there. One database rather than one per context because Hyperscan's compile time
+grows faster than linearly with the pattern set and the contexts share almost all rules:
+four databases cost four times the build time for the same scan speed.
+
+A scan is one pass of Hyperscan over the text that says which rules fired, each at most
+once; only for those that apply in the context does a Python `re` find the exact spans
+and a validator confirm PII. Benign text, by far the common case, therefore costs one
+Hyperscan pass and nothing else.
+
+A `hyperscan.Database` keeps its scratch space inside itself, so one database must never
+be scanned from two threads at once: every scan runs on the caller's thread, and a
+snapshot is not shared across worker threads. No I/O in this module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final
+
+import hyperscan
+
+from engine.decide.model import Action, Content, Denial, Finding, Reason, RuleRef
+from engine.decide.validators import VALIDATORS, Validator
+from engine.errors import Location, PolicyError
+from engine.policy.load import Document
+
+__all__ = [
+    "CONTEXTS",
+    "ContentRule",
+    "ContentTable",
+    "Inspection",
+    "build_content_table",
+    "inspect_content",
+    "redact",
+]
+
+CONTEXTS: Final = ("resource", "prompt", "tool_args", "tool_result")
+_STRENGTH: Final = {Action.BLOCK: 3, Action.REDACT: 2, Action.LOG: 1, Action.ALLOW: 0}
+_SETTINGS: Final = ("modes", "patternDetection", "piiDetection", "redaction")
+
+
+@dataclass(frozen=True, slots=True)
+class ContentRule:
+    """One compiled detector or pattern; `regex` finds spans once Hyperscan says it fired."""
+
+    ref: RuleRef
+    category: str
+    pii: bool
+    regex: re.Pattern[str]
+    validator: Validator | None
+
+
+@dataclass(frozen=True, slots=True)
+class ContextScanner:
+    """The database, its rules in Hyperscan id order, and this context's action for each."""
+
+    context: str
+    database: Any
+    rules: tuple[ContentRule, ...]
+    actions: tuple[Action, ...]
+    max_bytes: int
+    size_ref: RuleRef
+    database_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContentTable:
+    scanners: Mapping[str, ContextScanner]
+    redaction: str
+    pattern_mode: str
+    pii_mode: str
+    rule_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """What inspecting one body found, and the denial it leads to, if any."""
+
+    findings: tuple[Finding, ...]
+    denial: Denial | None
+
+    @property
+    def action(self) -> Action:
+        """The strongest action any finding asks for."""
+        return max((f.action for f in self.findings), key=_STRENGTH.__getitem__, default=Action.ALLOW)
+
+
+def inspect_content(table: ContentTable, content: Content) -> Inspection:
+    """Check `content` against its context's size limit, then scan it.
+
+    Raises:
+        KeyError: the context is not one of `CONTEXTS`; callers name contexts in code.
+    """
+    scanner = table.scanners[content.context]
+    data = content.text.encode("utf-8", "surrogatepass")
+    if len(data) > scanner.max_bytes:
+        message = f"{content.context} content is {len(data)} bytes; the limit is {scanner.max_bytes} bytes"
+        return Inspection((), (Reason.CONTENT_TOO_LARGE, scanner.size_ref, message))
+    findings = scan(scanner, content.text, data)
+    return Inspection(findings, _denial(content.context, findings, scanner))
+
+
+def scan(scanner: ContextScanner, text: str, data: bytes | None = None) -> tuple[Finding, ...]:
+    """Every finding in `text` with its span; `data` is `text` as UTF-8 when already at hand."""
+    if scanner.database is None:
+        return ()
+    fired: list[int] = []
+    scanner.database.scan(
+        text.encode("utf-8", "surrogatepass") if data is None else data,
+        match_event_handler=_collect,
+        context=fired,
+    )
+    if not fired:
+        return ()
+    findings = []
+    for index in sorted(fired):
+        rule, action = scanner.rules[index], scanner.actions[index]
+        if action is Action.ALLOW:
+            continue
+        for match in rule.regex.finditer(text):
+            start, end = match.span()
+            if end > start and (rule.validator is None or rule.validator(text, start, end)):
+                findings.append(Finding(rule.ref.id, rule.category, start, end, action, rule.pii))
+    findings.sort(key=lambda f: (f.start, f.end, f.rule))
+    return tuple(findings)
+
+
+def redact(table: ContentTable, text: str, findings: Sequence[Finding]) -> str:
+    """Replace every span whose finding asks for redaction; overlapping spans merge."""
+    spans = sorted((f.start, f.end, f.category) for f in findings if f.action is Action.REDACT)
+    pieces, cursor = [], 0
+    for start, end, category in spans:
+        if end <= cursor:
+            continue
+        pieces.append(text[cursor : max(start, cursor)])
+        pieces.append(table.redaction.replace("{category}", category))
+        cursor = end
+    pieces.append(text[cursor:])
+    return "".join(pieces)
+
+
+def _collect(rule_id: int, start: int, end: int, flags: int, fired: list[int]) -> None:
+    fired.append(rule_id)
+
+
+def _denial(context: str, findings: tuple[Finding, ...], scanner: ContextScanner) -> Denial | None:
+    blocking = [f for f in findings if f.action is Action.BLOCK]
+    if not blocking:
+        return None
+    # Attack patterns outrank PII: the caller should hear about the attack first.
+    first = min(blocking, key=lambda f: (f.pii, f.start))
+    rule = next(r for r in scanner.rules if r.ref.id == first.rule)
+    reason = Reason.CONTENT_PII if first.pii else Reason.CONTENT_BLOCKED
+    what = "personal data" if first.pii else "a blocked pattern"
+    return (
+        reason,
+        rule.ref,
+        f"{context} content contains {what}: rule `{first.rule}` ({first.category})",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """A rule as written, before compilation, with the place its regex was written."""
+
+    ref: RuleRef
+    category: str
+    pii: bool
+    regex: str
+    regex_where: Location
+    ignore_case: bool
+    dot_all: bool
+    prefilter: bool
+    contexts: tuple[str, ...]
+    validator: str | None
+
+
+def build_content_table(
+    documents: Sequence[Document],
+    sizes: Document,
+    custom_patterns: Sequence[tuple[str, Location]] = (),
+) -> tuple[ContentTable | None, list[PolicyError]]:
+    """Merge every `ContentRules` document with `SizeLimits` and compile the databases.
+
+    Several `ContentRules` documents may contribute rules, but each setting (`modes`,
+    the detection switches, the redaction text) must come from exactly one of them.
+    `custom_patterns` are extra attack regexes from the environment, with their origin.
+    """
+    errors: list[PolicyError] = []
+    settings = _settings(documents, errors)
+    limits = _size_limits(sizes, errors)
+    if "modes" not in settings:
+        where = documents[0].where if documents else sizes.where
+        errors.append(PolicyError(where, "content.modes_missing", "no ContentRules document defines `modes`"))
+    if errors:
+        return None, errors
+    modes_doc, modes = settings["modes"]
+    pattern_cfg = settings.get("patternDetection", (modes_doc, {}))[1]
+    pii_cfg = settings.get("piiDetection", (modes_doc, {}))[1]
+    pattern_mode = pattern_cfg.get("mode", "strict")
+    pii_mode = pii_cfg.get("mode", "strict")
+    for mode, owner, path in (
+        (
+            pattern_mode,
+            settings.get("patternDetection", (modes_doc, {}))[0],
+            ["patternDetection", "mode"],
+        ),
+        (pii_mode, settings.get("piiDetection", (modes_doc, {}))[0], ["piiDetection", "mode"]),
+    ):
+        if mode not in modes:
+            errors.append(
+                PolicyError(
+                    owner.locate(path),
+                    "ref.unknown_mode",
+                    f"mode `{mode}` is not defined in `modes`",
+                )
+            )
+    for mode, table in modes.items():
+        for kind in ("pattern", "pii"):
+            missing = [c for c in CONTEXTS if c not in table.get(kind, {})]
+            if missing:
+                errors.append(
+                    PolicyError(
+                        modes_doc.locate(["modes", mode]),
+                        "content.mode_incomplete",
+                        f"mode `{mode}` says nothing about `{kind}` in {', '.join(missing)}",
+                    )
+                )
+    sources = _rule_sources(documents, custom_patterns, pii_cfg, bool(pattern_cfg.get("enabled", True)), errors)
+    if errors:
+        return None, errors
+    chosen: list[tuple[_Source, tuple[Action, ...]]] = []
+    for source in sources:
+        kind = "pii" if source.pii else "pattern"
+        mode = modes[pii_mode if source.pii else pattern_mode][kind]
+        actions = tuple(Action(mode[c]) if c in source.contexts else Action.ALLOW for c in CONTEXTS)
+        if any(a is not Action.ALLOW for a in actions):
+            chosen.append((source, actions))
+    database, size = _compile([s for s, _ in chosen], errors)
+    if errors:
+        return None, errors
+    rules = tuple(_compiled(s) for s, _ in chosen)
+    scanners = {
+        context: ContextScanner(
+            context=context,
+            database=database,
+            rules=rules,
+            actions=tuple(actions[n] for _, actions in chosen),
+            max_bytes=limits[context][0],
+            size_ref=limits[context][1],
+            database_bytes=size,
+        )
+        for n, context in enumerate(CONTEXTS)
+    }
+    redaction = settings.get("redaction", (modes_doc, "[REDACTED:{category}]"))[1]
+    return ContentTable(MappingProxyType(scanners), redaction, pattern_mode, pii_mode, len(sources)), []
+
+
+def _settings(documents: Sequence[Document], errors: list[PolicyError]) -> dict[str, tuple[Document, Any]]:
+    found: dict[str, tuple[Document, Any]] = {}
+    for doc in documents:
+        for key in _SETTINGS:
+            if key not in doc.spec:
+                continue
+            if key in found:
+                first = found[key][0].locate([key], key=True)
+                errors.append(
+                    PolicyError(
+                        doc.locate([key], key=True),
+                        "content.setting_duplicate",
+                        f"`{key}` is already set at {first}",
+                    )
+                )
+            else:
+                found[key] = (doc, doc.spec[key])
+    return found
+
+
+def _size_limits(doc: Document, errors: list[PolicyError]) -> dict[str, tuple[int, RuleRef]]:
+    limits: dict[str, tuple[int, RuleRef]] = {}
+    for i, raw in enumerate(doc.spec["limits"]):
+        context, limit, bounds = raw["context"], raw["maxBytes"], raw["range"]
+        where = doc.locate(["limits", i, "maxBytes"])
+        if context in limits:
+            errors.append(
+                PolicyError(
+                    doc.locate(["limits", i, "context"]),
+                    "size.context_duplicate",
+                    f"context `{context}` has two limits",
+                )
+            )
+        elif bounds["min"] > bounds["max"]:
+            errors.append(
+                PolicyError(
+                    doc.locate(["limits", i, "range"]),
+                    "size.range_invalid",
+                    f"range minimum {bounds['min']} is above its maximum {bounds['max']}",
+                )
+            )
+        elif not bounds["min"] <= limit <= bounds["max"]:
+            errors.append(
+                PolicyError(
+                    where,
+                    "size.out_of_range",
+                    f"`{context}` limit {limit} is outside the allowed range {bounds['min']}..{bounds['max']} bytes",
+                )
+            )
+        limits[context] = (limit, RuleRef(f"sizes/{context}", where))
+    for context in CONTEXTS:
+        if context not in limits:
+            errors.append(
+                PolicyError(
+                    doc.locate(["limits"], key=True),
+                    "size.context_missing",
+                    f"no size limit for context `{context}`",
+                )
+            )
+    return limits
+
+
+def _rule_sources(
+    documents: Sequence[Document],
+    custom: Sequence[tuple[str, Location]],
+    pii_cfg: Mapping[str, Any],
+    pattern_on: bool,
+    errors: list[PolicyError],
+) -> list[_Source]:
+    sources: list[_Source] = []
+    seen: dict[str, Location] = {}
+    pii_on = pii_cfg.get("enabled", True)
+    wanted = pii_cfg.get("categories")
+    categories: set[str] = set()
+    for doc in documents:
+        for list_key, pii in (("detectors", True), ("patterns", False)):
+            for i, raw in enumerate(doc.spec.get(list_key, [])):
+                where = doc.locate([list_key, i, "id"])
+                if raw["id"] in seen:
+                    errors.append(
+                        PolicyError(
+                            where,
+                            "ref.duplicate_id",
+                            f"content rule id `{raw['id']}` is already used at {seen[raw['id']]}",
+                        )
+                    )
+                    continue
+                seen[raw["id"]] = where
+                if pii:
+                    categories.add(raw["category"])
+                sources.append(
+                    _Source(
+                        ref=RuleRef(f"content/{raw['id']}", where),
+                        category=raw["category"],
+                        pii=pii,
+                        regex=raw["regex"],
+                        regex_where=doc.locate([list_key, i, "regex"]),
+                        ignore_case=bool(raw.get("ignoreCase", False)),
+                        dot_all=bool(raw.get("dotAll", False)),
+                        prefilter=bool(raw.get("prefilter", False)),
+                        contexts=tuple(raw.get("contexts", CONTEXTS)),
+                        validator=raw.get("validator"),
+                    )
+                )
+    for n, (regex, where) in enumerate(custom, start=1):
+        sources.append(
+            _Source(
+                RuleRef(f"content/custom-{n}", where),
+                "custom",
+                False,
+                regex,
+                where,
+                False,
+                False,
+                False,
+                CONTEXTS,
+                None,
+            )
+        )
+    if wanted is not None:
+        for category in wanted:
+            if category not in categories:
+                errors.append(
+                    PolicyError(
+                        _where_category(documents, category),
+                        "ref.unknown_category",
+                        f"PII category `{category}` has no detector",
+                    )
+                )
+    kept = []
+    for source in sources:
+        keep = pii_on and (wanted is None or source.category in wanted) if source.pii else pattern_on
+        if keep:
+            kept.append(source)
+    return kept
+
+
+def _where_category(documents: Sequence[Document], category: str) -> Location:
+    for doc in documents:
+        cats = doc.spec.get("piiDetection", {}).get("categories", [])
+        if category in cats:
+            return doc.locate(["piiDetection", "categories", cats.index(category)])
+    return documents[0].where
+
+
+def _flags(source: _Source) -> int:
+    flags: int = hyperscan.HS_FLAG_SINGLEMATCH
+    if source.ignore_case:
+        flags |= hyperscan.HS_FLAG_CASELESS
+    if source.dot_all:
+        flags |= hyperscan.HS_FLAG_DOTALL
+    if source.prefilter:
+        flags |= hyperscan.HS_FLAG_PREFILTER
+    return flags
+
+
+def _compile(sources: Sequence[_Source], errors: list[PolicyError]) -> tuple[Any, int]:
+    """Compile the database; on failure, find and report each regex Hyperscan refuses."""
+    if not sources:
+        return None, 0
+    for source in sources:
+        try:
+            re.compile(source.regex, _re_flags(source))
+        except re.error as err:
+            errors.append(PolicyError(source.regex_where, "pattern.invalid", f"regex does not compile: {err}"))
+    if errors:
+        return None, 0
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    try:
+        database.compile(
+            expressions=[s.regex.encode() for s in sources],
+            ids=list(range(len(sources))),
+            elements=len(sources),
+            flags=[_flags(s) for s in sources],
+        )
+    except hyperscan.error:
+        for source in sources:
+            single = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            try:
+                single.compile(expressions=[source.regex.encode()], ids=[0], elements=1, flags=[_flags(source)])
+            except hyperscan.error as err:
+                hint = "" if source.prefilter else "; set `prefilter: true` if it needs look-arounds or back-references"
+                errors.append(
+                    PolicyError(
+                        source.regex_where,
+                        "pattern.invalid",
+                        f"hyperscan cannot compile this regex: {err}{hint}",
+                    )
+                )
+        return None, 0
+    return database, len(hyperscan.dumpb(database))
+
+
+def _re_flags(source: _Source) -> int:
+    flags = re.ASCII
+    if source.ignore_case:
+        flags |= re.IGNORECASE
+    if source.dot_all:
+        flags |= re.DOTALL
+    return flags
+
+
+def _compiled(source: _Source) -> ContentRule:
+    return ContentRule(
+        ref=source.ref,
+        category=source.category,
+        pii=source.pii,
+        regex=re.compile(source.regex, _re_flags(source)),
+        validator=VALIDATORS[source.validator] if source.validator else None,
+    )

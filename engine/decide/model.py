@@ -1,0 +1,247 @@
+"""The values that flow through a decision: the request context in, the decision out.
+
+Everything the core needs to know about a request, including the time, the client's
+address and what the store said about the token, is a field here, filled in by the shell.
+That keeps `decide` a pure function of (snapshot, context), which is what makes it
+testable from YAML cases and benchmarkable in isolation. No I/O in this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Final
+
+from engine.errors import Location
+
+__all__ = [
+    "STATUS",
+    "Access",
+    "Action",
+    "AuthMethod",
+    "Content",
+    "Decision",
+    "Denial",
+    "Finding",
+    "Reason",
+    "RequestContext",
+    "RuleRef",
+    "Token",
+    "User",
+    "Visibility",
+]
+
+EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+class Reason(StrEnum):
+    """Why a decision came out as it did. These strings are API: never rename one."""
+
+    ALLOWED = "allowed"
+    PUBLIC_ROUTE = "public_route"
+    DEFAULT_DENY = "default_deny"
+    FEATURE_DISABLED = "feature_disabled"
+    AUTH_REQUIRED = "auth_required"
+    BASIC_AUTH_DISABLED = "basic_auth_disabled"
+    PROXY_AUTH_UNTRUSTED = "proxy_auth_untrusted"
+    TOKEN_ALGORITHM_FORBIDDEN = "token_algorithm_forbidden"
+    TOKEN_HEADER_FORBIDDEN = "token_header_forbidden"
+    TOKEN_MISSING_EXP = "token_missing_exp"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_NOT_YET_VALID = "token_not_yet_valid"
+    TOKEN_MISSING_JTI = "token_missing_jti"
+    TOKEN_LIFETIME_EXCEEDED = "token_lifetime_exceeded"
+    TOKEN_AUDIENCE_INVALID = "token_audience_invalid"
+    TOKEN_ISSUER_INVALID = "token_issuer_invalid"
+    TOKEN_ENVIRONMENT_MISMATCH = "token_environment_mismatch"
+    TOKEN_CLAIM_INVALID = "token_claim_invalid"
+    TOKEN_REVOKED = "token_revoked"
+    REVOCATION_UNAVAILABLE = "revocation_unavailable"
+    USER_UNKNOWN = "user_unknown"
+    ACCOUNT_DISABLED = "account_disabled"
+    IP_NOT_ALLOWED = "ip_not_allowed"
+    OUTSIDE_TIME_WINDOW = "outside_time_window"
+    SERVER_SCOPE_DENIED = "server_scope_denied"
+    SERVER_SCOPE_MISMATCH = "server_scope_mismatch"
+    ADMIN_REQUIRED = "admin_required"
+    PERMISSION_MISSING = "permission_missing"
+    MCP_METHOD_UNKNOWN = "mcp_method_unknown"
+    RATE_LIMITED = "rate_limited"
+    CONTENT_TOO_LARGE = "content_too_large"
+    CONTENT_BLOCKED = "content_blocked"
+    CONTENT_PII = "content_pii"
+
+
+class Access(StrEnum):
+    """How much of the catalog a caller may see."""
+
+    UNRESTRICTED = "unrestricted"
+    PUBLIC_ONLY = "public_only"
+    TEAM_AND_PUBLIC = "team_and_public"
+
+
+class Action(StrEnum):
+    """What a content finding leads to, strongest first."""
+
+    BLOCK = "block"
+    REDACT = "redact"
+    LOG = "log"
+    ALLOW = "allow"
+
+
+class AuthMethod(StrEnum):
+    """How the caller presented credentials, as the shell found them."""
+
+    NONE = "none"
+    BEARER = "bearer"
+    BASIC = "basic"
+    PROXY = "proxy"
+
+
+STATUS: Final[Mapping[Reason, int]] = MappingProxyType(
+    {
+        Reason.ALLOWED: 200,
+        Reason.PUBLIC_ROUTE: 200,
+        Reason.DEFAULT_DENY: 404,
+        Reason.FEATURE_DISABLED: 404,
+        Reason.AUTH_REQUIRED: 401,
+        Reason.BASIC_AUTH_DISABLED: 401,
+        Reason.PROXY_AUTH_UNTRUSTED: 401,
+        Reason.TOKEN_ALGORITHM_FORBIDDEN: 401,
+        Reason.TOKEN_HEADER_FORBIDDEN: 401,
+        Reason.TOKEN_MISSING_EXP: 401,
+        Reason.TOKEN_EXPIRED: 401,
+        Reason.TOKEN_NOT_YET_VALID: 401,
+        Reason.TOKEN_MISSING_JTI: 401,
+        Reason.TOKEN_LIFETIME_EXCEEDED: 401,
+        Reason.TOKEN_AUDIENCE_INVALID: 401,
+        Reason.TOKEN_ISSUER_INVALID: 401,
+        Reason.TOKEN_ENVIRONMENT_MISMATCH: 401,
+        Reason.TOKEN_CLAIM_INVALID: 401,
+        Reason.TOKEN_REVOKED: 401,
+        Reason.REVOCATION_UNAVAILABLE: 503,
+        Reason.USER_UNKNOWN: 401,
+        Reason.ACCOUNT_DISABLED: 403,
+        Reason.IP_NOT_ALLOWED: 403,
+        Reason.OUTSIDE_TIME_WINDOW: 403,
+        Reason.SERVER_SCOPE_DENIED: 403,
+        Reason.SERVER_SCOPE_MISMATCH: 403,
+        Reason.ADMIN_REQUIRED: 403,
+        Reason.PERMISSION_MISSING: 403,
+        Reason.MCP_METHOD_UNKNOWN: 403,
+        Reason.RATE_LIMITED: 429,
+        Reason.CONTENT_TOO_LARGE: 413,
+        Reason.CONTENT_BLOCKED: 422,
+        Reason.CONTENT_PII: 422,
+    }
+)
+"""The HTTP status each reason is answered with."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRef:
+    """A rule's stable id and where its text is, so every decision can be explained."""
+
+    id: str
+    where: Location
+
+
+Denial = tuple[Reason, RuleRef, str]
+"""A failed check: why, the rule that says so, and a message safe to show the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A bearer token whose signature the shell has already verified."""
+
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """What the store says about the caller; `teams` and `roles` are resolved server-side."""
+
+    email: str
+    admin: bool = False
+    active: bool = True
+    teams: frozenset[str] = frozenset()
+    roles: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """A body to inspect, and the context that decides which rules apply to it."""
+
+    context: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Every fact a decision may depend on.
+
+    `revoked` is the answer of the revocation look-up: `None` means the look-up failed,
+    and the policy decides what that means. `user` is `None` when the store knows no such
+    user. `now` is seconds since the epoch; `rate` holds the shell's counters per bucket.
+    """
+
+    method: str
+    path: str
+    now: float
+    client_ip: str | None = None
+    auth: AuthMethod = AuthMethod.NONE
+    token: Token | None = None
+    user: User | None = None
+    revoked: bool | None = False
+    mcp_method: str | None = None
+    content: Content | None = None
+    rate: Mapping[str, int] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    """The catalog filter a handler must apply: which access level, over which teams."""
+
+    access: Access
+    teams: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A content rule that matched, where, and what the active mode does about it.
+
+    The matched text itself is deliberately not kept: findings are logged and returned
+    to callers, and echoing an attack payload or a card number back is a leak.
+    """
+
+    rule: str
+    category: str
+    start: int
+    end: int
+    action: Action
+    pii: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one request, with the rule that made it and what it obliges.
+
+    A denial is a value, not an exception: the shell turns it into a response. `status`
+    is the HTTP status to answer with; `retry_after` is set for rate limiting.
+    """
+
+    allow: bool
+    status: int
+    reason: Reason
+    rule: RuleRef
+    message: str = ""
+    route: str | None = None
+    principal: str | None = None
+    visibility: Visibility | None = None
+    visibility_rule: RuleRef | None = None
+    permissions: frozenset[str] = frozenset()
+    findings: tuple[Finding, ...] = ()
+    retry_after: int | None = None

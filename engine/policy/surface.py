@@ -1,0 +1,145 @@
+"""What the gateway presents to the outside: headers, CORS, cookies, well-known files.
+
+These are not decisions but settings the shell applies to every response; compiling
+them here means a reload changes them together with everything else. The security.txt
+expiry check needs the current time, which the caller passes in. No I/O in this module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from engine.errors import PolicyError, Severity
+from engine.policy.load import Document
+
+__all__ = ["NetworkTable", "WellKnownTable", "build_network_table", "build_well_known_table"]
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkTable:
+    cors_enabled: bool
+    allowed_origins: frozenset[str]
+    allow_credentials: bool
+    allowed_methods: tuple[str, ...]
+    allowed_headers: tuple[str, ...]
+    exposed_headers: tuple[str, ...]
+    cors_max_age: int
+    headers: tuple[tuple[str, str], ...]
+    cookie_secure: bool
+    cookie_http_only: bool
+    cookie_same_site: str
+
+
+@dataclass(frozen=True, slots=True)
+class WellKnownTable:
+    enabled: bool
+    files: Mapping[str, tuple[str, str]]
+    """Path below the site root -> (content type, body)."""
+
+
+def build_network_table(doc: Document) -> tuple[NetworkTable, list[PolicyError]]:
+    """Render the security headers and CSP once, so responses only copy strings."""
+    spec = doc.spec
+    cors = spec.get("cors", {})
+    security = spec.get("securityHeaders", {})
+    cookies = spec.get("cookies", {})
+    headers: list[tuple[str, str]] = []
+    if security.get("enabled", True):
+        headers.append(("X-Frame-Options", security.get("frameOptions", "DENY")))
+        headers.extend(security.get("headers", {}).items())
+        csp = spec.get("contentSecurityPolicy", {})
+        if csp:
+            headers.append(
+                (
+                    "Content-Security-Policy",
+                    "; ".join(f"{d} {' '.join(v)}".strip() for d, v in csp.items()),
+                )
+            )
+    errors = []
+    origins = cors.get("allowedOrigins", [])
+    if cors.get("allowCredentials", False) and "*" in origins:
+        errors.append(
+            PolicyError(
+                doc.locate(["cors", "allowedOrigins"]),
+                "network.wildcard_with_credentials",
+                "`*` cannot be an allowed origin while `allowCredentials` is on",
+            )
+        )
+    table = NetworkTable(
+        cors_enabled=bool(cors.get("enabled", False)),
+        allowed_origins=frozenset(origins),
+        allow_credentials=bool(cors.get("allowCredentials", False)),
+        allowed_methods=tuple(cors.get("allowedMethods", ())),
+        allowed_headers=tuple(cors.get("allowedHeaders", ())),
+        exposed_headers=tuple(cors.get("exposedHeaders", ())),
+        cors_max_age=int(cors.get("maxAgeSeconds", 600)),
+        headers=tuple(headers),
+        cookie_secure=bool(cookies.get("secure", True)),
+        cookie_http_only=bool(cookies.get("httpOnly", True)),
+        cookie_same_site=str(cookies.get("sameSite", "strict")),
+    )
+    return table, errors
+
+
+def build_well_known_table(doc: Document, now: float | None) -> tuple[WellKnownTable, list[PolicyError]]:
+    """Render robots.txt and security.txt (RFC 9116); warn when security.txt has expired."""
+    spec = doc.spec
+    files: dict[str, tuple[str, str]] = {}
+    errors: list[PolicyError] = []
+    if "robotsTxt" in spec:
+        files["robots.txt"] = ("text/plain; charset=utf-8", spec["robotsTxt"])
+    security = spec.get("securityTxt")
+    if security is not None:
+        files[".well-known/security.txt"] = ("text/plain; charset=utf-8", _security_txt(security))
+        expires = dt.datetime.fromisoformat(security["expires"].replace("Z", "+00:00"))
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=dt.UTC)
+        if now is not None and expires.timestamp() < now:
+            errors.append(
+                PolicyError(
+                    doc.locate(["securityTxt", "expires"]),
+                    "wellknown.expired",
+                    f"security.txt expired at `{security['expires']}`: update `expires`",
+                    Severity.WARNING,
+                )
+            )
+    for i, raw in enumerate(spec.get("files", [])):
+        path = f".well-known/{raw['path']}"
+        if path in files:
+            errors.append(
+                PolicyError(
+                    doc.locate(["files", i, "path"]),
+                    "ref.duplicate_id",
+                    f"file `{path}` is defined twice",
+                )
+            )
+        files[path] = (raw["contentType"], raw["body"])
+    return WellKnownTable(bool(spec.get("enabled", True)), MappingProxyType(files)), errors
+
+
+def _security_txt(spec: Mapping[str, object]) -> str:
+    fields = [
+        ("Contact", "contact"),
+        ("Expires", "expires"),
+        ("Encryption", "encryption"),
+        ("Acknowledgments", "acknowledgments"),
+        ("Preferred-Languages", "preferredLanguages"),
+        ("Canonical", "canonical"),
+        ("Policy", "policy"),
+        ("Hiring", "hiring"),
+    ]
+    lines = []
+    for label, key in fields:
+        value = spec.get(key)
+        if value is None:
+            continue
+        if key == "preferredLanguages" and isinstance(value, list):
+            lines.append(f"{label}: {', '.join(value)}")
+        elif isinstance(value, list):
+            lines.extend(f"{label}: {item}" for item in value)
+        else:
+            lines.append(f"{label}: {value}")
+    return "\n".join(lines) + "\n"
