@@ -14,11 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from engine.decide.model import RuleRef
 from engine.errors import Location, PolicyError
-from engine.policy.load import Document
+
+if TYPE_CHECKING:
+    from engine.policy.load import Document
 
 __all__ = ["AccessTable", "Route", "RouteClass", "ServerScope", "build_access_table", "match_route"]
 
@@ -64,11 +66,12 @@ class McpMethod:
 class AccessTable:
     """Everything needed to place a request on a route and check its permission."""
 
+    exact: Mapping[tuple[str, str], Route]
     by_segment: Mapping[str, tuple[Route, ...]]
     other: tuple[Route, ...]
     roles: Mapping[str, frozenset[str]]
     admin_role: str | None
-    default_role: str | None
+    default_roles: frozenset[str]
     anonymous_role: str | None
     permissions: frozenset[str]
     mcp_methods: Mapping[str, McpMethod]
@@ -78,10 +81,16 @@ class AccessTable:
     default: RuleRef
 
 
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+
+
 def match_route(table: AccessTable, method: str, path: str) -> tuple[Route, Mapping[str, str]] | None:
     """Find the first route that serves `method path`, with its path parameters."""
     if len(path) > 1 and path.endswith("/"):
         path = path.rstrip("/") or "/"
+    exact = table.exact.get((method, path))
+    if exact is not None:
+        return exact, _NO_PARAMS
     end = path.find("/", 1)
     first = path[1:] if end < 0 else path[1:end]
     for route in table.by_segment.get(first, table.other):
@@ -93,6 +102,9 @@ def match_route(table: AccessTable, method: str, path: str) -> tuple[Route, Mapp
 
 def role_permissions(table: AccessTable, roles: frozenset[str]) -> frozenset[str]:
     """Union the permissions of `roles`; unknown role names grant nothing."""
+    if len(roles) == 1:
+        (role,) = roles
+        return table.roles.get(role, frozenset())
     granted: frozenset[str] = frozenset()
     for role in roles:
         granted = granted | table.roles.get(role, frozenset())
@@ -145,12 +157,14 @@ def build_access_table(
             )
     if errors:
         return None, errors
+    default_role = permission_sets.spec.get("defaultRole")
     table = AccessTable(
+        exact=_exact(ordered),
         by_segment=_bucket(ordered),
         other=tuple(r for r in ordered if _first_segment(r) is None),
         roles=MappingProxyType(roles),
         admin_role=permission_sets.spec.get("adminRole"),
-        default_role=permission_sets.spec.get("defaultRole"),
+        default_roles=frozenset([default_role] if default_role else ()),
         anonymous_role=permission_sets.spec.get("anonymousRole"),
         permissions=known,
         mcp_methods=MappingProxyType(mcp),
@@ -304,6 +318,21 @@ def _bucket(routes: list[Route]) -> Mapping[str, tuple[Route, ...]]:
     firsts = {s for s in map(_first_segment, routes) if s is not None}
     buckets = {segment: tuple(r for r in routes if _first_segment(r) in (segment, None)) for segment in firsts}
     return MappingProxyType(buckets)
+
+
+def _exact(routes: list[Route]) -> Mapping[tuple[str, str], Route]:
+    """A direct lookup for literal paths, used only where it picks what the scan would."""
+    table: dict[tuple[str, str], Route] = {}
+    for route in routes:
+        literal = route.pattern.pattern
+        if route.methods is None or route.pattern.groups or re.escape(re.sub(r"\\(.)", r"\1", literal)) != literal:
+            continue
+        path = re.sub(r"\\(.)", r"\1", literal)
+        for method in route.methods:
+            first = next(r for r in routes if r.pattern.fullmatch(path) and (r.methods is None or method in r.methods))
+            if first is route:
+                table.setdefault((method, path), route)
+    return MappingProxyType(table)
 
 
 def _unknown_permission(where: Location, permission: str, doc: Document) -> PolicyError:

@@ -22,14 +22,16 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import hyperscan
 
 from engine.decide.model import Action, Content, Denial, Finding, Reason, RuleRef
 from engine.decide.validators import VALIDATORS, Validator
 from engine.errors import Location, PolicyError
-from engine.policy.load import Document
+
+if TYPE_CHECKING:
+    from engine.policy.load import Document
 
 __all__ = [
     "CONTEXTS",
@@ -228,7 +230,7 @@ def build_content_table(
             if missing:
                 errors.append(
                     PolicyError(
-                        modes_doc.locate(["modes", mode]),
+                        modes_doc.locate(["modes", mode, kind]),
                         "content.mode_incomplete",
                         f"mode `{mode}` says nothing about `{kind}` in {', '.join(missing)}",
                     )

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from engine.decide.model import Denial, Reason, RuleRef
 from engine.errors import PolicyError
-from engine.policy.load import Document
+
+if TYPE_CHECKING:
+    from engine.policy.load import Document
 
 __all__ = ["Bucket", "LimitTable", "build_limit_table", "check_rate"]
 

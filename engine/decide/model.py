@@ -8,11 +8,12 @@ testable from YAML cases and benchmarkable in isolation. No I/O in this module.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from engine.errors import Location
 
@@ -152,12 +153,168 @@ Denial = tuple[Reason, RuleRef, str]
 """A failed check: why, the rule that says so, and a message safe to show the caller."""
 
 
+class TeamsClaim(StrEnum):
+    """The four shapes a `teams` claim can take; each has its own row in the truth table."""
+
+    ABSENT = "absent"
+    NULL = "null"
+    EMPTY = "empty"
+    LISTED = "listed"
+
+
+_WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """Minutes of the UTC day `[start, end)` (wrapping past midnight when end < start)."""
+
+    start: int
+    end: int
+    weekdays: frozenset[int]
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(frozen=True, slots=True)
 class Token:
-    """A bearer token whose signature the shell has already verified."""
+    """A bearer token whose signature the shell has already verified.
+
+    Everything the policy judges is read out of the claims once, when the token is built:
+    the shell keeps verified tokens in a cache keyed by the raw token, so a request with a
+    known token pays for comparisons only. None of these facts depends on the policy or on
+    the time. A claim that cannot be read sets `problem`, and the token is refused:
+    a scope that narrows access must never widen it by being malformed.
+    """
 
     header: Mapping[str, Any]
     claims: Mapping[str, Any]
+    alg: Any = field(init=False)
+    exp: float | None = field(init=False)
+    nbf: float | None = field(init=False)
+    iat: float | None = field(init=False)
+    jti: str | None = field(init=False)
+    audiences: frozenset[str] = field(init=False)
+    issuer: Any = field(init=False)
+    env: Any = field(init=False)
+    session: bool = field(init=False)
+    teams_claim: TeamsClaim = field(init=False)
+    teams: frozenset[str] = field(init=False)
+    server_id: str | None = field(init=False)
+    permissions: frozenset[str] | None = field(init=False)
+    networks: tuple[IPNetwork, ...] | None = field(init=False)
+    windows: tuple[TimeWindow, ...] | None = field(init=False)
+    problem: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        claims = self.claims
+        problems: list[str] = []
+        put = object.__setattr__
+        put(self, "alg", self.header.get("alg"))
+        for name in ("exp", "nbf", "iat"):
+            value = claims.get(name)
+            if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+                problems.append(f"claim `{name}` is not a number")
+                value = None
+            put(self, name, value)
+        jti = claims.get("jti")
+        if jti is not None and not isinstance(jti, str):
+            problems.append("claim `jti` is not a string")
+            jti = None
+        put(self, "jti", jti or None)
+        aud = claims.get("aud")
+        put(
+            self,
+            "audiences",
+            frozenset(
+                [aud]
+                if isinstance(aud, str)
+                else [a for a in aud if isinstance(a, str)]
+                if isinstance(aud, list)
+                else ()
+            ),
+        )
+        put(self, "issuer", claims.get("iss"))
+        put(self, "env", claims.get("env"))
+        put(self, "session", claims.get("token_use") == "session")
+        shape, teams = _teams(claims, problems)
+        put(self, "teams_claim", shape)
+        put(self, "teams", teams)
+        scopes = claims.get("scopes") or {}
+        if not isinstance(scopes, Mapping):
+            problems.append("claim `scopes` is not an object")
+            scopes = {}
+        server_id = scopes.get("server_id")
+        if server_id is not None and not isinstance(server_id, str):
+            problems.append("scope `server_id` is not a string")
+        put(self, "server_id", server_id)
+        listed = scopes.get("permissions")
+        if listed is not None and not (isinstance(listed, list) and all(isinstance(p, str) for p in listed)):
+            problems.append("scope `permissions` is not a list of strings")
+            listed = []
+        put(self, "permissions", None if listed is None or listed == ["*"] else frozenset(listed))
+        put(self, "networks", _networks(scopes.get("ip_restrictions"), problems))
+        put(self, "windows", _windows(scopes.get("time_restrictions"), problems))
+        put(self, "problem", problems[0] if problems else None)
+
+
+def _teams(claims: Mapping[str, Any], problems: list[str]) -> tuple[TeamsClaim, frozenset[str]]:
+    if "teams" not in claims:
+        return TeamsClaim.ABSENT, frozenset()
+    teams = claims["teams"]
+    if teams is None:
+        return TeamsClaim.NULL, frozenset()
+    if isinstance(teams, list) and all(isinstance(t, str) for t in teams):
+        return (TeamsClaim.LISTED, frozenset(teams)) if teams else (TeamsClaim.EMPTY, frozenset())
+    problems.append("claim `teams` must be null or a list of strings")
+    return TeamsClaim.EMPTY, frozenset()
+
+
+def _networks(raw: Any, problems: list[str]) -> tuple[IPNetwork, ...] | None:
+    if not raw:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
+        problems.append("scope `ip_restrictions` must be a list of CIDR strings")
+        return ()
+    try:
+        return tuple(ipaddress.ip_network(c, strict=False) for c in raw)
+    except ValueError:
+        problems.append("scope `ip_restrictions` holds an invalid network")
+        return ()
+
+
+def _windows(raw: Any, problems: list[str]) -> tuple[TimeWindow, ...] | None:
+    if not raw:
+        return None
+    windows = []
+    for window in raw if isinstance(raw, list) else [raw]:
+        try:
+            if not isinstance(window, Mapping) or window.get("timezone", "UTC") != "UTC":
+                raise ValueError(window)
+            days = window.get("weekdays", list(_WEEKDAYS))
+            if not isinstance(days, list) or not set(days) <= set(_WEEKDAYS):
+                raise ValueError(days)
+            windows.append(
+                TimeWindow(
+                    _minutes(window.get("start_time", "00:00")),
+                    _minutes(window.get("end_time", "24:00")),
+                    frozenset(_WEEKDAYS.index(d) for d in days),
+                )
+            )
+        except ValueError:
+            problems.append("scope `time_restrictions` is malformed")
+            return ()
+    return tuple(windows)
+
+
+def _minutes(text: Any) -> int:
+    if not isinstance(text, str) or len(text) != 5 or text[2] != ":" or not (text[:2] + text[3:]).isdigit():
+        raise ValueError(text)
+    hours, minutes = int(text[:2]), int(text[3:])
+    if hours > 24 or minutes > 59 or (hours == 24 and minutes):
+        raise ValueError(text)
+    return hours * 60 + minutes
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +358,12 @@ class RequestContext:
     rate: Mapping[str, int] = field(default_factory=lambda: EMPTY)
 
 
-@dataclass(frozen=True, slots=True)
-class Visibility:
-    """The catalog filter a handler must apply: which access level, over which teams."""
+class Visibility(NamedTuple):
+    """The catalog filter a handler must apply: which access level, over which teams.
+
+    A NamedTuple rather than a frozen dataclass, like `Decision`: one is built for every
+    request, and a frozen dataclass spends a `object.__setattr__` call per field.
+    """
 
     access: Access
     teams: frozenset[str] = frozenset()
@@ -225,12 +385,13 @@ class Finding:
     pii: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The answer to one request, with the rule that made it and what it obliges.
 
     A denial is a value, not an exception: the shell turns it into a response. `status`
-    is the HTTP status to answer with; `retry_after` is set for rate limiting.
+    is the HTTP status to answer with; `retry_after` is set for rate limiting. Immutable
+    like every value here, but a NamedTuple: building a frozen dataclass of this size
+    costs about 2.9 us on CPython 3.11, more than the whole decision budget.
     """
 
     allow: bool

@@ -51,6 +51,7 @@ def _email(text: str, start: int, end: int) -> bool:
         and ".." not in local
         and all(label and not label.startswith("-") and not label.endswith("-") for label in labels)
         and labels[-1].isalpha()
+        and len(labels[-1]) >= 2
     )
 
 

@@ -10,30 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Final
 
-from engine.decide.model import Access, RuleRef, User, Visibility
+from engine.decide.model import Access, RuleRef, TeamsClaim, User, Visibility
 from engine.errors import Location, PolicyError
-from engine.policy.load import Document
+
+if TYPE_CHECKING:
+    from engine.policy.load import Document
 
 __all__ = [
     "TeamsClaim",
     "VisibilityTable",
     "build_visibility_table",
     "resolve_visibility",
-    "teams_claim_shape",
 ]
-
-
-class TeamsClaim(StrEnum):
-    """The four shapes a `teams` claim can take; each gets its own row of the table."""
-
-    ABSENT = "absent"
-    NULL = "null"
-    EMPTY = "empty"
-    LISTED = "listed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,28 +92,15 @@ def build_visibility_table(doc: Document) -> tuple[VisibilityTable | None, list[
     return VisibilityTable(MappingProxyType(cells), session, anonymous), []
 
 
-def teams_claim_shape(claims: Mapping[str, Any]) -> TeamsClaim | None:
-    """Classify the `teams` claim; None when it is not a list of strings or null."""
-    if "teams" not in claims:
-        return TeamsClaim.ABSENT
-    teams = claims["teams"]
-    if teams is None:
-        return TeamsClaim.NULL
-    if isinstance(teams, list) and all(isinstance(t, str) for t in teams):
-        return TeamsClaim.LISTED if teams else TeamsClaim.EMPTY
-    return None
-
-
 def resolve_visibility(
-    table: VisibilityTable,
-    claims: Mapping[str, Any],
-    shape: TeamsClaim,
-    user: User,
-    *,
-    session: bool,
+    table: VisibilityTable, shape: TeamsClaim, listed: frozenset[str], user: User, *, session: bool
 ) -> tuple[Visibility, RuleRef]:
-    """Apply the session rule or the truth table to one authenticated caller."""
-    listed = frozenset(claims["teams"]) if shape is TeamsClaim.LISTED else frozenset()
+    """Apply the session rule or the truth table to one authenticated caller.
+
+    `shape` and `listed` describe the token's `teams` claim; callers without a token
+    (basic or proxy authentication) count as sessions, since only the store knows their
+    teams.
+    """
     if session and table.session is not None:
         rule = table.session
         teams = user.teams
@@ -137,5 +115,8 @@ def resolve_visibility(
     return _visibility(cell.access, listed), cell.ref
 
 
+_TEAMS: Final = Access.TEAM_AND_PUBLIC
+
+
 def _visibility(access: Access, teams: frozenset[str]) -> Visibility:
-    return Visibility(access, teams if access is Access.TEAM_AND_PUBLIC else frozenset())
+    return Visibility(access, teams if access is _TEAMS else frozenset())
