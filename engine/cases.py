@@ -75,7 +75,10 @@ def context_from_data(data: Mapping[str, Any]) -> RequestContext:
     if content is not None:
         if not isinstance(content, Mapping) or content.get("context") not in CONTEXTS:
             raise ValueError(f"`content` needs a `context` out of {', '.join(CONTEXTS)} and a `text`")
-        content = Content(str(content["context"]), str(content.get("text", "")))
+        repeat = content.get("repeat", 1)
+        if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+            raise ValueError("`content.repeat` must be a positive integer")
+        content = Content(str(content["context"]), str(content.get("text", "")) * repeat)
     rate = data.get("rate", {})
     if not isinstance(rate, Mapping) or not all(isinstance(v, int) for v in rate.values()):
         raise ValueError("`rate` must map bucket ids to counts")

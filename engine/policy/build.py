@@ -96,19 +96,19 @@ class Build:
 
 
 def _load(state: State) -> State:
-    """Parse every layer; a later layer's document replaces one of the same kind and name."""
+    """Parse every layer; a later layer's document replaces one of the same kind and name.
+
+    Test documents overlay the same way, so an example that changes a rule can replace the
+    default cases that assert the old behaviour.
+    """
     merged: dict[tuple[str, str], Document] = {}
     order: list[tuple[str, str]] = []
     errors: list[PolicyError] = []
-    tests: list[Document] = []
     for layer in state.layers:
         documents, problems = load_documents(layer)
         errors.extend(problems)
         seen: dict[tuple[str, str], Document] = {}
         for document in documents:
-            if document.kind == "PolicyTest":
-                tests.append(document)
-                continue
             key = (document.kind, document.name)
             if key in seen:
                 errors.append(
@@ -123,7 +123,9 @@ def _load(state: State) -> State:
             if key not in merged:
                 order.append(key)
             merged[key] = document
-    return state.with_issues(errors, documents=tuple(merged[k] for k in order), tests=tuple(tests))
+    policy = tuple(merged[k] for k in order if k[0] != "PolicyTest")
+    tests = tuple(merged[k] for k in order if k[0] == "PolicyTest")
+    return state.with_issues(errors, documents=policy, tests=tests)
 
 
 def _index(state: State) -> State:
