@@ -273,3 +273,5 @@ def _read_text(path: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as err:
         raise MissingPath(f"no such file: {path}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise MissingPath(f"cannot read {path} as UTF-8 text: {err}") from err

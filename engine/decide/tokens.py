@@ -11,6 +11,7 @@ import datetime as dt
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from engine.decide.model import Denial, Reason, RuleRef, TimeWindow, Token
@@ -91,10 +92,10 @@ def build_token_table(doc: Document) -> tuple[TokenTable, list[PolicyError]]:
         validate_environment=bool(environment.get("validate", False)),
         # SECURITY: a missing setting fails closed.
         fail_closed=spec.get("revocation", {}).get("onLookupFailure", "deny") == "deny",
-        basic_auth={"api": bool(basic.get("api", False)), "docs": bool(basic.get("docs", False))},
+        basic_auth=MappingProxyType({"api": bool(basic.get("api", False)), "docs": bool(basic.get("docs", False))}),
         proxy_trusted=bool(proxy.get("trusted", False)),
         proxy_header=str(proxy.get("userHeader", "X-Forwarded-User")),
-        refs=refs,
+        refs=MappingProxyType(refs),
     )
     return table, []
 

@@ -1,0 +1,56 @@
+"""Errors that no single bad policy file can cause: missing kinds, encodings, the limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.errors import PolicyErrors
+from engine.policy import Source, compile_policy
+from engine.schemas import validators
+from engine.sources import MissingPath, read_layer
+from tests.conftest import POLICIES, default_layer
+
+
+def _compile(*layers: list[Source]) -> None:
+    compile_policy(list(layers), validators=validators())
+
+
+def test_a_set_without_a_required_kind_names_the_kind() -> None:
+    layer = [s for s in default_layer() if not s.label.endswith("/tokens.yaml")]
+    with pytest.raises(PolicyErrors) as caught:
+        _compile(layer)
+    assert [(e.code, e.message) for e in caught.value.errors] == [
+        ("set.missing_kind", "the policy set has no TokenRules document")
+    ]
+
+
+def test_a_file_that_is_not_utf8_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(PolicyErrors) as caught:
+        read_layer([tmp_path])
+    assert [(e.where.file, e.code) for e in caught.value.errors] == [(str(tmp_path / "latin1.yaml"), "file.encoding")]
+
+
+def test_a_missing_path_is_not_a_policy_error() -> None:
+    with pytest.raises(MissingPath):
+        read_layer(["/no/such/policies"])
+
+
+def test_errors_stop_at_the_limit_and_say_so() -> None:
+    sizes = (POLICIES / "sizes.yaml").read_text()
+    broken = [Source(f"bad/{i}.yaml", sizes.replace("name: default", f"name: s{i}")) for i in range(30)]
+    with pytest.raises(PolicyErrors) as caught:
+        compile_policy([default_layer(), broken], validators=validators(), error_limit=5)
+    codes = [e.code for e in caught.value.errors]
+    assert len(codes) == 6
+    assert codes.count("errors.limit") == 1
+
+
+def test_errors_are_sorted_by_place() -> None:
+    bad = [Source("b.yaml", "kind: [\n"), Source("a.yaml", "kind: [\n")]
+    with pytest.raises(PolicyErrors) as caught:
+        _compile(default_layer(), bad)
+    files = [e.where.file for e in caught.value.errors]
+    assert files == sorted(files)

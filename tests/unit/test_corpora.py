@@ -1,0 +1,58 @@
+"""Detection and false-positive rates of the default rules on the corpora in tests/data.
+
+The tuning sets (`attacks`, `benign`, `pii`) were used while writing the rules; the
+validation sets were written afterwards by someone else and are only measured, never
+tuned on, so their rates are the honest estimate (measured: 81% of validation attacks
+blocked, 1.7% of validation benign text refused). The bounds here guard against regressions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from engine.decide import Content
+from engine.decide.content import inspect_content
+from engine.policy import Snapshot
+from tests.conftest import ROOT
+
+DATA = ROOT / "tests" / "data"
+
+
+def _rows(name: str) -> Iterator[dict[str, Any]]:
+    for line in (DATA / f"{name}.jsonl").read_text().splitlines():
+        yield json.loads(line)
+
+
+def _blocked(snapshot: Snapshot, row: dict[str, Any]) -> bool:
+    return inspect_content(snapshot.content, Content(row["context"], row["text"])).denial is not None
+
+
+def _rate(snapshot: Snapshot, name: str) -> tuple[float, list[str]]:
+    rows = list(_rows(name))
+    hits = [row["id"] for row in rows if _blocked(snapshot, row)]
+    return len(hits) / len(rows), hits
+
+
+@pytest.mark.parametrize(("name", "floor"), [("attacks", 0.99), ("validation_attacks", 0.80)])
+def test_attacks_are_blocked(snapshot: Snapshot, name: str, floor: float) -> None:
+    rate, _ = _rate(snapshot, name)
+    assert rate >= floor, f"{name}: {rate:.1%} blocked"
+
+
+@pytest.mark.parametrize(("name", "ceiling"), [("benign", 0.0), ("validation_benign", 0.02)])
+def test_benign_text_passes(snapshot: Snapshot, name: str, ceiling: float) -> None:
+    rate, hits = _rate(snapshot, name)
+    assert rate <= ceiling, f"{name}: {rate:.1%} falsely blocked: {hits[:10]}"
+
+
+def test_pii_is_found_and_lookalikes_are_not(snapshot: Snapshot) -> None:
+    wrong = []
+    for row in _rows("pii"):
+        findings = inspect_content(snapshot.content, Content(row["context"], row["text"])).findings
+        if any(f.pii for f in findings) != row["expect_pii"]:
+            wrong.append(row["id"])
+    assert wrong == []

@@ -1,0 +1,59 @@
+"""PII validators: a regex finds candidates, these decide whether they are real."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.decide.validators import VALIDATORS, luhn_valid
+
+
+def _check(name: str, text: str) -> bool:
+    return VALIDATORS[name](text, 0, len(text))
+
+
+@pytest.mark.parametrize("number", ["4111111111111111", "5500005555555559", "378282246310005", "6011000990139424"])
+def test_luhn_accepts_test_card_numbers(number: str) -> None:
+    assert luhn_valid(number)
+
+
+@pytest.mark.parametrize("number", ["4111111111111112", "1234567812345678", "0000000000000001"])
+def test_luhn_rejects_wrong_check_digits(number: str) -> None:
+    assert not luhn_valid(number)
+
+
+@pytest.mark.parametrize(("text", "valid"), [
+    ("123-45-6789", True),
+    ("000-12-3456", False),  # area 000 is never issued
+    ("666-12-3456", False),  # nor 666
+    ("912-12-3456", False),  # nor 900-999
+    ("123-00-4567", False),  # group 00
+    ("123-45-0000", False),  # serial 0000
+])  # fmt: skip
+def test_ssn_rules(text: str, valid: bool) -> None:
+    assert _check("ssn", text) is valid
+
+
+@pytest.mark.parametrize(("text", "valid"), [
+    ("10.0.0.1", True),
+    ("255.255.255.255", True),
+    ("256.1.1.1", False),
+    ("1.2.3", False),
+])  # fmt: skip
+def test_ipv4_parsing(text: str, valid: bool) -> None:
+    assert _check("ipv4", text) is valid
+
+
+@pytest.mark.parametrize(("text", "valid"), [
+    ("2001:db8::1", True),
+    ("fe80::1ff:fe23:4567:890a", True),
+    ("::", False),  # the unspecified address says nothing about anyone
+    ("1:2:3:4:5:6:7:8:9", False),
+    ("2001:db8:::1", False),
+])  # fmt: skip
+def test_ipv6_parsing(text: str, valid: bool) -> None:
+    assert _check("ipv6", text) is valid
+
+
+@pytest.mark.parametrize(("text", "valid"), [("+14155552671", True), ("+1 415 555 2671", True), ("+1 23", False)])
+def test_phone_numbers(text: str, valid: bool) -> None:
+    assert _check("phone", text) is valid

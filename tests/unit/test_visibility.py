@@ -1,0 +1,65 @@
+"""Visibility never grants more than the caller's own teams plus public items.
+
+Whatever the `teams` claim says, for API tokens and session tokens, admin or not: the
+result is either the admin's unrestricted view (only where the table says so) or a set
+of teams that is inside what the claim or the real memberships allow.
+"""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+from hypothesis import HealthCheck, given, settings
+
+from engine.decide import Access, User
+from engine.decide.model import TeamsClaim
+from engine.decide.visibility import resolve_visibility
+from engine.policy import Snapshot
+
+team = st.sampled_from(["a", "b", "c", "ops", "sec"])
+teams = st.frozensets(team, max_size=4)
+
+
+def _shape(listed: frozenset[str] | None, absent: bool) -> TeamsClaim:
+    if absent:
+        return TeamsClaim.ABSENT
+    if listed is None:
+        return TeamsClaim.NULL
+    return TeamsClaim.LISTED if listed else TeamsClaim.EMPTY
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    claim=st.one_of(st.none(), teams),
+    absent=st.booleans(),
+    memberships=teams,
+    admin=st.booleans(),
+    session=st.booleans(),
+)
+def test_never_wider_than_own_teams(
+    snapshot: Snapshot,
+    claim: frozenset[str] | None,
+    absent: bool,
+    memberships: frozenset[str],
+    admin: bool,
+    session: bool,
+) -> None:
+    shape = _shape(claim, absent)
+    user = User("u@example.com", admin=admin, teams=memberships)
+    seen, _ = resolve_visibility(snapshot.visibility, shape, claim or frozenset(), user, session=session)
+    if seen.access is Access.UNRESTRICTED:
+        assert admin, "only admins are ever unrestricted"
+        return
+    if seen.access is Access.PUBLIC_ONLY:
+        assert not seen.teams
+        return
+    if session:
+        assert seen.teams <= memberships, "a session sees at most its real teams"
+    else:
+        assert seen.teams <= (claim or frozenset()), "an API token sees at most its claimed teams"
+
+
+def test_an_absent_claim_never_unlocks_an_admin_in_the_default_table(snapshot: Snapshot) -> None:
+    admin = User("root@example.com", admin=True, teams=frozenset({"ops"}))
+    seen, rule = resolve_visibility(snapshot.visibility, TeamsClaim.ABSENT, frozenset(), admin, session=False)
+    assert seen.access is Access.PUBLIC_ONLY
+    assert rule.id == "visibility/absent-admin"
