@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     _policy_args(bench)
     bench.set_defaults(run=_bench)
+
+    from engine.server_cli import add_commands
+
+    add_commands(commands)
     return parser
 
 

@@ -41,6 +41,10 @@ class Engine:
             build = compile_policy(layers, validators=validators, env=env, now=now, clock=clock)
         except PolicyErrors as errors:
             return errors
-        # INVARIANT: one reference assignment; readers see the old snapshot or the new one.
-        self._current = build.snapshot
+        self.swap(build.snapshot)
         return None
+
+    def swap(self, snapshot: Snapshot) -> None:
+        """Put a snapshot built elsewhere (a worker thread) in force."""
+        # INVARIANT: one reference assignment; readers see the old snapshot or the new one.
+        self._current = snapshot

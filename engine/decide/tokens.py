@@ -44,6 +44,8 @@ class TokenTable:
     proxy_trusted: bool
     proxy_header: str
     refs: Mapping[str, RuleRef]
+    issue_audience: str
+    issue_issuer: str
 
 
 def build_token_table(doc: Document) -> tuple[TokenTable, list[PolicyError]]:
@@ -96,6 +98,9 @@ def build_token_table(doc: Document) -> tuple[TokenTable, list[PolicyError]]:
         proxy_trusted=bool(proxy.get("trusted", False)),
         proxy_header=str(proxy.get("userHeader", "X-Forwarded-User")),
         refs=MappingProxyType(refs),
+        # Tokens the gateway issues name the first accepted audience and issuer.
+        issue_audience=str((audience.get("accepted") or ["mcpgateway-api"])[0]),
+        issue_issuer=str((issuer.get("accepted") or ["mcpgateway"])[0]),
     )
     return table, []
 

@@ -1,0 +1,213 @@
+"""What an authenticated request needs to know fast: its user and whether it is revoked.
+
+Three ways to answer, chosen by how the gateway runs:
+
+    Directory
+    ├── LocalCache   one process, no Redis: every write passes through this process, so an
+    │                in-memory copy (users with a TTL, the full revocation set) stays exact
+    ├── RedisCache   REDIS_URL set: shared by every worker and instance; one pipelined
+    │                round trip answers both questions, writes update it at once
+    └── no cache     several workers without Redis: one store query per request
+
+A revocation takes effect on the next request everywhere: it is written to the store and
+to the cache before the API answers. When nothing can answer (store and cache down), the
+lookup reports "unknown" and the policy's failure mode decides; it never guesses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from engine.decide import User
+from engine.store.queries import fetch_principal, revoked_jtis
+
+__all__ = ["Cache", "Directory", "LocalCache", "Lookup", "RedisCache"]
+
+log = logging.getLogger("policygate")
+
+_MISS: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """The user (None when unknown) and the revocation answer (None when unknown)."""
+
+    user: User | None
+    revoked: bool | None
+
+
+class Cache(Protocol):
+    async def lookup(self, email: str, jti: str | None) -> tuple[Any, bool | None]:
+        """The cached user (or `_MISS`) and revocation answer (None when not known here)."""
+
+    async def store_user(self, user: User) -> None: ...
+    async def forget_user(self, email: str) -> None: ...
+    async def add_revoked(self, jti: str) -> None: ...
+    async def prime(self, jtis: list[str]) -> None: ...
+    async def count(self, key: str, window_s: int, now: float) -> int: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+@dataclass
+class LocalCache:
+    """Exact only while this process is the sole writer (one worker, no Redis)."""
+
+    ttl_s: float
+    clock: Callable[[], float] = time.monotonic
+    users: dict[str, tuple[float, User]] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
+    primed: bool = False
+    counters: dict[str, int] = field(default_factory=dict)
+
+    async def lookup(self, email: str, jti: str | None) -> tuple[Any, bool | None]:
+        entry = self.users.get(email)
+        user: Any = entry[1] if entry is not None and entry[0] > self.clock() else _MISS
+        return user, (jti in self.revoked if jti else False) if self.primed else None
+
+    async def store_user(self, user: User) -> None:
+        if self.ttl_s > 0:
+            self.users[user.email] = (self.clock() + self.ttl_s, user)
+
+    async def forget_user(self, email: str) -> None:
+        self.users.pop(email, None)
+
+    async def add_revoked(self, jti: str) -> None:
+        self.revoked.add(jti)
+
+    async def prime(self, jtis: list[str]) -> None:
+        self.revoked.update(jtis)
+        self.primed = True
+
+    async def count(self, key: str, window_s: int, now: float) -> int:
+        slot = f"{key}:{int(now) // window_s}"
+        if len(self.counters) > 100_000:
+            self.counters.clear()
+        self.counters[slot] = self.counters.get(slot, 0) + 1
+        return self.counters[slot]
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self.users.clear()
+
+
+_REVOKED: Final = "policygate:revoked"
+_PRIMED: Final = "policygate:revoked:primed"
+
+
+@dataclass
+class RedisCache:
+    """Redis through `redis.asyncio`; keys are namespaced `policygate:`."""
+
+    client: Any
+    ttl_s: int
+
+    async def lookup(self, email: str, jti: str | None) -> tuple[Any, bool | None]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(f"policygate:user:{email}")
+            pipe.exists(_PRIMED)
+            pipe.sismember(_REVOKED, jti or "")
+            raw, primed, member = await pipe.execute()
+        user: Any = _MISS if raw is None else _user_from_json(raw)
+        # INVARIANT: without the primed marker (a Redis restart lost the set) a missing
+        # member proves nothing, so the store is asked instead.
+        return user, (bool(member) if jti else False) if primed else None
+
+    async def store_user(self, user: User) -> None:
+        if self.ttl_s > 0:
+            await self.client.set(f"policygate:user:{user.email}", _user_to_json(user), ex=self.ttl_s)
+
+    async def forget_user(self, email: str) -> None:
+        await self.client.delete(f"policygate:user:{email}")
+
+    async def add_revoked(self, jti: str) -> None:
+        await self.client.sadd(_REVOKED, jti)
+
+    async def prime(self, jtis: list[str]) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            if jtis:
+                pipe.sadd(_REVOKED, *jtis)
+            pipe.set(_PRIMED, "1")
+            await pipe.execute()
+
+    async def count(self, key: str, window_s: int, now: float) -> int:
+        slot = f"policygate:rate:{key}:{int(now) // window_s}"
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.incr(slot)
+            pipe.expire(slot, window_s + 1)
+            value, _ = await pipe.execute()
+        return int(value)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _user_to_json(user: User) -> str:
+    return json.dumps(
+        {
+            "email": user.email,
+            "admin": user.admin,
+            "active": user.active,
+            "teams": sorted(user.teams),
+            "roles": sorted(user.roles),
+        }
+    )
+
+
+def _user_from_json(raw: str | bytes) -> User:
+    data = json.loads(raw)
+    return User(data["email"], data["admin"], data["active"], frozenset(data["teams"]), frozenset(data["roles"]))
+
+
+@dataclass
+class Directory:
+    """User and revocation look-ups for the guard, through the cache when there is one."""
+
+    cache: Cache | None
+
+    async def start(self) -> None:
+        """Load the revocation set into the cache; until then the store is asked."""
+        if self.cache is not None:
+            await self.cache.prime(await revoked_jtis())
+
+    async def lookup(self, email: str, jti: str | None) -> Lookup:
+        cached_user: Any = _MISS
+        revoked: bool | None = None
+        if self.cache is not None:
+            try:
+                cached_user, revoked = await self.cache.lookup(email, jti)
+            except Exception as err:
+                log.warning("cache look-up failed, asking the store: %s", type(err).__name__)
+        if cached_user is not _MISS and revoked is not None:
+            return Lookup(cached_user, revoked)
+        try:
+            user, stored_revoked = await fetch_principal(email, jti)
+        except Exception as err:
+            log.error("store look-up failed: %s", type(err).__name__)
+            return Lookup(None if cached_user is _MISS else cached_user, None)
+        if user is not None and self.cache is not None:
+            with suppress(Exception):  # caching is an optimisation only
+                await self.cache.store_user(user)
+        return Lookup(user, stored_revoked)
+
+    async def user_changed(self, email: str) -> None:
+        if self.cache is not None:
+            await self.cache.forget_user(email)
+
+    async def revoked(self, jti: str) -> None:
+        if self.cache is not None:
+            await self.cache.add_revoked(jti)

@@ -1,0 +1,98 @@
+"""The gateway's own subcommands: `serve` and `token create`.
+
+Kept apart from the policy tools so that `policygate lint` in CI never imports Quart,
+tortoise or Hypercorn; these modules load only when a gateway command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+__all__ = ["add_commands"]
+
+OK, FAILED, USAGE = 0, 1, 2
+
+
+def add_commands(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run the gateway (Hypercorn serving the Quart app)")
+    serve.add_argument("--bind", help="HOST:PORT to listen on (default: 127.0.0.1:4444, or BIND)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: 1, or WORKERS)")
+    serve.add_argument("--policies", action="append", help="policy folder; repeat to lay one over another")
+    serve.set_defaults(run=_serve)
+
+    token = commands.add_parser("token", help="development tokens")
+    actions = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="print a signed token (bypasses the API's containment checks)")
+    create.add_argument("--username", required=True, help="the user's email (the `sub` claim)")
+    create.add_argument("--admin", action="store_true", help="give the token `teams: null` (admin bypass)")
+    create.add_argument("--teams", help="comma-separated team ids for the `teams` claim")
+    create.add_argument("--scopes", help="the `scopes` claim as JSON")
+    create.add_argument("--expires-minutes", type=int, default=60)
+    create.add_argument("--policies", action="append", help="policy folder (for audience, issuer, environment)")
+    create.set_defaults(run=_token_create)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from engine.settings import load_settings
+
+    return load_settings(
+        os.environ,
+        bind=getattr(args, "bind", None),
+        workers=getattr(args, "workers", None),
+        policy_paths=tuple(args.policies) if args.policies else None,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from engine.serve import run_server
+    from engine.settings import SettingsError
+
+    try:
+        settings = _settings(args)
+    except SettingsError as err:
+        print(f"policygate: {err}", file=sys.stderr)
+        return USAGE
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return run_server(settings)
+    except SettingsError as err:
+        print(f"policygate: {err}", file=sys.stderr)
+        return FAILED
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from engine.issuing import ABSENT, token_claims
+    from engine.settings import SettingsError
+    from engine.signing import load_keys, sign
+    from engine.web.reloading import build_snapshot
+
+    try:
+        settings = _settings(args)
+        scopes = json.loads(args.scopes) if args.scopes else None
+        if scopes is not None and not isinstance(scopes, dict):
+            raise ValueError("--scopes must be a JSON object")
+        snapshot = build_snapshot(settings.policy_paths)
+        keys = load_keys(settings)
+        teams: Any = None if args.admin else [t for t in args.teams.split(",") if t] if args.teams else ABSENT
+        claims = token_claims(
+            snapshot.tokens,
+            subject=args.username,
+            now=time.time(),
+            lifetime_s=args.expires_minutes * 60,
+            session=False,
+            teams=teams,
+            scopes=scopes,
+        )
+        token = sign(keys, claims)
+    except (SettingsError, ValueError) as err:
+        print(f"policygate: {err}", file=sys.stderr)
+        return USAGE
+    print("warning: this token bypasses the API's containment checks; use it for development only", file=sys.stderr)
+    print(token)
+    return OK

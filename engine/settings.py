@@ -1,0 +1,148 @@
+"""Process wiring read from the environment: where to listen, which store, which keys.
+
+Security behaviour is policy data; `Settings` holds only what an operator wires up per
+process, secrets included. Secrets live here and nowhere else: they are never logged,
+never printed by `policygate effective`, and `repr` masks them. Values are checked with
+Cerberus so a typo in a number or URL stops the start with the variable's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final
+
+from cerberus import Validator
+
+__all__ = ["DEFAULT_ADMIN_PASSWORD", "Settings", "SettingsError", "load_settings"]
+
+DEFAULT_ADMIN_PASSWORD: Final = "changeme"  # noqa: S105 - the default that production refuses
+
+_SCHEMA: Final[dict[str, dict[str, Any]]] = {
+    "ENVIRONMENT": {"type": "string", "allowed": ["development", "staging", "production", "test"]},
+    "BIND": {"type": "string", "regex": r"^[^:\s]+:\d{1,5}$"},
+    "WORKERS": {"type": "integer", "coerce": int, "min": 1, "max": 64},
+    "POLICY_PATHS": {"type": "string", "empty": False},
+    "POLICY_WATCH": {"type": "boolean", "coerce": "flag"},
+    "DATA_DIR": {"type": "string", "empty": False},
+    "DATABASE_URL": {"type": "string", "regex": r"^(sqlite|postgres|postgresql|asyncpg)://.*$"},
+    "REDIS_URL": {"type": "string", "regex": r"^rediss?://.+$"},
+    "JWT_ALGORITHM": {
+        "type": "string",
+        "allowed": [
+            "HS256",
+            "HS384",
+            "HS512",
+            "RS256",
+            "RS384",
+            "RS512",
+            "ES256",
+            "ES384",
+            "ES512",
+            "PS256",
+            "PS384",
+            "PS512",
+        ],
+    },
+    "JWT_SECRET_KEY": {"type": "string"},
+    "JWT_PUBLIC_KEY_PATH": {"type": "string"},
+    "JWT_PRIVATE_KEY_PATH": {"type": "string"},
+    "PLATFORM_ADMIN_EMAIL": {"type": "string", "regex": r"^[^@\s]+@[^@\s]+$"},
+    "PLATFORM_ADMIN_PASSWORD": {"type": "string"},
+    "TOKEN_EXPIRY": {"type": "integer", "coerce": int, "min": 1, "max": 525600},
+    "CACHE_TTL_SECONDS": {"type": "integer", "coerce": int, "min": 0, "max": 3600},
+    "LOG_LEVEL": {"type": "string", "allowed": ["DEBUG", "INFO", "WARNING", "ERROR"]},
+}
+
+
+class SettingsError(Exception):
+    """A variable is malformed, or the settings are unsafe for the environment."""
+
+
+def _flag(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a gateway process needs besides the policy."""
+
+    environment: str = "development"
+    bind: str = "127.0.0.1:4444"
+    workers: int = 1
+    policy_paths: tuple[str, ...] = ("policies",)
+    policy_watch: bool = True
+    data_dir: str = "data"
+    database_url: str = ""
+    redis_url: str | None = None
+    jwt_algorithm: str = "HS256"
+    jwt_secret_key: str | None = field(default=None, repr=False)
+    jwt_public_key_path: str | None = None
+    jwt_private_key_path: str | None = None
+    platform_admin_email: str = "admin@example.com"
+    platform_admin_password: str = field(default=DEFAULT_ADMIN_PASSWORD, repr=False)
+    token_expiry_minutes: int = 60
+    cache_ttl_seconds: int = 30
+    log_level: str = "INFO"
+
+    @property
+    def store_url(self) -> str:
+        """The store to use: DATABASE_URL, or SQLite in the data folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite://{Path(self.data_dir).resolve() / 'policygate.db'}"
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
+
+_NAMES: Final = {
+    "ENVIRONMENT": "environment",
+    "BIND": "bind",
+    "WORKERS": "workers",
+    "POLICY_PATHS": "policy_paths",
+    "POLICY_WATCH": "policy_watch",
+    "DATA_DIR": "data_dir",
+    "DATABASE_URL": "database_url",
+    "REDIS_URL": "redis_url",
+    "JWT_ALGORITHM": "jwt_algorithm",
+    "JWT_SECRET_KEY": "jwt_secret_key",
+    "JWT_PUBLIC_KEY_PATH": "jwt_public_key_path",
+    "JWT_PRIVATE_KEY_PATH": "jwt_private_key_path",
+    "PLATFORM_ADMIN_EMAIL": "platform_admin_email",
+    "PLATFORM_ADMIN_PASSWORD": "platform_admin_password",
+    "TOKEN_EXPIRY": "token_expiry_minutes",
+    "CACHE_TTL_SECONDS": "cache_ttl_seconds",
+    "LOG_LEVEL": "log_level",
+}
+_SECRET_VARIABLES: Final = frozenset({"JWT_SECRET_KEY", "PLATFORM_ADMIN_PASSWORD", "DATABASE_URL", "REDIS_URL"})
+
+
+def load_settings(env: Mapping[str, str], **flags: Any) -> Settings:
+    """Settings from environment variables, with command-line `flags` taking precedence.
+
+    Raises:
+        SettingsError: a variable does not validate; the message names it, never its value
+            when it is a secret.
+    """
+    raw = {name: env[name] for name in _SCHEMA if env.get(name, "") != ""}
+    schema = {
+        name: {**rule, "coerce": _flag} if rule.get("coerce") == "flag" else rule for name, rule in _SCHEMA.items()
+    }
+    validator = Validator(schema, allow_unknown=False)
+    if not validator.validate(raw):
+        problems = []
+        for name, errors in sorted(validator.errors.items()):
+            shown = "" if name in _SECRET_VARIABLES else f" (got `{raw.get(name)}`)"
+            problems.append(f"`{name}`: {errors[0]}{shown}")
+        raise SettingsError("invalid settings: " + "; ".join(problems))
+    values: dict[str, Any] = {_NAMES[name]: value for name, value in validator.document.items()}
+    if "policy_paths" in values:
+        values["policy_paths"] = tuple(p for p in str(values["policy_paths"]).split(",") if p)
+    values.update({k: v for k, v in flags.items() if v is not None})
+    known = {f.name for f in fields(Settings)}
+    return Settings(**{k: v for k, v in values.items() if k in known})

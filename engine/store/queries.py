@@ -1,0 +1,124 @@
+"""Opening the store and the few queries on the request path.
+
+`fetch_principal` is the only query an authenticated request needs: the user, their team
+memberships and whether the token is revoked, in one round trip. Everything it returns
+is a frozen value, never an ORM object, so the decision core never touches the store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Final
+
+from tortoise import Tortoise
+from tortoise.context import TortoiseContext
+
+from engine.decide import User
+from engine.passwords import hash_password
+from engine.store.models import Revocation
+from engine.store.models import User as UserRow
+
+__all__ = [
+    "bootstrap_admin",
+    "close_store",
+    "fetch_principal",
+    "open_store",
+    "ping_store",
+    "revoked_jtis",
+    "use_store",
+]
+
+MODELS: Final = ["engine.store.models"]
+
+_PRINCIPAL: Final = """
+SELECT u.email, u.is_admin, u.is_active, u.roles, m.team_id,
+       (SELECT COUNT(*) FROM token_revocations r WHERE r.jti = {jti}) AS revoked
+FROM users u LEFT JOIN memberships m ON m.user_id = u.id
+WHERE u.email = {email}
+"""
+
+
+def _database_url(url: str) -> str:
+    """tortoise names the PostgreSQL driver in the scheme; accept the usual spellings."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "asyncpg://" + url.removeprefix(prefix)
+    return url
+
+
+async def open_store(url: str) -> TortoiseContext:
+    """Connect and create or migrate the schema; safe to run on every start.
+
+    The store lives in its own `TortoiseContext` rather than tortoise's global state, so
+    two apps in one process (tests, or a gateway and its tools) never share connections.
+    Each request activates it with `use_store`.
+    """
+    context = TortoiseContext()
+    use_store(context)
+    await context.init(db_url=_database_url(url), modules={"models": MODELS})
+    await context.generate_schemas(safe=True)
+    return context
+
+
+def use_store(context: TortoiseContext) -> None:
+    """Make `context` the store of the running task (and the tasks it starts)."""
+    # The token is not kept: the setting ends with the task that made it.
+    context.__enter__()
+
+
+async def close_store(context: TortoiseContext) -> None:
+    await context.close_connections()
+
+
+async def ping_store() -> bool:
+    try:
+        await Tortoise.get_connection("default").execute_query("SELECT 1")
+    except Exception:
+        return False
+    return True
+
+
+def _placeholders(count: int) -> Sequence[str]:
+    dialect = Tortoise.get_connection("default").capabilities.dialect
+    return [f"${i + 1}" for i in range(count)] if dialect == "postgres" else ["?"] * count
+
+
+async def fetch_principal(email: str, jti: str | None) -> tuple[User | None, bool]:
+    """The user named by a token and whether its `jti` is revoked, in one query.
+
+    Raises:
+        Exception: whatever the driver raises when the store cannot answer; the caller
+            turns that into "unknown" and the policy decides.
+    """
+    jti_mark, email_mark = _placeholders(2)
+    _, rows = await Tortoise.get_connection("default").execute_query(
+        _PRINCIPAL.format(jti=jti_mark, email=email_mark), [jti or "", email]
+    )
+    if not rows:
+        # No user; the revocation still matters for the reason given, so ask for it alone.
+        revoked = bool(jti) and await Revocation.filter(jti=jti).exists()
+        return None, revoked
+    first = dict(rows[0])
+    roles = first["roles"]
+    roles = json.loads(roles) if isinstance(roles, str) else roles
+    user = User(
+        email=first["email"],
+        admin=bool(first["is_admin"]),
+        active=bool(first["is_active"]),
+        teams=frozenset(str(dict(r)["team_id"]) for r in rows if dict(r)["team_id"] is not None),
+        roles=frozenset(roles or ()),
+    )
+    return user, bool(first["revoked"])
+
+
+async def revoked_jtis() -> list[str]:
+    return [str(j) for j in await Revocation.all().values_list("jti", flat=True)]
+
+
+async def bootstrap_admin(email: str, password: str) -> bool:
+    """Create the platform admin on first start; an existing account is left as it is."""
+    if await UserRow.filter(email=email).exists():
+        return False
+    await UserRow.create(email=email, password_hash=hash_password(password), is_admin=True, full_name="Platform admin")
+    return True

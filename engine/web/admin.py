@@ -1,0 +1,191 @@
+"""The admin API: users, revocations, the audit log and the policy in force.
+
+The guard has already required a platform admin (fresh from the store, not from the
+token), refused server-scoped tokens and checked the route's admin permission; these
+handlers only act. Every change is audited and takes effect on the next request: user
+changes drop the user from the look-up cache at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from quart import Blueprint, Response, g, jsonify, request
+from tortoise.exceptions import IntegrityError
+
+from engine.passwords import hash_password
+from engine.store.models import AuditEvent, Revocation
+from engine.store.models import User as UserRow
+from engine.web.audit import audit
+from engine.web.bodies import read_body
+from engine.web.identity import caller
+from engine.web.reloading import reload_policies
+from engine.web.responses import ApiError
+from engine.web.state import gateway
+from engine.web.tokens import revoke_jti
+
+__all__ = ["blueprint"]
+
+blueprint = Blueprint("admin", __name__, url_prefix="/admin")
+
+_NEW_USER: Final = {
+    "email": {"type": "string", "required": True, "regex": r"^[^@\s]{1,64}@[^@\s]{1,255}$"},
+    "password": {"type": "string", "required": True, "minlength": 12, "maxlength": 1024},
+    "full_name": {"type": "string", "maxlength": 200},
+    "is_admin": {"type": "boolean", "default": False},
+    "roles": {"type": "list", "schema": {"type": "string"}, "default": []},
+}
+_CHANGE_USER: Final = {
+    "is_admin": {"type": "boolean"},
+    "is_active": {"type": "boolean"},
+    "roles": {"type": "list", "schema": {"type": "string"}},
+}
+_REVOKE: Final = {
+    "jti": {"type": "string", "required": True, "empty": False, "maxlength": 64},
+    "reason": {"type": "string", "maxlength": 500, "default": ""},
+}
+
+
+def _user_json(row: UserRow) -> dict[str, Any]:
+    return {
+        "email": row.email,
+        "full_name": row.full_name,
+        "is_admin": row.is_admin,
+        "is_active": row.is_active,
+        "roles": row.roles,
+        "created_at": row.created_at.isoformat(),
+    }
+
+
+@blueprint.get("/users")
+async def list_users() -> Response:
+    """Every user."""
+    rows = await UserRow.all().order_by("email")
+    return jsonify({"items": [_user_json(r) for r in rows]})
+
+
+@blueprint.post("/users")
+async def create_user() -> Response:
+    """Create a user."""
+    body = await read_body(_NEW_USER)
+    unknown = sorted(set(body["roles"]) - set(g.snapshot.access.roles))
+    if unknown:
+        raise ApiError(422, "invalid_body", f"`roles`: unknown role `{unknown[0]}`")
+    try:
+        row = await UserRow.create(
+            email=body["email"],
+            password_hash=hash_password(body["password"]),
+            full_name=body.get("full_name", ""),
+            is_admin=body["is_admin"],
+            roles=body["roles"],
+        )
+    except IntegrityError as err:
+        raise ApiError(409, "user_exists", f"a user `{body['email']}` exists") from err
+    await audit(caller().email, "user.create", row.email, {"is_admin": row.is_admin, "roles": row.roles})
+    response = jsonify(_user_json(row))
+    response.status_code = 201
+    return response
+
+
+@blueprint.patch("/users/<email>")
+async def change_user(email: str) -> Response:
+    """Activate or deactivate a user, grant or withdraw admin, set roles."""
+    body = await read_body(_CHANGE_USER)
+    if not body:
+        raise ApiError(422, "invalid_body", "nothing to change")
+    row = await UserRow.filter(email=email).first()
+    if row is None:
+        raise ApiError(404, "not_found", f"no user `{email}`")
+    actor = caller().email
+    if email == actor and (body.get("is_active") is False or body.get("is_admin") is False):
+        raise ApiError(409, "self_lockout", "admins cannot deactivate or demote themselves")
+    if "roles" in body:
+        unknown = sorted(set(body["roles"]) - set(g.snapshot.access.roles))
+        if unknown:
+            raise ApiError(422, "invalid_body", f"`roles`: unknown role `{unknown[0]}`")
+    for name, value in body.items():
+        setattr(row, name, value)
+    await row.save()
+    await gateway().directory.user_changed(email)
+    await audit(actor, "user.change", email, body)
+    return jsonify(_user_json(row))
+
+
+@blueprint.get("/revocations")
+async def list_revocations() -> Response:
+    """Revoked token ids, newest first."""
+    rows = await Revocation.all().order_by("-revoked_at").limit(1000)
+    return jsonify(
+        {
+            "items": [
+                {"jti": r.jti, "revoked_by": r.revoked_by, "reason": r.reason, "revoked_at": r.revoked_at.isoformat()}
+                for r in rows
+            ]
+        }
+    )
+
+
+@blueprint.post("/revocations")
+async def revoke() -> Response:
+    """Revoke any token by its jti, including tokens this gateway did not record."""
+    body = await read_body(_REVOKE)
+    created = await revoke_jti(body["jti"], caller().email, body["reason"])
+    response = jsonify({"jti": body["jti"], "revoked": True})
+    response.status_code = 201 if created else 200
+    return response
+
+
+@blueprint.get("/audit")
+async def audit_log() -> Response:
+    """Audit events, newest first (`?limit=`, at most 1000)."""
+    try:
+        limit = max(1, min(int(request.args.get("limit", "100")), 1000))
+    except ValueError as err:
+        raise ApiError(400, "bad_request", "`limit` must be a number") from err
+    rows = await AuditEvent.all().order_by("-id").limit(limit)
+    return jsonify(
+        {
+            "items": [
+                {
+                    "at": r.at.isoformat(),
+                    "actor": r.actor,
+                    "action": r.action,
+                    "target": r.target,
+                    "detail": r.detail,
+                    "request_id": r.request_id,
+                }
+                for r in rows
+            ]
+        }
+    )
+
+
+@blueprint.post("/policies/reload")
+async def reload() -> Response:
+    """Rebuild the policy from its files; a bad policy keeps the running one."""
+    errors = await reload_policies(gateway(), trigger="admin-api")
+    if errors:
+        details = [
+            {"file": e.where.file, "line": e.where.line, "col": e.where.col, "code": e.code, "message": e.message}
+            for e in errors
+        ]
+        raise ApiError(422, "policy_invalid", f"{len(errors)} policy error(s): {errors[0]}", details=details)
+    await audit(caller().email, "policy.reload", gateway().engine.current.version)
+    return jsonify(_status())
+
+
+@blueprint.get("/policies/status")
+async def status() -> Response:
+    """The policy version in force, when it was loaded and the last reload error."""
+    return jsonify(_status())
+
+
+def _status() -> dict[str, Any]:
+    state = gateway().status
+    return {
+        "version": state.version,
+        "loaded_at": state.loaded_at,
+        "reloads": state.reloads,
+        "last_attempt_at": state.last_attempt_at,
+        "last_error": [{"where": str(e.where), "code": e.code, "message": e.message} for e in state.last_error],
+    }

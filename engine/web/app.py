@@ -1,0 +1,150 @@
+"""`create_app(settings)`: the gateway as a Quart application, with no module-level state.
+
+The policy is built and the keys are loaded here, before any socket is opened, so a bad
+policy or an unsafe production setting stops the start with a clear message. The store,
+the cache and the reload triggers are process-wide resources opened in `before_serving`
+and closed in `after_serving`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from quart import Quart, Response
+from tortoise.exceptions import BaseORMException, DoesNotExist, IntegrityError
+from werkzeug.exceptions import HTTPException
+
+from engine.cache import Cache, Directory, LocalCache, RedisCache
+from engine.policy import Snapshot
+from engine.reload import Engine
+from engine.settings import Settings, SettingsError
+from engine.signing import load_keys
+from engine.store.queries import bootstrap_admin, close_store, open_store
+from engine.web import admin, identity, public, sessions, teams, tokens
+from engine.web.guard import after_request, guard
+from engine.web.reloading import build_snapshot, start_reload_triggers
+from engine.web.responses import ApiError, error_response
+from engine.web.startup import unsafe_settings
+from engine.web.state import Gateway, PolicyStatus, attach, gateway
+
+__all__ = ["MAX_BODY_BYTES", "create_app"]
+
+log = logging.getLogger("policygate")
+
+MAX_BODY_BYTES = 1 << 20
+"""REST bodies are small; MCP bodies get their own limit from the policy."""
+
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def create_app(settings: Settings, *, snapshot: Snapshot | None = None) -> Quart:
+    """Build the app for `settings`; `snapshot` skips reading the policy folders.
+
+    Raises:
+        PolicyErrors: the policy does not build.
+        SettingsError: keys are missing or production settings are unsafe.
+    """
+    snapshot = snapshot if snapshot is not None else build_snapshot(settings.policy_paths)
+    problems = unsafe_settings(settings, snapshot)
+    if problems and settings.production:
+        raise SettingsError("refusing to start in production: " + "; ".join(problems))
+    for problem in problems:
+        log.warning("not safe for production: %s", problem)
+    keys = load_keys(settings)
+    app = Quart("policygate")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    state = Gateway(
+        settings=settings,
+        engine=Engine(snapshot),
+        keys=keys,
+        directory=Directory(None),
+        cache=None,
+        status=PolicyStatus(version=snapshot.version, loaded_at=time.time()),
+    )
+    attach(app, state)
+    for module in (public, identity, tokens, teams, admin, sessions):
+        app.register_blueprint(module.blueprint)
+    app.before_request(guard)
+    app.after_request(after_request)
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(DoesNotExist, _missing)
+    app.register_error_handler(IntegrityError, _conflict)
+    app.register_error_handler(BaseORMException, _store_error)
+    app.register_error_handler(Exception, _unexpected)
+    app.before_serving(_start)
+    app.after_serving(_stop)
+    return app
+
+
+async def _start() -> None:
+    gw = gateway()
+    settings = gw.settings
+    if settings.store_url.startswith("sqlite://"):
+        from pathlib import Path
+
+        Path(settings.store_url.removeprefix("sqlite://")).parent.mkdir(parents=True, exist_ok=True)
+    gw.store = await open_store(settings.store_url)
+    if await bootstrap_admin(settings.platform_admin_email, settings.platform_admin_password):
+        log.info("created the platform admin account")
+    gw.cache = await _open_cache(settings)
+    gw.directory = Directory(gw.cache)
+    await gw.directory.start()
+    start_reload_triggers(gw)
+
+
+async def _open_cache(settings: Settings) -> Cache | None:
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        client: Any = Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=2)
+        await client.ping()
+        return RedisCache(client, settings.cache_ttl_seconds)
+    if settings.workers == 1:
+        return LocalCache(settings.cache_ttl_seconds)
+    log.warning("several workers without REDIS_URL: every request asks the store (no shared cache)")
+    return None
+
+
+async def _stop() -> None:
+    gw = gateway()
+    for task in gw.tasks:
+        task.cancel()
+    if gw.cache is not None:
+        await gw.cache.close()
+    if gw.store is not None:
+        await close_store(gw.store)
+
+
+async def _api_error(err: ApiError) -> Response:
+    return error_response(err.status, err.code, err.message, details=err.details)
+
+
+async def _http_error(err: HTTPException) -> Response:
+    status = err.code or 500
+    code = _HTTP_CODES.get(status, "http_error")
+    return error_response(status, code, (err.description or code).rstrip(".").lower()[:200])
+
+
+async def _missing(err: DoesNotExist) -> Response:
+    return error_response(404, "not_found", "no such item")
+
+
+async def _conflict(err: IntegrityError) -> Response:
+    return error_response(409, "conflict", "the change conflicts with the stored data")
+
+
+async def _store_error(err: BaseORMException) -> Response:
+    log.error("store error: %s", type(err).__name__)
+    return error_response(503, "store_unavailable", "the store cannot answer right now")
+
+
+async def _unexpected(err: Exception) -> Response:
+    if isinstance(err, (ConnectionError, OSError)):
+        log.error("dependency unavailable: %s", type(err).__name__)
+        return error_response(503, "unavailable", "a dependency of the gateway is unavailable")
+    log.exception("unexpected error")
+    return error_response(500, "internal_error", "the gateway failed to handle this request")

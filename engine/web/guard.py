@@ -1,0 +1,222 @@
+"""Before every request: gather the facts, ask `decide`, and refuse or let through.
+
+The guard reads the current snapshot once and keeps it on the request, so a reload in
+the middle of a request cannot mix two policies. It does I/O only when the decision can
+depend on it: public routes cost no look-up, and a token the policy refuses on its face
+(wrong algorithm, expired) is refused before the store is asked about its user.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any, Final
+
+from quart import Response, g, request
+
+from engine.decide import AuthMethod, Decision, RequestContext, Token, User, decide
+from engine.decide.access import match_route
+from engine.decide.tokens import check_token
+from engine.passwords import verify_password
+from engine.policy import Snapshot
+from engine.signing import read_token, verify_signature
+from engine.store.models import User as UserRow
+from engine.store.queries import use_store
+from engine.web.responses import error_response
+from engine.web.state import Gateway, gateway
+
+__all__ = ["after_request", "guard"]
+
+log = logging.getLogger("policygate.decision")
+
+_VERIFIED_MAX: Final = 10_000
+_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_Early = Response | None
+
+
+async def guard() -> Response | None:
+    gw = gateway()
+    if gw.store is not None:
+        use_store(gw.store)
+    supplied = request.headers.get("X-Request-ID", "")
+    g.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    snapshot = gw.engine.current
+    g.snapshot = snapshot
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return _preflight(snapshot)
+    now = time.time()
+    ctx, early = await _context(gw, snapshot, now)
+    if early is not None:
+        return early
+    decision = decide(snapshot, ctx)
+    g.decision = decision
+    g.user = ctx.user
+    g.token = ctx.token
+    if not decision.allow:
+        _log(decision, snapshot)
+        headers = {"Retry-After": str(decision.retry_after)} if decision.retry_after is not None else None
+        return error_response(decision.status, str(decision.reason), decision.message, headers=headers)
+    if log.isEnabledFor(logging.DEBUG):
+        _log(decision, snapshot)
+    return None
+
+
+async def _context(gw: Gateway, snapshot: Snapshot, now: float) -> tuple[RequestContext, _Early]:
+    method, path = request.method, request.path
+    client_ip = request.remote_addr
+    base = RequestContext(method, path, now, client_ip)
+    found = match_route(snapshot.access, method, path)
+    if found is None or not found[0].route_class.authenticate:
+        return base, None
+    route = found[0]
+    header = request.headers.get("Authorization", "")
+    scheme, _, credential = header.partition(" ")
+    scheme, credential = scheme.lower(), credential.strip()
+    tokens = snapshot.tokens
+    user: User | None = None
+    revoked: bool | None = False
+    token: Token | None = None
+    if scheme == "bearer" and credential:
+        token, early = _bearer(gw, snapshot, credential)
+        if early is not None:
+            return base, early
+        auth = AuthMethod.BEARER
+        if token is not None and check_token(tokens, token, now) is None:
+            subject = token.claims.get("sub")
+            if not isinstance(subject, str):
+                return base, error_response(401, "token_claim_invalid", "claim `sub` must name a user")
+            found_user = await gw.directory.lookup(subject, token.jti)
+            user, revoked = found_user.user, found_user.revoked
+    elif scheme == "basic" and credential:
+        auth = AuthMethod.BASIC
+        kind = route.route_class.basic_auth
+        if kind is not None and tokens.basic_auth[kind]:
+            user = await _basic_user(gw, credential)
+            if user is None:
+                return base, error_response(401, "invalid_credentials", "the email or password is wrong")
+    elif header:
+        return base, error_response(401, "auth_scheme_unsupported", "use `Authorization: Bearer <token>`")
+    elif tokens.proxy_trusted and request.headers.get(tokens.proxy_header):
+        auth = AuthMethod.PROXY
+        found_user = await gw.directory.lookup(request.headers[tokens.proxy_header], None)
+        user, revoked = found_user.user, found_user.revoked
+    else:
+        auth = AuthMethod.NONE
+    rate = await _count(gw, snapshot, now, client_ip, token, user) if snapshot.limits.enabled else {}
+    return RequestContext(method, path, now, client_ip, auth, token, user, revoked, rate=rate), None
+
+
+def _bearer(gw: Gateway, snapshot: Snapshot, raw: str) -> tuple[Token | None, _Early]:
+    """The token, once its signature is known to be ours; refusals the policy cannot make."""
+    cached = gw.verified.get(raw)
+    if cached is not None:
+        token: Token = cached
+        return token, None
+    parts = read_token(raw)
+    if parts is None:
+        return None, error_response(401, "token_malformed", "the bearer token is not a JWT")
+    token = Token(dict(parts.header), dict(parts.claims))
+    tokens = snapshot.tokens
+    if token.alg not in tokens.algorithms or not tokens.forbidden_headers.isdisjoint(parts.header):
+        # The policy refuses this header itself, with its own reason and rule.
+        return token, None
+    if not verify_signature(gw.keys, parts, tokens.algorithms):
+        return None, error_response(401, "token_signature_invalid", "the token's signature does not verify")
+    if len(gw.verified) >= _VERIFIED_MAX:
+        gw.verified.clear()
+    gw.verified[raw] = token
+    return token, None
+
+
+async def _basic_user(gw: Gateway, credential: str) -> User | None:
+    try:
+        email, _, password = base64.b64decode(credential, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    row = await UserRow.filter(email=email).first()
+    if row is None or not verify_password(password, row.password_hash):
+        return None
+    return (await gw.directory.lookup(email, None)).user
+
+
+async def _count(
+    gw: Gateway, snapshot: Snapshot, now: float, client_ip: str | None, token: Token | None, user: User | None
+) -> dict[str, int]:
+    keys = {
+        "token": token.jti if token is not None else None,
+        "user": user.email if user is not None else None,
+        "ip": client_ip,
+        "server": token.server_id if token is not None else None,
+        "tool": request.view_args.get("id") if request.view_args and request.path.startswith("/tools/") else None,
+    }
+    counts: dict[str, int] = {}
+    cache = gw.cache
+    if cache is None:
+        return counts
+    for bucket in snapshot.limits.buckets:
+        value = keys.get(bucket.key)
+        if value is not None:
+            counts[bucket.id] = await cache.count(f"{bucket.id}:{value}", bucket.window_s, now)
+    return counts
+
+
+def _preflight(snapshot: Snapshot) -> Response:
+    network = snapshot.network
+    origin = request.headers.get("Origin", "")
+    if not network.cors_enabled or origin not in network.allowed_origins:
+        return error_response(403, "origin_not_allowed", "this origin may not call the gateway")
+    response = Response("", status=204)
+    response.headers["Access-Control-Allow-Methods"] = ", ".join(network.allowed_methods)
+    response.headers["Access-Control-Allow-Headers"] = ", ".join(network.allowed_headers)
+    response.headers["Access-Control-Max-Age"] = str(network.cors_max_age)
+    return response
+
+
+async def after_request(response: Response) -> Response:
+    """Security headers from the policy, CORS for allowed origins, the request id."""
+    snapshot: Snapshot | None = g.get("snapshot")
+    if snapshot is not None:
+        network = snapshot.network
+        for name, value in network.headers:
+            response.headers.setdefault(name, value)
+        origin = request.headers.get("Origin")
+        if origin and network.cors_enabled and origin in network.allowed_origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+            if network.allow_credentials:
+                response.headers["Access-Control-Allow-Credentials"] = "true"
+            if network.exposed_headers:
+                response.headers["Access-Control-Expose-Headers"] = ", ".join(network.exposed_headers)
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    return response
+
+
+def _log(decision: Decision, snapshot: Snapshot) -> None:
+    record: dict[str, Any] = {
+        "event": "decision",
+        "request_id": g.get("request_id"),
+        "method": request.method,
+        "path": request.path,
+        "allow": decision.allow,
+        "status": decision.status,
+        "reason": str(decision.reason),
+        "rule": decision.rule.id,
+        "where": str(decision.rule.where),
+        "route": decision.route,
+        "principal": _mask(decision.principal),
+        "policy_version": snapshot.version[:12],
+    }
+    log.info(json.dumps(record))
+
+
+def _mask(email: str | None) -> str | None:
+    """`u***@example.com`: enough to correlate, not enough to identify."""
+    if not email or "@" not in email:
+        return email
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"

@@ -1,0 +1,95 @@
+"""Login, self-registration and "who am I" for the caller the guard let through."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+from quart import Blueprint, Response, g, jsonify
+from tortoise.exceptions import IntegrityError
+
+from engine.decide import Decision, User
+from engine.issuing import token_claims
+from engine.passwords import hash_password, verify_password
+from engine.signing import sign
+from engine.store.models import User as UserRow
+from engine.web.audit import audit
+from engine.web.bodies import read_body
+from engine.web.responses import ApiError
+from engine.web.state import gateway
+
+__all__ = ["blueprint", "caller"]
+
+blueprint = Blueprint("identity", __name__)
+
+_EMAIL: Final = {"type": "string", "regex": r"^[^@\s]{1,64}@[^@\s]{1,255}$", "required": True}
+_LOGIN: Final = {"email": _EMAIL, "password": {"type": "string", "required": True, "maxlength": 1024}}
+_REGISTER: Final = {
+    "email": _EMAIL,
+    "password": {"type": "string", "required": True, "minlength": 12, "maxlength": 1024},
+    "full_name": {"type": "string", "maxlength": 200},
+}
+# Hashing a fixed password for unknown emails keeps both answers equally slow.
+_DUMMY_HASH: Final = hash_password("policygate-timing-equaliser")
+
+
+def caller() -> User:
+    """The authenticated user of this request; the guard has already refused anonymous ones."""
+    user: User | None = g.get("user")
+    if user is None:
+        raise ApiError(401, "auth_required", "authentication is required")
+    return user
+
+
+@blueprint.post("/auth/login")
+async def login() -> Response:
+    """Exchange email and password for a session token."""
+    body = await read_body(_LOGIN)
+    row = await UserRow.filter(email=body["email"]).first()
+    if not verify_password(body["password"], row.password_hash if row else _DUMMY_HASH) or row is None:
+        raise ApiError(401, "invalid_credentials", "the email or password is wrong")
+    if not row.is_active:
+        raise ApiError(403, "account_disabled", "the account is disabled")
+    gw = gateway()
+    tokens = g.snapshot.tokens
+    lifetime = min(gw.settings.token_expiry_minutes * 60, tokens.max_lifetime_s)
+    claims = token_claims(tokens, subject=row.email, now=time.time(), lifetime_s=lifetime, session=True)
+    await audit(row.email, "login")
+    return jsonify({"access_token": sign(gw.keys, claims), "token_type": "bearer", "expires_in": lifetime})
+
+
+@blueprint.post("/auth/register")
+async def register() -> Response:
+    """Create an account (only when the policy enables public registration)."""
+    body = await read_body(_REGISTER)
+    try:
+        row = await UserRow.create(
+            email=body["email"], password_hash=hash_password(body["password"]), full_name=body.get("full_name", "")
+        )
+    except IntegrityError as err:
+        raise ApiError(409, "user_exists", "an account with this email exists") from err
+    await audit(row.email, "register", row.email)
+    response = jsonify({"email": row.email, "is_admin": False, "is_active": True})
+    response.status_code = 201
+    return response
+
+
+@blueprint.get("/auth/me")
+async def me() -> Response:
+    """The caller as the policy sees them: teams, permissions and what they may see."""
+    user = caller()
+    decision: Decision = g.decision
+    body: dict[str, Any] = {
+        "email": user.email,
+        "is_admin": user.admin,
+        "teams": sorted(user.teams),
+        "roles": sorted(user.roles),
+        "permissions": sorted(decision.permissions),
+    }
+    if decision.visibility is not None and decision.visibility_rule is not None:
+        body["visibility"] = {
+            "access": str(decision.visibility.access),
+            "teams": sorted(decision.visibility.teams),
+            "rule": decision.visibility_rule.id,
+        }
+    return jsonify(body)

@@ -1,0 +1,55 @@
+"""The one object a gateway process holds: settings, current policy, keys and look-ups.
+
+Kept on `app.extensions` rather than in module globals, so two apps (two tests, or two
+policy sets) can live in one process without sharing anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from quart import current_app
+
+from engine.cache import Cache, Directory
+from engine.errors import PolicyError
+from engine.reload import Engine
+from engine.settings import Settings
+from engine.signing import Keys
+
+__all__ = ["Gateway", "PolicyStatus", "gateway"]
+
+_KEY = "policygate"
+
+
+@dataclass
+class PolicyStatus:
+    """What `GET /admin/policies/status` reports."""
+
+    version: str
+    loaded_at: float
+    last_error: tuple[PolicyError, ...] = ()
+    last_attempt_at: float | None = None
+    reloads: int = 0
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    engine: Engine
+    keys: Keys
+    directory: Directory
+    cache: Cache | None
+    status: PolicyStatus
+    store: Any = None
+    verified: dict[str, Any] = field(default_factory=dict)
+    tasks: list[Any] = field(default_factory=list)
+
+
+def gateway() -> Gateway:
+    state: Gateway = current_app.extensions[_KEY]
+    return state
+
+
+def attach(app: Any, state: Gateway) -> None:
+    app.extensions[_KEY] = state

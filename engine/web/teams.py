@@ -1,0 +1,212 @@
+"""Teams, memberships, join requests and invitations.
+
+Team owners (and platform admins) manage a team's members; each self-service flow is a
+route behind its own feature flag, so the policy, not this code, decides whether it
+exists. A team the caller does not belong to answers 404, never 403, so team names do
+not leak to outsiders.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Final
+
+from quart import Blueprint, Response, jsonify
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from engine.decide import User
+from engine.store.models import Invitation, JoinRequest, Membership, Team
+from engine.store.models import User as UserRow
+from engine.web.audit import audit
+from engine.web.bodies import read_body
+from engine.web.identity import caller
+from engine.web.responses import ApiError
+from engine.web.state import gateway
+
+__all__ = ["blueprint"]
+
+blueprint = Blueprint("teams", __name__)
+
+_ROLES: Final = ["owner", "member"]
+_CREATE: Final = {
+    "name": {"type": "string", "required": True, "regex": r"^[\w .-]{1,100}$"},
+    "description": {"type": "string", "maxlength": 2000},
+}
+_MEMBER: Final = {
+    "email": {"type": "string", "required": True, "regex": r"^[^@\s]+@[^@\s]+$"},
+    "role": {"type": "string", "allowed": _ROLES, "default": "member"},
+}
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "team"
+
+
+async def _team_for(user: User, team_id: str, *, manage: bool = False) -> Team:
+    team = await Team.filter(id=team_id).first()
+    if team is None or (not user.admin and team_id not in user.teams):
+        raise ApiError(404, "not_found", f"no team `{team_id}`")
+    if manage and not user.admin:
+        owner = await Membership.filter(team_id=team_id, user__email=user.email, role="owner").exists()
+        if not owner:
+            raise ApiError(403, "team_owner_required", "only the team's owners manage its members")
+    return team
+
+
+async def _members(team_id: str) -> list[dict[str, str]]:
+    rows = await Membership.filter(team_id=team_id).prefetch_related("user").order_by("id")
+    return [{"email": m.user.email, "role": m.role} for m in rows]
+
+
+@blueprint.get("/teams")
+async def list_teams() -> Response:
+    """The caller's teams (all teams for platform admins)."""
+    user = caller()
+    query = Team.all() if user.admin else Team.filter(id__in=sorted(user.teams))
+    rows = await query.order_by("name")
+    return jsonify({"items": [{"id": t.id, "name": t.name, "description": t.description} for t in rows]})
+
+
+@blueprint.post("/teams")
+async def create_team() -> Response:
+    """Create a team; the creator becomes its owner."""
+    user = caller()
+    body = await read_body(_CREATE)
+    owner = await UserRow.get(email=user.email)
+    team_id = f"{_slug(body['name'])}-{uuid.uuid4().hex[:8]}"
+    try:
+        async with in_transaction():
+            team = await Team.create(
+                id=team_id, name=body["name"], description=body.get("description", ""), created_by=user.email
+            )
+            await Membership.create(team=team, user=owner, role="owner")
+    except IntegrityError as err:
+        raise ApiError(409, "team_exists", f"a team named `{body['name']}` exists") from err
+    await gateway().directory.user_changed(user.email)
+    await audit(user.email, "team.create", team.id)
+    response = jsonify({"id": team.id, "name": team.name, "description": team.description})
+    response.status_code = 201
+    return response
+
+
+@blueprint.get("/teams/<team_id>")
+async def read_team(team_id: str) -> Response:
+    """One team and its members."""
+    team = await _team_for(caller(), team_id)
+    return jsonify(
+        {"id": team.id, "name": team.name, "description": team.description, "members": await _members(team.id)}
+    )
+
+
+@blueprint.post("/teams/<team_id>/members")
+async def add_member(team_id: str) -> Response:
+    """Add a user to the team (team owners and platform admins)."""
+    user = caller()
+    team = await _team_for(user, team_id, manage=True)
+    body = await read_body(_MEMBER)
+    member = await UserRow.filter(email=body["email"]).first()
+    if member is None:
+        raise ApiError(404, "not_found", f"no user `{body['email']}`")
+    try:
+        await Membership.create(team=team, user=member, role=body["role"])
+    except IntegrityError as err:
+        raise ApiError(409, "already_member", f"`{body['email']}` is already a member") from err
+    await gateway().directory.user_changed(member.email)
+    await audit(user.email, "team.member.add", team.id, {"member": member.email, "role": body["role"]})
+    response = jsonify({"members": await _members(team.id)})
+    response.status_code = 201
+    return response
+
+
+@blueprint.delete("/teams/<team_id>/members/<email>")
+async def remove_member(team_id: str, email: str) -> Response:
+    """Remove a member; a team always keeps at least one owner."""
+    user = caller()
+    team = await _team_for(user, team_id, manage=True)
+    row = await Membership.filter(team_id=team.id, user__email=email).first()
+    if row is None:
+        raise ApiError(404, "not_found", f"`{email}` is not a member")
+    if row.role == "owner" and await Membership.filter(team_id=team.id, role="owner").count() == 1:
+        raise ApiError(409, "last_owner", "a team must keep at least one owner")
+    await row.delete()
+    await gateway().directory.user_changed(email)
+    await audit(user.email, "team.member.remove", team.id, {"member": email})
+    return Response("", status=204)
+
+
+@blueprint.post("/teams/<team_id>/join-requests")
+async def request_to_join(team_id: str) -> Response:
+    """Ask to join a team (when the policy enables join requests)."""
+    user = caller()
+    team = await Team.filter(id=team_id).first()
+    if team is None:
+        raise ApiError(404, "not_found", f"no team `{team_id}`")
+    if team_id in user.teams:
+        raise ApiError(409, "already_member", "you are already a member")
+    requester = await UserRow.get(email=user.email)
+    if await JoinRequest.filter(team=team, user=requester, status="pending").exists():
+        raise ApiError(409, "request_pending", "a request to join is already pending")
+    row = await JoinRequest.create(id=uuid.uuid4().hex, team=team, user=requester)
+    await audit(user.email, "team.join_request", team.id)
+    response = jsonify({"id": row.id, "team_id": team.id, "status": row.status})
+    response.status_code = 201
+    return response
+
+
+@blueprint.get("/teams/<team_id>/join-requests/pending")
+async def pending_requests(team_id: str) -> Response:
+    """Pending join requests of a team (team owners and platform admins)."""
+    team = await _team_for(caller(), team_id, manage=True)
+    rows = await JoinRequest.filter(team=team, status="pending").prefetch_related("user")
+    return jsonify({"items": [{"id": r.id, "email": r.user.email} for r in rows]})
+
+
+@blueprint.post("/teams/<team_id>/join-requests/<request_id>/approve")
+async def approve_request(team_id: str, request_id: str) -> Response:
+    """Approve a pending join request; the requester becomes a member."""
+    user = caller()
+    team = await _team_for(user, team_id, manage=True)
+    row = await JoinRequest.filter(id=request_id, team=team, status="pending").prefetch_related("user").first()
+    if row is None:
+        raise ApiError(404, "not_found", f"no pending request `{request_id}`")
+    async with in_transaction():
+        row.status = "approved"
+        await row.save()
+        await Membership.get_or_create(team=team, user=row.user, defaults={"role": "member"})
+    await gateway().directory.user_changed(row.user.email)
+    await audit(user.email, "team.join_request.approve", team.id, {"member": row.user.email})
+    return jsonify({"id": row.id, "status": row.status})
+
+
+@blueprint.post("/teams/<team_id>/invitations")
+async def invite(team_id: str) -> Response:
+    """Invite someone by email (team owners, when the policy enables invitations)."""
+    user = caller()
+    team = await _team_for(user, team_id, manage=True)
+    body = await read_body(_MEMBER)
+    row = await Invitation.create(
+        id=uuid.uuid4().hex, team=team, email=body["email"], role=body["role"], invited_by=user.email
+    )
+    await audit(user.email, "team.invite", team.id, {"email": body["email"]})
+    response = jsonify({"id": row.id, "team_id": team.id, "email": row.email, "status": row.status})
+    response.status_code = 201
+    return response
+
+
+@blueprint.post("/invitations/<invitation_id>/accept")
+async def accept_invitation(invitation_id: str) -> Response:
+    """Accept an invitation addressed to the caller's email."""
+    user = caller()
+    row = await Invitation.filter(id=invitation_id, status="pending").prefetch_related("team").first()
+    if row is None or row.email != user.email:
+        raise ApiError(404, "not_found", f"no pending invitation `{invitation_id}`")
+    member = await UserRow.get(email=user.email)
+    async with in_transaction():
+        row.status = "accepted"
+        await row.save()
+        await Membership.get_or_create(team=row.team, user=member, defaults={"role": row.role})
+    await gateway().directory.user_changed(user.email)
+    await audit(user.email, "team.invite.accept", row.team.id)
+    return jsonify({"team_id": row.team.id, "role": row.role})

@@ -1,0 +1,165 @@
+"""API tokens: create (within what the caller holds), list one's own, revoke.
+
+Containment is the point: a token can never do more than its creator. Its permissions
+must be a subset of the caller's effective permissions (already narrowed by the caller's
+own token), its teams a subset of the caller's memberships, and its lifetime within the
+policy maximum. The signed token is returned once; only its `jti` is stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import time
+from typing import Any, Final
+
+from quart import Blueprint, Response, g, jsonify
+
+from engine.decide import Decision
+from engine.issuing import token_claims
+from engine.signing import sign
+from engine.store.models import ApiToken, Revocation
+from engine.store.models import User as UserRow
+from engine.web.audit import audit
+from engine.web.bodies import read_body
+from engine.web.identity import caller
+from engine.web.responses import ApiError
+from engine.web.state import gateway
+
+__all__ = ["blueprint", "revoke_jti"]
+
+blueprint = Blueprint("tokens", __name__)
+
+_TIME: Final = {"type": "string", "regex": r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$"}
+_CREATE: Final = {
+    "name": {"type": "string", "required": True, "empty": False, "maxlength": 200},
+    "expires_in_minutes": {"type": "integer", "min": 1},
+    "teams": {"type": "list", "nullable": True, "schema": {"type": "string", "empty": False}},
+    "scopes": {
+        "type": "dict",
+        "schema": {
+            "server_id": {"type": "string", "empty": False, "nullable": True},
+            "permissions": {"type": "list", "schema": {"type": "string"}},
+            "ip_restrictions": {"type": "list", "schema": {"type": "string"}},
+            "time_restrictions": {
+                "type": "list",
+                "schema": {
+                    "type": "dict",
+                    "schema": {
+                        "start_time": _TIME,
+                        "end_time": _TIME,
+                        "weekdays": {
+                            "type": "list",
+                            "allowed": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                        },
+                        "timezone": {"type": "string", "allowed": ["UTC"]},
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+@blueprint.post("/tokens")
+async def create_token() -> Response:
+    """Create an API token scoped within the caller's own rights; the token is shown once."""
+    user = caller()
+    decision: Decision = g.decision
+    body = await read_body(_CREATE)
+    scopes: dict[str, Any] = {k: v for k, v in body.get("scopes", {}).items() if v is not None}
+    for cidr in scopes.get("ip_restrictions", []):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as err:
+            raise ApiError(422, "invalid_body", f"`scopes.ip_restrictions`: `{cidr}` is not a network") from err
+    wanted = set(scopes.get("permissions", []))
+    if "*" in wanted:
+        raise ApiError(422, "invalid_body", "`scopes.permissions`: list the permissions; `*` is not accepted")
+    beyond = sorted(wanted - decision.permissions)
+    if beyond:
+        raise ApiError(403, "scope_exceeds_caller", f"you do not hold {', '.join(f'`{p}`' for p in beyond)}")
+    teams = body.get("teams", sorted(user.teams))
+    if teams is None:
+        if not user.admin:
+            raise ApiError(403, "scope_exceeds_caller", "only platform admins may create tokens with `teams: null`")
+    else:
+        foreign = sorted(set(teams) - user.teams)
+        if foreign:
+            raise ApiError(
+                403, "scope_exceeds_caller", f"you are not a member of {', '.join(f'`{t}`' for t in foreign)}"
+            )
+    tokens = g.snapshot.tokens
+    lifetime = body.get("expires_in_minutes", 30 * 24 * 60) * 60
+    if lifetime > tokens.max_lifetime_s:
+        raise ApiError(
+            422, "lifetime_exceeded", f"the longest allowed lifetime is {tokens.max_lifetime_s // 60} minutes"
+        )
+    now = time.time()
+    claims = token_claims(
+        tokens, subject=user.email, now=now, lifetime_s=lifetime, session=False, teams=teams, scopes=scopes,
+        name=body["name"],
+    )  # fmt: skip
+    owner = await UserRow.get(email=user.email)
+    expires = dt.datetime.fromtimestamp(claims["exp"], tz=dt.UTC)
+    await ApiToken.create(
+        jti=claims["jti"], owner=owner, name=body["name"], scopes=scopes, teams=teams, expires_at=expires
+    )
+    await audit(user.email, "token.create", claims["jti"], {"name": body["name"], "scopes": scopes, "teams": teams})
+    response = jsonify(
+        {
+            "token": sign(gateway().keys, claims),
+            "jti": claims["jti"],
+            "name": body["name"],
+            "expires_at": expires.isoformat(),
+            "scopes": scopes,
+            "teams": teams,
+        }
+    )
+    response.status_code = 201
+    return response
+
+
+@blueprint.get("/tokens")
+async def list_tokens() -> Response:
+    """The caller's own API tokens (never the token values)."""
+    user = caller()
+    rows = await ApiToken.filter(owner__email=user.email).order_by("-created_at")
+    revoked = {str(r.jti) for r in await Revocation.filter(jti__in=[r.jti for r in rows])}
+    return jsonify(
+        {
+            "items": [
+                {
+                    "jti": row.jti,
+                    "name": row.name,
+                    "scopes": row.scopes,
+                    "teams": row.teams,
+                    "expires_at": row.expires_at.isoformat(),
+                    "created_at": row.created_at.isoformat(),
+                    "last_used_at": row.last_used_at.isoformat() if row.last_used_at else None,
+                    "revoked": row.jti in revoked,
+                }
+                for row in rows
+            ]
+        }
+    )
+
+
+@blueprint.delete("/tokens/<jti>")
+async def revoke_token(jti: str) -> Response:
+    """Revoke one of the caller's tokens; it stops working on the next request."""
+    user = caller()
+    row = await ApiToken.filter(jti=jti).prefetch_related("owner").first()
+    if row is None or (row.owner.email != user.email and not user.admin):
+        raise ApiError(404, "not_found", f"no token `{jti}`")
+    await revoke_jti(jti, user.email, "revoked by owner" if row.owner.email == user.email else "revoked by admin")
+    return Response("", status=204)
+
+
+async def revoke_jti(jti: str, actor: str, reason: str) -> bool:
+    """Record a revocation in the store and the cache; False when it was already revoked."""
+    _, created = await Revocation.get_or_create(jti=jti, defaults={"revoked_by": actor, "reason": reason})
+    await gateway().directory.revoked(jti)
+    if created:
+        await audit(actor, "token.revoke", jti, {"reason": reason})
+    return bool(created)
