@@ -59,11 +59,21 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"policygate: {err}", file=sys.stderr)
         return USAGE
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The driver logs each failed reconnect with a traceback; during a store outage that
+    # floods the log with what /ready and the 503 answers already say in one line.
+    logging.getLogger("asyncpg.pool").addFilter(_without_traceback)
     try:
         return run_server(settings)
     except SettingsError as err:
         print(f"policygate: {err}", file=sys.stderr)
         return FAILED
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    if record.exc_info and record.exc_info[1] is not None:
+        record.msg = f"{record.msg} ({type(record.exc_info[1]).__name__})"
+        record.exc_info = None
+    return True
 
 
 def _token_create(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ changes drop the user from the look-up cache at once.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Final
 
 from quart import Blueprint, Response, g, jsonify, request
@@ -74,7 +75,7 @@ async def create_user() -> Response:
     try:
         row = await UserRow.create(
             email=body["email"],
-            password_hash=hash_password(body["password"]),
+            password_hash=await asyncio.to_thread(hash_password, body["password"]),
             full_name=body.get("full_name", ""),
             is_admin=body["is_admin"],
             roles=body["roles"],

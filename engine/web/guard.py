@@ -8,6 +8,7 @@ depend on it: public routes cost no look-up, and a token the policy refuses on i
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -139,7 +140,7 @@ async def _basic_user(gw: Gateway, credential: str) -> User | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     row = await UserRow.filter(email=email).first()
-    if row is None or not verify_password(password, row.password_hash):
+    if row is None or not await asyncio.to_thread(verify_password, password, row.password_hash):
         return None
     return (await gw.directory.lookup(email, None)).user
 

@@ -1,0 +1,134 @@
+"""The admin API: who may reach it, what it changes, and policy reloads."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from tests.integration.servers import ROOT, Gateway, claims, mint
+
+
+def test_admin_api_is_off_by_default(start: Callable[..., Gateway]) -> None:
+    server = start()
+    response = server.client(server.login()).get("/admin/users")
+    assert (response.status_code, response.json()["error"]["code"]) == (404, "feature_disabled")
+
+
+def test_admin_routes_refuse_non_admins_and_server_scoped_tokens(gateway: Gateway) -> None:
+    admin = gateway.client(gateway.login())
+    admin.post("/admin/users", json={"email": "plain@example.com", "password": "plain user password"})
+    plain = gateway.client(gateway.login("plain@example.com", "plain user password")).get("/admin/users")
+    assert (plain.status_code, plain.json()["error"]["code"]) == (403, "admin_required")
+    scoped = gateway.client(mint(claims(teams=None, scopes={"server_id": "srv-1"}))).get("/admin/users")
+    assert (scoped.status_code, scoped.json()["error"]["code"]) == (403, "server_scope_denied")
+
+
+def test_grant_admin_takes_effect_on_the_next_request(gateway: Gateway) -> None:
+    admin = gateway.client(gateway.login())
+    admin.post("/admin/users", json={"email": "rising@example.com", "password": "rising star password"})
+    session = gateway.client(gateway.login("rising@example.com", "rising star password"))
+    assert session.get("/admin/users").status_code == 403
+    assert admin.patch("/admin/users/rising@example.com", json={"is_admin": True}).json()["is_admin"] is True
+    assert session.get("/admin/users").status_code == 200
+    assert admin.patch("/admin/users/rising@example.com", json={"is_admin": False}).status_code == 200
+    assert session.get("/admin/users").status_code == 403
+
+
+def test_admins_cannot_lock_themselves_out(gateway: Gateway) -> None:
+    admin = gateway.client(gateway.login())
+    me = admin.get("/auth/me").json()["email"]
+    response = admin.patch(f"/admin/users/{me}", json={"is_active": False})
+    assert (response.status_code, response.json()["error"]["code"]) == (409, "self_lockout")
+
+
+def test_revoke_any_jti_and_read_the_audit_log(gateway: Gateway) -> None:
+    admin = gateway.client(gateway.login())
+    stray = claims(teams=None)
+    assert gateway.client(mint(stray)).get("/auth/me").status_code == 200
+    revoked = admin.post("/admin/revocations", json={"jti": stray["jti"], "reason": "leaked in a log"})
+    assert revoked.status_code == 201
+    assert admin.post("/admin/revocations", json={"jti": stray["jti"]}).status_code == 200
+    assert gateway.client(mint(stray)).get("/auth/me").json()["error"]["code"] == "token_revoked"
+    assert stray["jti"] in {r["jti"] for r in admin.get("/admin/revocations").json()["items"]}
+    events = admin.get("/admin/audit", params={"limit": 50}).json()["items"]
+    revocation = next(e for e in events if e["action"] == "token.revoke" and e["target"] == stray["jti"])
+    assert revocation["detail"] == {"reason": "leaked in a log"}
+    assert all("password" not in str(e["detail"]).lower() for e in events)
+
+
+def test_unknown_users_and_bad_changes(gateway: Gateway) -> None:
+    admin = gateway.client(gateway.login())
+    assert admin.patch("/admin/users/nobody@example.com", json={"is_active": True}).status_code == 404
+    assert admin.patch("/admin/users/nobody@example.com", json={}).status_code == 422
+    assert admin.post("/admin/users", json={"email": "x@example.com", "password": "short"}).status_code == 422
+    dup = admin.post("/admin/users", json={"email": "dup@example.com", "password": "long enough password"})
+    again = admin.post("/admin/users", json={"email": "dup@example.com", "password": "long enough password"})
+    assert (dup.status_code, again.status_code, again.json()["error"]["code"]) == (201, 409, "user_exists")
+    assert admin.get("/admin/audit", params={"limit": "lots"}).status_code == 400
+
+
+def _policy_copy(folder: Path) -> Path:
+    target = folder / "policies"
+    shutil.copytree(ROOT / "policies", target)
+    return target
+
+
+def test_reload_swaps_the_policy_and_a_bad_one_keeps_the_old(start: Callable[..., Gateway], tmp_path: Path) -> None:
+    policies = _policy_copy(tmp_path)
+    server = start(POLICY_PATHS=policies, MCPGATEWAY_ADMIN_API_ENABLED="true")
+    admin = server.client(server.login())
+    before = admin.get("/admin/policies/status").json()
+    sizes = policies / "sizes.yaml"
+    sizes.write_text(sizes.read_text().replace("maxBytes: 10240\n", "maxBytes: 20480\n"))
+    reloaded = admin.post("/admin/policies/reload")
+    assert reloaded.status_code == 200
+    assert reloaded.json()["version"] != before["version"]
+    good_version = reloaded.json()["version"]
+    sizes.write_text(sizes.read_text().replace("maxBytes: 20480\n", "maxBytes: lots\n"))
+    refused = admin.post("/admin/policies/reload")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "policy_invalid")
+    error = refused.json()["error"]["details"][0]
+    assert (error["file"], error["code"]) == (str(sizes), "schema.type")
+    assert error["line"] == sizes.read_text().splitlines().index("      maxBytes: lots") + 1
+    status = admin.get("/admin/policies/status").json()
+    assert status["version"] == good_version
+    assert status["last_error"][0]["where"].startswith(f"{sizes}:")
+    assert httpx.get(f"{server.url}/ready").json()["policy_version"] == good_version
+
+
+def test_a_change_in_the_policy_folder_reloads(start: Callable[..., Gateway], tmp_path: Path) -> None:
+    policies = _policy_copy(tmp_path)
+    server = start(POLICY_PATHS=policies, POLICY_WATCH="true")
+    first = httpx.get(f"{server.url}/ready").json()["policy_version"]
+    features = policies / "features.yaml"
+    features.write_text(features.read_text().replace("adminApi: false", "adminApi: true"))
+    _wait_for_version_change(server, first)
+    assert server.client(server.login()).get("/admin/users").status_code == 200
+
+
+def test_sighup_reloads(start: Callable[..., Gateway], tmp_path: Path) -> None:
+    policies = _policy_copy(tmp_path)
+    server = start(POLICY_PATHS=policies, POLICY_WATCH="false")
+    first = httpx.get(f"{server.url}/ready").json()["policy_version"]
+    features = policies / "features.yaml"
+    features.write_text(features.read_text().replace("adminApi: false", "adminApi: true"))
+    time.sleep(0.5)
+    assert httpx.get(f"{server.url}/ready").json()["policy_version"] == first, "nothing reloads without a trigger"
+    server.process.send_signal(signal.SIGHUP)
+    _wait_for_version_change(server, first)
+    assert server.client(server.login()).get("/admin/users").status_code == 200
+
+
+def _wait_for_version_change(server: Gateway, old: str, timeout: float = 15) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        version: str = httpx.get(f"{server.url}/ready").json()["policy_version"]
+        if version != old:
+            return version
+        time.sleep(0.1)
+    raise AssertionError("the policy was not reloaded")

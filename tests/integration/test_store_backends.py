@@ -1,0 +1,117 @@
+"""The store suite on SQLite and on a real PostgreSQL, with and without a real Redis.
+
+The same flows run on every backend: bootstrap, login, token containment, revocation on
+the next request, user changes, teams. Then what only a shared cache can show: two
+gateway instances (or two workers) agreeing on a revocation at once, a Redis that lost
+its data, and a store outage failing closed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.servers import Gateway, claims, create_database, mint, postgres_server, redis_server
+
+BACKENDS = ["sqlite", "postgres", "postgres+redis"]
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    with postgres_server() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("redis")) as (url, _):
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> dict[str, str]:
+    if request.param == "sqlite":
+        return {}
+    env = {"DATABASE_URL": create_database(request.getfixturevalue("postgres"), f"pg_{uuid.uuid4().hex[:8]}")}
+    if request.param.endswith("+redis"):
+        env["REDIS_URL"] = request.getfixturevalue("redis_url")
+    return env
+
+
+def test_store_suite(start: Callable[..., Gateway], backend: dict[str, str]) -> None:
+    server = start(MCPGATEWAY_ADMIN_API_ENABLED="true", ALLOW_TEAM_CREATION="true", **backend)
+    ready = httpx.get(f"{server.url}/ready").json()
+    assert ready["checks"] == ({"store": True, "redis": True} if "REDIS_URL" in backend else {"store": True})
+    admin = server.client(server.login())
+    user = {"email": "dev@example.com", "password": "developer password", "roles": ["developer"]}
+    assert admin.post("/admin/users", json=user).status_code == 201
+    assert admin.post("/admin/users", json=user).status_code == 409
+    dev = server.client(server.login(user["email"], user["password"]))
+    team = dev.post("/teams", json={"name": "green"}).json()
+    assert dev.get("/auth/me").json()["teams"] == [team["id"]]
+    created = dev.post("/tokens", json={"name": "t", "teams": [team["id"]], "scopes": {"permissions": ["tools.read"]}})
+    token = created.json()
+    api = server.client(token["token"])
+    assert api.get("/auth/me").json()["visibility"]["teams"] == [team["id"]]
+    assert dev.delete(f"/tokens/{token['jti']}").status_code == 204
+    assert api.get("/auth/me").json()["error"]["code"] == "token_revoked"
+    assert admin.patch("/admin/users/dev@example.com", json={"is_active": False}).status_code == 200
+    assert dev.get("/auth/me").json()["error"]["code"] == "account_disabled"
+    actions = [e["action"] for e in admin.get("/admin/audit").json()["items"]]
+    assert {"user.create", "team.create", "token.create", "token.revoke", "user.change"} <= set(actions)
+
+
+def test_two_instances_agree_on_a_revocation_at_once(
+    start: Callable[..., Gateway], postgres: str, redis_url: str
+) -> None:
+    shared = {"DATABASE_URL": create_database(postgres, "shared"), "REDIS_URL": redis_url}
+    first = start(MCPGATEWAY_ADMIN_API_ENABLED="true", **shared)
+    second = start(**shared)
+    token = claims(teams=None)
+    assert second.client(mint(token)).get("/auth/me").status_code == 200  # now cached in the second
+    first.client(first.login()).post("/admin/revocations", json={"jti": token["jti"]})
+    assert second.client(mint(token)).get("/auth/me").json()["error"]["code"] == "token_revoked"
+
+
+def test_several_workers_share_revocations_through_redis(
+    start: Callable[..., Gateway], postgres: str, redis_url: str
+) -> None:
+    server = start(
+        WORKERS="2", MCPGATEWAY_ADMIN_API_ENABLED="true", REDIS_URL=redis_url,
+        DATABASE_URL=create_database(postgres, "workers"),
+    )  # fmt: skip
+    token = claims(teams=None)
+    client = server.client(mint(token))
+    assert all(client.get("/auth/me").status_code == 200 for _ in range(10))
+    server.client(server.login()).post("/admin/revocations", json={"jti": token["jti"]})
+    assert {client.get("/auth/me").status_code for _ in range(20)} == {401}
+
+
+def test_a_redis_that_lost_its_data_does_not_forget_revocations(
+    start: Callable[..., Gateway], postgres: str, tmp_path: Path
+) -> None:
+    with redis_server(tmp_path / "redis") as (url, _):
+        server = start(
+            MCPGATEWAY_ADMIN_API_ENABLED="true", REDIS_URL=url, DATABASE_URL=create_database(postgres, "lost")
+        )
+        token = claims(teams=None)
+        server.client(server.login()).post("/admin/revocations", json={"jti": token["jti"]})
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        subprocess.run(["redis-cli", "-p", port, "FLUSHALL"], check=True, capture_output=True)
+        assert server.client(mint(token)).get("/auth/me").json()["error"]["code"] == "token_revoked"
+
+
+def test_a_store_outage_fails_closed(start: Callable[..., Gateway]) -> None:
+    with postgres_server() as postgres:
+        server = start(DATABASE_URL=postgres.url)
+        assert server.client(mint(claims(teams=None))).get("/auth/me").status_code == 200
+        postgres.stop()
+        refused = server.client(mint(claims("someone-new@example.com"))).get("/auth/me")
+        assert (refused.status_code, refused.json()["error"]["code"]) == (503, "revocation_unavailable")
+        ready = httpx.get(f"{server.url}/ready")
+        assert (ready.status_code, ready.json()["error"]["code"]) == (503, "not_ready")

@@ -1,0 +1,135 @@
+"""API tokens over HTTP: containment on creation, listing, revocation on the next request."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.integration.servers import Gateway, claims, mint
+
+DEV = "dev@example.com"
+DEV_PASSWORD = "developer password 123"
+
+
+@pytest.fixture(scope="module")
+def developer(gateway: Gateway) -> str:
+    """A developer in team `blue`; returns their session token."""
+    admin = gateway.client(gateway.login())
+    created = admin.post("/admin/users", json={"email": DEV, "password": DEV_PASSWORD, "roles": ["developer"]})
+    assert created.status_code == 201, created.text
+    team = admin.post("/teams", json={"name": "blue"})
+    assert team.status_code in (201, 404), team.text  # team creation is off by default
+    return gateway.login(DEV, DEV_PASSWORD)
+
+
+def test_create_list_and_use_a_token(gateway: Gateway, developer: str) -> None:
+    client = gateway.client(developer)
+    created = client.post("/tokens", json={"name": "ci", "scopes": {"permissions": ["tools.read"]}})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    listed = client.get("/tokens").json()["items"]
+    assert [t["jti"] for t in listed if t["name"] == "ci"] == [body["jti"]]
+    assert "token" not in listed[0]
+    scoped = gateway.client(body["token"])
+    me = scoped.get("/auth/me").json()
+    assert me["permissions"] == ["tools.read"]
+
+
+def test_a_token_cannot_hold_more_than_its_creator(gateway: Gateway, developer: str) -> None:
+    client = gateway.client(developer)
+    beyond = client.post("/tokens", json={"name": "x", "scopes": {"permissions": ["admin.system_config"]}})
+    assert (beyond.status_code, beyond.json()["error"]["code"]) == (403, "scope_exceeds_caller")
+    foreign = client.post("/tokens", json={"name": "x", "teams": ["red"]})
+    assert (foreign.status_code, foreign.json()["error"]["code"]) == (403, "scope_exceeds_caller")
+    bypass = client.post("/tokens", json={"name": "x", "teams": None})
+    assert bypass.status_code == 403
+    too_long = client.post("/tokens", json={"name": "x", "expires_in_minutes": 600_000})
+    assert (too_long.status_code, too_long.json()["error"]["code"]) == (422, "lifetime_exceeded")
+    bad_cidr = client.post("/tokens", json={"name": "x", "scopes": {"ip_restrictions": ["10.0.0.300/8"]}})
+    assert bad_cidr.status_code == 422
+
+
+def test_a_scoped_token_cannot_mint_a_wider_one(gateway: Gateway, developer: str) -> None:
+    narrow = gateway.client(developer).post(
+        "/tokens", json={"name": "narrow", "scopes": {"permissions": ["tokens.create", "tools.read"]}}
+    )
+    child = gateway.client(narrow.json()["token"]).post(
+        "/tokens", json={"name": "child", "scopes": {"permissions": ["tools.execute"]}}
+    )
+    assert (child.status_code, child.json()["error"]["code"]) == (403, "scope_exceeds_caller")
+
+
+def test_revocation_takes_effect_on_the_next_request(gateway: Gateway, developer: str) -> None:
+    token = gateway.client(developer).post("/tokens", json={"name": "short-lived"}).json()
+    user = gateway.client(token["token"])
+    assert user.get("/auth/me").status_code == 200
+    assert gateway.client(developer).delete(f"/tokens/{token['jti']}").status_code == 204
+    refused = user.get("/auth/me")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "token_revoked")
+    listed = {t["jti"]: t["revoked"] for t in gateway.client(developer).get("/tokens").json()["items"]}
+    assert listed[token["jti"]] is True
+
+
+def test_only_the_owner_or_an_admin_can_revoke(gateway: Gateway, developer: str) -> None:
+    admin_token = gateway.client(gateway.login()).post("/tokens", json={"name": "admins"}).json()
+    other = gateway.client(developer).delete(f"/tokens/{admin_token['jti']}")
+    assert other.status_code == 404
+    assert gateway.client(admin_token["token"]).get("/auth/me").status_code == 200
+
+
+def test_ip_restricted_token_is_refused_from_elsewhere(gateway: Gateway, developer: str) -> None:
+    client = gateway.client(developer)
+    far = client.post("/tokens", json={"name": "far", "scopes": {"ip_restrictions": ["203.0.113.0/24"]}}).json()
+    near = client.post("/tokens", json={"name": "near", "scopes": {"ip_restrictions": ["127.0.0.0/8"]}}).json()
+    refused = gateway.client(far["token"]).get("/auth/me")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "ip_not_allowed")
+    assert gateway.client(near["token"]).get("/auth/me").status_code == 200
+
+
+def test_deactivating_a_user_stops_their_tokens_at_once(gateway: Gateway) -> None:
+    admin = gateway.client(gateway.login())
+    admin.post("/admin/users", json={"email": "temp@example.com", "password": "temporary password 1"})
+    session = gateway.login("temp@example.com", "temporary password 1")
+    assert gateway.client(session).get("/auth/me").status_code == 200
+    assert admin.patch("/admin/users/temp@example.com", json={"is_active": False}).status_code == 200
+    refused = gateway.client(session).get("/auth/me")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "account_disabled")
+    login = httpx.post(
+        f"{gateway.url}/auth/login", json={"email": "temp@example.com", "password": "temporary password 1"}
+    )
+    assert login.status_code == 403
+
+
+def test_a_token_for_a_user_the_store_does_not_know_is_refused(gateway: Gateway) -> None:
+    response = gateway.client(mint(claims("nobody@example.com"))).get("/auth/me")
+    assert (response.status_code, response.json()["error"]["code"]) == (401, "user_unknown")
+
+
+def test_the_cli_prints_a_working_token(gateway: Gateway) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "token",
+            "create",
+            "--username",
+            DEV,
+            "--teams",
+            "blue",
+            "--expires-minutes",
+            "5",
+        ],
+        env=gateway.env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=gateway.log.parent,
+    )
+    assert "bypasses" in result.stderr
+    me = gateway.client(result.stdout.strip()).get("/auth/me").json()
+    assert me["email"] == DEV
+    assert me["visibility"]["teams"] == ["blue"]
