@@ -4,11 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install lint fmt typecheck cases bench clean
+.PHONY: run test install lint fmt cases bench bench-http certs-jwt certs-jwt-ecdsa clean
 
 run: $(STAMP)
-	$(BIN)/policygate lint policies
-	$(BIN)/policygate compile
+	$(BIN)/policygate serve --bind 127.0.0.1:4444 --policies policies
 
 test: $(STAMP)
 	$(BIN)/pytest
@@ -41,5 +40,22 @@ cases: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/policygate bench
 
+bench-http: $(STAMP)
+	command -v wrk > /dev/null || (echo "bench-http needs wrk (Debian package wrk)" && exit 1)
+	$(BIN)/python -m tests.bench.http --seconds 20 --workers 2
+
+# JWT key pairs for RS256 / ES256, private keys readable by their owner only.
+certs-jwt:
+	mkdir -p certs/jwt
+	umask 077 && openssl genrsa -out certs/jwt/private.pem 4096
+	openssl rsa -in certs/jwt/private.pem -pubout -out certs/jwt/public.pem
+	chmod 600 certs/jwt/private.pem && chmod 644 certs/jwt/public.pem
+
+certs-jwt-ecdsa:
+	mkdir -p certs/jwt
+	umask 077 && openssl ecparam -genkey -name prime256v1 -noout -out certs/jwt/ec_private.pem
+	openssl ec -in certs/jwt/ec_private.pem -pubout -out certs/jwt/ec_public.pem
+	chmod 600 certs/jwt/ec_private.pem && chmod 644 certs/jwt/ec_public.pem
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis data

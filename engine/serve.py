@@ -1,15 +1,19 @@
 """`policygate serve`: Hypercorn in front of the app, with a graceful shutdown.
 
 One worker runs in this process (fastest start, exact in-process cache). Several workers
-are Hypercorn's own processes sharing the listening socket; each builds the app from the
-environment, which this process has already validated, so a bad policy fails here once
-instead of in every worker.
+are child processes that each open their own listening socket on the same port with
+SO_REUSEPORT, so the kernel spreads connections evenly across them; with one shared
+socket, long-lived keep-alive connections pile onto whichever worker accepted first.
+This process validates the policy and settings once, then supervises: SIGTERM and
+SIGINT stop the workers gracefully, SIGHUP is passed on so each reloads its policy
+without a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import signal
 from contextlib import suppress
@@ -19,7 +23,6 @@ from hypercorn.config import Config
 
 from engine.settings import Settings
 from engine.web.app import create_app
-from engine.web.reloading import build_snapshot
 
 __all__ = ["run_server"]
 
@@ -43,25 +46,35 @@ def run_server(settings: Settings) -> int:
         PolicyErrors: the policy does not build.
         SettingsError: the settings are unusable or unsafe for production.
     """
-    config = _config(settings)
     if settings.workers == 1:
         app = create_app(settings)
-        asyncio.run(_serve_until_signalled(app, config))
+        asyncio.run(_serve_until_signalled(app, _config(settings)))
         return 0
-    from hypercorn.run import run
+    create_app(settings)  # fail once, here, rather than in every worker
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker, args=(settings,), daemon=False) for _ in range(settings.workers)]
+    for worker in workers:
+        worker.start()
 
-    build_snapshot(settings.policy_paths)  # fail once, here, rather than in every worker
-    os.environ.update(
-        {
-            "BIND": settings.bind,
-            "WORKERS": str(settings.workers),
-            "POLICY_PATHS": ",".join(settings.policy_paths),
-            "ENVIRONMENT": settings.environment,
-        }
-    )
-    config.workers = settings.workers
-    config.application_path = "engine.web.asgi:from_environment()"
-    return run(config)
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    codes = []
+    for worker in workers:
+        worker.join()
+        codes.append(worker.exitcode or 0)
+    return max(codes)
+
+
+def _worker(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = _config(settings)
+    config.workers = settings.workers  # makes Hypercorn set SO_REUSEPORT on this worker's socket
+    asyncio.run(_serve_until_signalled(create_app(settings), config))
 
 
 async def _serve_until_signalled(app: object, config: Config) -> None:
@@ -70,5 +83,5 @@ async def _serve_until_signalled(app: object, config: Config) -> None:
     for name in (signal.SIGTERM, signal.SIGINT):
         with suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(name, stop.set)
-    log.info("serving on http://%s", config.bind[0])
+    log.info("serving on http://%s (pid %d)", config.bind[0], os.getpid())
     await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]

