@@ -31,7 +31,7 @@ __all__ = [
     "use_store",
 ]
 
-MODELS: Final = ["engine.store.models"]
+MODELS: Final = ["engine.store.models", "engine.store.catalog"]
 
 _PRINCIPAL: Final = """
 SELECT u.email, u.is_admin, u.is_active, u.roles, m.team_id,

@@ -22,7 +22,7 @@ from engine.reload import Engine
 from engine.settings import Settings, SettingsError
 from engine.signing import load_keys
 from engine.store.queries import bootstrap_admin, close_store, open_store
-from engine.web import admin, identity, public, sessions, teams, tokens
+from engine.web import admin, bulk, catalog, identity, public, sessions, teams, tokens
 from engine.web.guard import after_request, guard
 from engine.web.reloading import build_snapshot, start_reload_triggers
 from engine.web.responses import ApiError, error_response
@@ -65,7 +65,7 @@ def create_app(settings: Settings, *, snapshot: Snapshot | None = None) -> Quart
         status=PolicyStatus(version=snapshot.version, loaded_at=time.time()),
     )
     attach(app, state)
-    for module in (public, identity, tokens, teams, admin, sessions):
+    for module in (public, identity, tokens, teams, admin, sessions, catalog, bulk):
         app.register_blueprint(module.blueprint)
     app.before_request(guard)
     app.after_request(after_request)

@@ -31,7 +31,7 @@ from engine.store.queries import use_store
 from engine.web.responses import error_response
 from engine.web.state import Gateway, gateway
 
-__all__ = ["after_request", "guard"]
+__all__ = ["after_request", "guard", "mask_email"]
 
 log = logging.getLogger("policygate.decision")
 
@@ -209,13 +209,13 @@ def _log(decision: Decision, snapshot: Snapshot) -> None:
         "rule": decision.rule.id,
         "where": str(decision.rule.where),
         "route": decision.route,
-        "principal": _mask(decision.principal),
+        "principal": mask_email(decision.principal),
         "policy_version": snapshot.version[:12],
     }
     log.info(json.dumps(record))
 
 
-def _mask(email: str | None) -> str | None:
+def mask_email(email: str | None) -> str | None:
     """`u***@example.com`: enough to correlate, not enough to identify."""
     if not email or "@" not in email:
         return email

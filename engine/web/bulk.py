@@ -1,0 +1,77 @@
+"""`POST /bulk-import`: many catalog items at once, all or nothing.
+
+Every item is checked as if it were created alone (schema, content pipeline, team,
+name) before anything is written; one bad item means nothing is stored, and the answer
+lists every bad item by its index so the whole batch can be fixed in one go.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Final
+
+from cerberus import Validator
+from quart import Blueprint, Response, jsonify
+from tortoise.transactions import in_transaction
+
+from engine.web.bodies import read_body
+from engine.web.catalog import KINDS, checked_fields, item_json
+from engine.web.identity import caller
+from engine.web.responses import ApiError
+
+__all__ = ["blueprint"]
+
+blueprint = Blueprint("bulk", __name__)
+
+_BODY: Final = {
+    "items": {"type": "list", "required": True, "minlength": 1, "maxlength": 1000, "schema": {"type": "dict"}}
+}
+_IMPORTABLE: Final = ("tools", "resources", "prompts")
+
+
+@blueprint.post("/bulk-import")
+async def bulk_import() -> Response:
+    """Import tools, resources and prompts in one transaction; any bad item stops all."""
+    user = caller()
+    body = await read_body(_BODY)
+    accepted: list[tuple[str, dict[str, Any]]] = []
+    problems: list[dict[str, Any]] = []
+    names: dict[tuple[str, str], int] = {}
+    for index, raw in enumerate(body["items"]):
+        kind_name = raw.get("kind")
+        if kind_name not in _IMPORTABLE:
+            problems.append({"index": index, "code": "invalid_body", "message": f"`kind` must be one of {_IMPORTABLE}"})
+            continue
+        kind = KINDS[kind_name]
+        validator = Validator(dict(kind.schema), allow_unknown=False)
+        fields = {k: v for k, v in raw.items() if k != "kind"}
+        if not validator.validate(fields):
+            field, errors = next(iter(sorted(validator.errors.items())))
+            problems.append({"index": index, "code": "invalid_body", "message": f"`{field}`: {errors}"})
+            continue
+        try:
+            values = checked_fields(kind, dict(validator.document))
+        except ApiError as err:
+            problems.append({"index": index, "code": err.code, "message": err.message})
+            continue
+        team = values.get("team_id")
+        if team is not None and not user.admin and team not in user.teams:
+            problems.append({"index": index, "code": "not_team_member", "message": f"you are not in `{team}`"})
+            continue
+        key = (kind_name, values["name"])
+        if key in names or await kind.model.filter(name=values["name"]).exists():
+            problems.append({"index": index, "code": "name_taken", "message": f"`{values['name']}` exists"})
+            continue
+        names[key] = index
+        accepted.append((kind_name, values))
+    if problems:
+        raise ApiError(422, "bulk_import_rejected", f"{len(problems)} item(s) rejected; nothing was imported",
+                       details=problems)  # fmt: skip
+    created = []
+    async with in_transaction():
+        for kind_name, values in accepted:
+            item = await KINDS[kind_name].model.create(id=uuid.uuid4().hex, owner=user.email, **values)
+            created.append({"kind": kind_name, **item_json(KINDS[kind_name], item)})
+    response = jsonify({"imported": len(created), "items": created})
+    response.status_code = 201
+    return response

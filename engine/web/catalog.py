@@ -1,0 +1,239 @@
+"""REST CRUD for tools, resources, prompts and virtual servers, filtered by visibility.
+
+The guard has checked the verb's permission (`tools.read`, `tools.create`, ...); this
+module applies the truth table's answer to the data: a caller only ever loads items
+they may see, so an invisible item answers 404 and never appears in a list. Changing an
+item takes its owner or a platform admin. Stored text goes through the content pipeline
+first, and nothing is written when any check fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from quart import Blueprint, Response, g, jsonify, request
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
+from tortoise.models import Model
+from tortoise.queryset import QuerySet
+
+from engine.decide import Access, Decision, User
+from engine.store.catalog import CatalogItem, Prompt, Resource, Server, Tool
+from engine.web.bodies import read_body
+from engine.web.identity import caller
+from engine.web.inspection import check_text, sanitize_markup
+from engine.web.responses import ApiError
+
+__all__ = ["blueprint", "item_json", "visible", "visible_filter"]
+
+blueprint = Blueprint("catalog", __name__)
+
+_NAME: Final = {"type": "string", "regex": r"^[A-Za-z0-9_.-]{1,128}$"}
+_COMMON: Final = {
+    "name": {**_NAME, "required": True},
+    "description": {"type": "string", "maxlength": 65536, "default": ""},
+    "team_id": {"type": "string", "nullable": True, "default": None},
+    "visibility": {"type": "string", "allowed": ["public", "team", "private"], "default": "private"},
+}
+_IDS: Final = {"type": "list", "schema": {"type": "string"}, "default": []}
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    name: str
+    model: type[CatalogItem]
+    schema: Mapping[str, Any]
+    texts: tuple[tuple[str, str], ...]
+    """(field, content context) pairs that pass the content pipeline before storing."""
+    details: Callable[[Any], dict[str, Any]]
+
+
+KINDS: Final = {
+    "tools": Kind(
+        "tools", Tool, {**_COMMON, "input_schema": {"type": "dict", "default": {"type": "object"}}},
+        (("description", "resource"),),
+        lambda t: {"input_schema": t.input_schema, "changed": t.changed},
+    ),
+    "resources": Kind(
+        "resources", Resource,
+        {**_COMMON, "uri": {"type": "string", "required": True, "maxlength": 2048, "regex": r"^[a-zA-Z][\w+.-]*:.+"},
+         "mime_type": {"type": "string", "default": "text/plain"}, "content": {"type": "string", "default": ""}},
+        (("description", "resource"), ("content", "resource")),
+        lambda r: {"uri": r.uri, "mime_type": r.mime_type, "content": sanitize_markup(r.mime_type, r.content)},
+    ),
+    "prompts": Kind(
+        "prompts", Prompt,
+        {**_COMMON, "template": {"type": "string", "required": True},
+         "arguments": {"type": "list", "default": [], "schema": {"type": "dict", "schema": {
+             "name": {"type": "string", "required": True}, "description": {"type": "string"},
+             "required": {"type": "boolean"}}}}},
+        (("description", "prompt"), ("template", "prompt")),
+        lambda p: {"template": p.template, "arguments": p.arguments},
+    ),
+    "servers": Kind(
+        "servers", Server, {**_COMMON, "tool_ids": _IDS, "resource_ids": _IDS, "prompt_ids": _IDS},
+        (("description", "resource"),),
+        lambda s: {"tool_ids": s.tool_ids, "resource_ids": s.resource_ids, "prompt_ids": s.prompt_ids},
+    ),
+}  # fmt: skip
+
+
+def visible_filter(decision: Decision, user: User | None) -> Q | None:
+    """The truth table's answer as a query filter; None means everything."""
+    seen = decision.visibility
+    if seen is not None and seen.access is Access.UNRESTRICTED:
+        return None
+    condition = Q(visibility="public")
+    if seen is not None and seen.access is Access.TEAM_AND_PUBLIC:
+        if seen.teams:
+            condition |= Q(visibility="team", team_id__in=sorted(seen.teams))
+        if user is not None:
+            condition |= Q(visibility="private", owner=user.email)
+    return condition
+
+
+def visible(model: type[Model], decision: Decision | None = None) -> QuerySet[Any]:
+    chosen = decision if decision is not None else g.decision
+    condition = visible_filter(chosen, g.get("user"))
+    query = model.all()
+    return query if condition is None else query.filter(condition)
+
+
+def item_json(kind: Kind, item: Any) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "name": item.name,
+        "description": item.description,
+        "owner": item.owner,
+        "team_id": item.team_id,
+        "visibility": item.visibility,
+        "upstream_id": item.upstream_id,
+        "available": item.available,
+        **kind.details(item),
+    }
+
+
+def _page(limit_text: str | None, cursor: str | None) -> tuple[int, str | None]:
+    try:
+        limit = int(limit_text) if limit_text is not None else 50
+        after = base64.b64decode(cursor, altchars=b"-_", validate=True).decode() if cursor else None
+    except (ValueError, binascii.Error, UnicodeDecodeError) as err:
+        raise ApiError(400, "bad_request", "`limit` must be a number and `cursor` one this API returned") from err
+    if not 1 <= limit <= 500:
+        raise ApiError(400, "bad_request", "`limit` must be between 1 and 500")
+    return limit, after
+
+
+async def _check_team(user: User, body: dict[str, Any]) -> None:
+    if body.get("visibility") == "team" and not body.get("team_id"):
+        raise ApiError(422, "invalid_body", "`team_id`: a team item needs its team")
+    team = body.get("team_id")
+    if team is not None and not user.admin and team not in user.teams:
+        raise ApiError(403, "not_team_member", f"you are not a member of `{team}`")
+
+
+async def _check_members(body: dict[str, Any]) -> None:
+    """A virtual server may only bundle items its creator can see."""
+    for field, model in (("tool_ids", Tool), ("resource_ids", Resource), ("prompt_ids", Prompt)):
+        wanted = set(body.get(field, []))
+        if wanted:
+            found = set(await visible(model).filter(id__in=sorted(wanted)).values_list("id", flat=True))
+            missing = sorted(wanted - {str(x) for x in found})
+            if missing:
+                raise ApiError(422, "invalid_body", f"`{field}`: no such item `{missing[0]}`")
+
+
+def checked_fields(kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+    """Run the content pipeline on every text field; returns the values to store."""
+    for field, context in kind.texts:
+        if isinstance(body.get(field), str):
+            body[field] = check_text(context, body[field], field=field)
+    return body
+
+
+def _register(kind: Kind) -> None:
+    prefix = f"/{kind.name}"
+
+    async def list_items() -> Response:
+        limit, after = _page(request.args.get("limit"), request.args.get("cursor"))
+        query = visible(kind.model)
+        if after is not None:
+            query = query.filter(id__gt=after)
+        rows = await query.order_by("id").limit(limit + 1)
+        body: dict[str, Any] = {"items": [item_json(kind, r) for r in rows[:limit]]}
+        if len(rows) > limit:
+            body["next_cursor"] = base64.urlsafe_b64encode(rows[limit - 1].id.encode()).decode()
+        return jsonify(body)
+
+    async def create_item() -> Response:
+        user = caller()
+        body = checked_fields(kind, await read_body(kind.schema))
+        await _check_team(user, body)
+        if kind.model is Server:
+            await _check_members(body)
+        try:
+            item = await kind.model.create(id=uuid.uuid4().hex, owner=user.email, **body)
+        except IntegrityError as err:
+            raise ApiError(409, "name_taken", f"a {kind.name[:-1]} named `{body['name']}` exists") from err
+        response = jsonify(item_json(kind, item))
+        response.status_code = 201
+        return response
+
+    async def read_item(item_id: str) -> Response:
+        return jsonify(item_json(kind, await _find(kind, item_id)))
+
+    async def update_item(item_id: str) -> Response:
+        user = caller()
+        item = await _find(kind, item_id)
+        _require_owner(user, item)
+        partial = {k: {**v, "required": False} for k, v in kind.schema.items()}
+        for rule in partial.values():
+            rule.pop("default", None)
+        body = checked_fields(kind, await read_body(partial))
+        await _check_team(user, {"team_id": item.team_id, "visibility": item.visibility, **body})
+        if kind.model is Server:
+            await _check_members(body)
+        for name, value in body.items():
+            setattr(item, name, value)
+        try:
+            await item.save()
+        except IntegrityError as err:
+            raise ApiError(409, "name_taken", f"a {kind.name[:-1]} named `{body.get('name')}` exists") from err
+        return jsonify(item_json(kind, item))
+
+    async def delete_item(item_id: str) -> Response:
+        item = await _find(kind, item_id)
+        _require_owner(caller(), item)
+        await item.delete()
+        return Response("", status=204)
+
+    for view, rule, methods in (
+        (list_items, prefix, ["GET"]),
+        (create_item, prefix, ["POST"]),
+        (read_item, f"{prefix}/<item_id>", ["GET"]),
+        (update_item, f"{prefix}/<item_id>", ["PUT", "PATCH"]),
+        (delete_item, f"{prefix}/<item_id>", ["DELETE"]),
+    ):
+        view.__doc__ = f"{view.__name__.replace('_', ' ').replace('items', kind.name).replace('item', kind.name[:-1])}"
+        blueprint.add_url_rule(rule, f"{kind.name}_{view.__name__}", view, methods=methods)
+
+
+async def _find(kind: Kind, item_id: str) -> Any:
+    item = await visible(kind.model).filter(id=item_id).first()
+    if item is None:
+        raise ApiError(404, "not_found", f"no {kind.name[:-1]} `{item_id}`")
+    return item
+
+
+def _require_owner(user: User, item: Any) -> None:
+    if not user.admin and item.owner != user.email:
+        raise ApiError(403, "not_owner", "only the owner or a platform admin may change this item")
+
+
+for _kind in KINDS.values():
+    _register(_kind)
