@@ -46,6 +46,7 @@ _SCHEMA: Final[dict[str, dict[str, Any]]] = {
         ],
     },
     "JWT_SECRET_KEY": {"type": "string"},
+    "AUTH_ENCRYPTION_SECRET": {"type": "string", "minlength": 32},
     "JWT_PUBLIC_KEY_PATH": {"type": "string"},
     "JWT_PRIVATE_KEY_PATH": {"type": "string"},
     "PLATFORM_ADMIN_EMAIL": {"type": "string", "regex": r"^[^@\s]+@[^@\s]+$"},
@@ -80,6 +81,7 @@ class Settings:
     redis_url: str | None = None
     jwt_algorithm: str = "HS256"
     jwt_secret_key: str | None = field(default=None, repr=False)
+    auth_encryption_secret: str | None = field(default=None, repr=False)
     jwt_public_key_path: str | None = None
     jwt_private_key_path: str | None = None
     platform_admin_email: str = "admin@example.com"
@@ -111,6 +113,7 @@ _NAMES: Final = {
     "REDIS_URL": "redis_url",
     "JWT_ALGORITHM": "jwt_algorithm",
     "JWT_SECRET_KEY": "jwt_secret_key",
+    "AUTH_ENCRYPTION_SECRET": "auth_encryption_secret",
     "JWT_PUBLIC_KEY_PATH": "jwt_public_key_path",
     "JWT_PRIVATE_KEY_PATH": "jwt_private_key_path",
     "PLATFORM_ADMIN_EMAIL": "platform_admin_email",
@@ -119,7 +122,9 @@ _NAMES: Final = {
     "CACHE_TTL_SECONDS": "cache_ttl_seconds",
     "LOG_LEVEL": "log_level",
 }
-_SECRET_VARIABLES: Final = frozenset({"JWT_SECRET_KEY", "PLATFORM_ADMIN_PASSWORD", "DATABASE_URL", "REDIS_URL"})
+_SECRET_VARIABLES: Final = frozenset(
+    {"AUTH_ENCRYPTION_SECRET", "JWT_SECRET_KEY", "PLATFORM_ADMIN_PASSWORD", "DATABASE_URL", "REDIS_URL"}
+)
 
 
 def load_settings(env: Mapping[str, str], **flags: Any) -> Settings:

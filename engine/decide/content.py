@@ -45,7 +45,7 @@ __all__ = [
 
 CONTEXTS: Final = ("resource", "prompt", "tool_args", "tool_result")
 _STRENGTH: Final = {Action.BLOCK: 3, Action.REDACT: 2, Action.LOG: 1, Action.ALLOW: 0}
-_SETTINGS: Final = ("modes", "patternDetection", "piiDetection", "redaction")
+_SETTINGS: Final = ("modes", "patternDetection", "piiDetection", "redaction", "toolChanges")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,7 @@ class ContentTable:
     pattern_mode: str
     pii_mode: str
     rule_count: int
+    tool_changes: str = "block"
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +263,10 @@ def build_content_table(
         for n, context in enumerate(CONTEXTS)
     }
     redaction = settings.get("redaction", (modes_doc, "[REDACTED:{category}]"))[1]
-    return ContentTable(MappingProxyType(scanners), redaction, pattern_mode, pii_mode, len(sources)), []
+    # SECURITY: a changed upstream tool is refused unless the policy says to only flag it.
+    tool_changes = str(settings.get("toolChanges", (modes_doc, "block"))[1])
+    table = ContentTable(MappingProxyType(scanners), redaction, pattern_mode, pii_mode, len(sources), tool_changes)
+    return table, []
 
 
 def _settings(documents: Sequence[Document], errors: list[PolicyError]) -> dict[str, tuple[Document, Any]]:

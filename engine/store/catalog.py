@@ -37,6 +37,7 @@ class CatalogItem(Model):
 class Tool(CatalogItem):
     input_schema: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
     pinned_hash = fields.CharField(max_length=64, default="")
+    current_hash = fields.CharField(max_length=64, default="")
     changed = fields.BooleanField(default=False)
 
     class Meta:
@@ -74,6 +75,7 @@ class Upstream(CatalogItem):
     """An upstream MCP server (a "gateway" in the API); its credentials are encrypted."""
 
     url = fields.CharField(max_length=2048)
+    prefix = fields.CharField(max_length=64, default="")
     credentials = fields.TextField(default="")
     status = fields.CharField(max_length=32, default="unknown")
     last_error = fields.TextField(default="")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from quart import Quart, Response
@@ -17,13 +18,15 @@ from tortoise.exceptions import BaseORMException, DoesNotExist, IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from engine.cache import Cache, Directory, LocalCache, RedisCache
+from engine.federation.sealing import sealer_for
 from engine.policy import Snapshot
 from engine.reload import Engine
 from engine.settings import Settings, SettingsError
 from engine.signing import load_keys
 from engine.store.queries import bootstrap_admin, close_store, open_store
-from engine.web import admin, bulk, catalog, identity, public, sessions, teams, tokens
+from engine.web import admin, bulk, catalog, gateways, identity, mcp_endpoint, public, sessions, teams, tokens
 from engine.web.guard import after_request, guard
+from engine.web.mcp_sessions import SessionStore
 from engine.web.reloading import build_snapshot, start_reload_triggers
 from engine.web.responses import ApiError, error_response
 from engine.web.startup import unsafe_settings
@@ -65,7 +68,7 @@ def create_app(settings: Settings, *, snapshot: Snapshot | None = None) -> Quart
         status=PolicyStatus(version=snapshot.version, loaded_at=time.time()),
     )
     attach(app, state)
-    for module in (public, identity, tokens, teams, admin, sessions, catalog, bulk):
+    for module in (mcp_endpoint, public, identity, tokens, teams, admin, sessions, catalog, bulk, gateways):
         app.register_blueprint(module.blueprint)
     app.before_request(guard)
     app.after_request(after_request)
@@ -84,14 +87,14 @@ async def _start() -> None:
     gw = gateway()
     settings = gw.settings
     if settings.store_url.startswith("sqlite://"):
-        from pathlib import Path
-
         Path(settings.store_url.removeprefix("sqlite://")).parent.mkdir(parents=True, exist_ok=True)
     gw.store = await open_store(settings.store_url)
     if await bootstrap_admin(settings.platform_admin_email, settings.platform_admin_password):
         log.info("created the platform admin account")
+    gw.sealer = sealer_for(settings.auth_encryption_secret, Path(settings.data_dir))
     gw.cache = await _open_cache(settings)
     gw.directory = Directory(gw.cache)
+    gw.sessions = SessionStore(gw.cache.client if isinstance(gw.cache, RedisCache) else None)
     await gw.directory.start()
     start_reload_triggers(gw)
 
@@ -113,6 +116,8 @@ async def _stop() -> None:
     gw = gateway()
     for task in gw.tasks:
         task.cancel()
+    for client in gw.upstreams.values():
+        await client.close()
     if gw.cache is not None:
         await gw.cache.close()
     if gw.store is not None:

@@ -28,6 +28,7 @@ from engine.web.bodies import read_body
 from engine.web.identity import caller
 from engine.web.inspection import check_text, sanitize_markup
 from engine.web.responses import ApiError
+from engine.web.state import gateway, notify
 
 __all__ = ["blueprint", "item_json", "visible", "visible_filter"]
 
@@ -180,6 +181,7 @@ def _register(kind: Kind) -> None:
             item = await kind.model.create(id=uuid.uuid4().hex, owner=user.email, **body)
         except IntegrityError as err:
             raise ApiError(409, "name_taken", f"a {kind.name[:-1]} named `{body['name']}` exists") from err
+        _changed(kind)
         response = jsonify(item_json(kind, item))
         response.status_code = 201
         return response
@@ -204,12 +206,14 @@ def _register(kind: Kind) -> None:
             await item.save()
         except IntegrityError as err:
             raise ApiError(409, "name_taken", f"a {kind.name[:-1]} named `{body.get('name')}` exists") from err
+        _changed(kind)
         return jsonify(item_json(kind, item))
 
     async def delete_item(item_id: str) -> Response:
         item = await _find(kind, item_id)
         _require_owner(caller(), item)
         await item.delete()
+        _changed(kind)
         return Response("", status=204)
 
     for view, rule, methods in (
@@ -221,6 +225,11 @@ def _register(kind: Kind) -> None:
     ):
         view.__doc__ = f"{view.__name__.replace('_', ' ').replace('items', kind.name).replace('item', kind.name[:-1])}"
         blueprint.add_url_rule(rule, f"{kind.name}_{view.__name__}", view, methods=methods)
+
+
+def _changed(kind: Kind) -> None:
+    if kind.name != "servers":
+        notify(gateway(), f"notifications/{kind.name}/list_changed")
 
 
 async def _find(kind: Kind, item_id: str) -> Any:

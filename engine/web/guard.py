@@ -38,6 +38,7 @@ log = logging.getLogger("policygate.decision")
 _VERIFIED_MAX: Final = 10_000
 _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _Early = Response | None
+_MCP_ROUTES: Final = frozenset({"routes/mcp", "routes/server-mcp"})
 
 
 async def guard() -> Response | None:
@@ -56,11 +57,16 @@ async def guard() -> Response | None:
         return early
     decision = decide(snapshot, ctx)
     g.decision = decision
+    g.ctx = ctx
     g.user = ctx.user
     g.token = ctx.token
     if not decision.allow:
         _log(decision, snapshot)
-        headers = {"Retry-After": str(decision.retry_after)} if decision.retry_after is not None else None
+        headers = {"Retry-After": str(decision.retry_after)} if decision.retry_after is not None else {}
+        if decision.status == 401 and decision.route in _MCP_ROUTES:
+            # MCP clients find the authorization server through the resource metadata.
+            metadata = f"{request.host_url.rstrip('/')}/.well-known/oauth-protected-resource{request.path}"
+            headers["WWW-Authenticate"] = f'Bearer realm="policygate", resource_metadata="{metadata}"'
         return error_response(decision.status, str(decision.reason), decision.message, headers=headers)
     if log.isEnabledFor(logging.DEBUG):
         _log(decision, snapshot)

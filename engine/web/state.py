@@ -17,7 +17,7 @@ from engine.reload import Engine
 from engine.settings import Settings
 from engine.signing import Keys
 
-__all__ = ["Gateway", "PolicyStatus", "gateway"]
+__all__ = ["Gateway", "PolicyStatus", "gateway", "notify"]
 
 _KEY = "policygate"
 
@@ -42,8 +42,19 @@ class Gateway:
     cache: Cache | None
     status: PolicyStatus
     store: Any = None
+    sealer: Any = None
+    upstreams: dict[str, Any] = field(default_factory=dict)
+    sessions: Any = None
+    listeners: set[Any] = field(default_factory=set)
     verified: dict[str, Any] = field(default_factory=dict)
     tasks: list[Any] = field(default_factory=list)
+
+
+def notify(gw: Gateway, method: str) -> None:
+    """Tell every open MCP event stream that a list changed (in this process)."""
+    for queue in list(gw.listeners):
+        if not queue.full():
+            queue.put_nowait(method)
 
 
 def gateway() -> Gateway:

@@ -66,7 +66,9 @@ def run(alg: str, workers: int, seconds: int, folder: Path) -> dict[str, Any]:
         ready_s = time.perf_counter() - started
         token = server.login()
         for i in range(5):
-            httpx.post(f"{server.url}/tokens", json={"name": f"bench-{i}"}, headers={"Authorization": f"Bearer {token}"})
+            httpx.post(
+                f"{server.url}/tokens", json={"name": f"bench-{i}"}, headers={"Authorization": f"Bearer {token}"}
+            )
         figures: dict[str, Any] = {"alg": alg, "workers": workers, "start_to_ready_s": round(ready_s, 3)}
         for connections in (16, 50):
             figures[f"c{connections}"] = _wrk(f"{server.url}/tokens", token, connections, seconds)

@@ -19,8 +19,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         tmp_path_factory.mktemp("catalog"), MCPGATEWAY_ADMIN_API_ENABLED="true", MCPGATEWAY_BULK_IMPORT_ENABLED="true"
     )
     admin = gw.client(gw.login())
-    for email, role in (("dev@example.com", "developer"), ("other@example.com", "developer"), ("view@example.com", "viewer")):
-        assert admin.post("/admin/users", json={"email": email, "password": PASSWORD, "roles": [role]}).status_code == 201
+    for email, role in (
+        ("dev@example.com", "developer"),
+        ("other@example.com", "developer"),
+        ("view@example.com", "viewer"),
+    ):
+        assert (
+            admin.post("/admin/users", json={"email": email, "password": PASSWORD, "roles": [role]}).status_code == 201
+        )
     yield gw
     stop_server(gw)
 

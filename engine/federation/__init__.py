@@ -1,0 +1,1 @@
+"""Federation: talking to upstream MCP servers with the gateway's own credentials."""

@@ -1,0 +1,135 @@
+"""A small Streamable HTTP client for upstream MCP servers.
+
+One long-lived connection pool and MCP session per upstream, opened on first use with
+the handshake protocol (`initialize`, revision 2025-11-25) and reopened once if the
+upstream forgets the session. Responses may be JSON or an SSE stream; both are read.
+Only the gateway's own headers for the upstream are sent, never the client's.
+
+Failures become `UpstreamError` with a stable code the MCP endpoint maps onto JSON-RPC:
+
+    UpstreamError
+    ├── code "upstream_unavailable"  connection refused, DNS, TLS
+    ├── code "upstream_timeout"      no answer within the timeout
+    ├── code "upstream_protocol"     not JSON-RPC, wrong content type, bad status
+    └── code "upstream_error"        the upstream answered with a JSON-RPC error
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Mapping
+from contextlib import suppress
+from typing import Any, Final
+
+import httpx
+
+__all__ = ["PROTOCOL_VERSION", "UpstreamClient", "UpstreamError"]
+
+PROTOCOL_VERSION: Final = "2025-11-25"
+
+
+class UpstreamError(Exception):
+    def __init__(self, code: str, message: str, *, rpc_code: int | None = None, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.rpc_code = rpc_code
+        self.data = data
+
+
+class UpstreamClient:
+    def __init__(self, url: str, headers: Mapping[str, str], *, timeout: float = 30.0) -> None:
+        self.url = url
+        self._http = httpx.AsyncClient(headers=dict(headers), timeout=timeout)
+        self._session: str | None = None
+        self._version = PROTOCOL_VERSION
+        self._ids = itertools.count(1)
+        self._lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            with suppress(httpx.HTTPError):
+                await self._http.delete(self.url, headers=self._headers())
+        await self._http.aclose()
+
+    async def request(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+        """The `result` of one JSON-RPC request, opening the session if needed."""
+        await self._ensure_session()
+        try:
+            return await self._call(method, params)
+        except UpstreamError as err:
+            if err.code != "session_expired":
+                raise
+        self._session = None
+        await self._ensure_session()
+        return await self._call(method, params)
+
+    async def _ensure_session(self) -> None:
+        async with self._lock:
+            if self._session is not None:
+                return
+            params = {
+                "protocolVersion": PROTOCOL_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "policygate", "version": "0.1.0"},
+            }
+            result = await self._call("initialize", params, initializing=True)
+            self._version = str(result.get("protocolVersion", PROTOCOL_VERSION))
+            await self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": self._version}
+        if self._session is not None:
+            headers["Mcp-Session-Id"] = self._session
+        return headers
+
+    async def _post(self, message: Mapping[str, Any]) -> httpx.Response:
+        try:
+            return await self._http.post(self.url, json=dict(message), headers=self._headers())
+        except httpx.TimeoutException as err:
+            raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from err
+        except httpx.HTTPError as err:
+            reason = f"the upstream cannot be reached ({type(err).__name__})"
+            raise UpstreamError("upstream_unavailable", reason) from err
+
+    async def _call(self, method: str, params: Mapping[str, Any] | None, *, initializing: bool = False) -> Any:
+        ident = next(self._ids)
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": ident, "method": method}
+        if params is not None:
+            message["params"] = dict(params)
+        response = await self._post(message)
+        if response.status_code == 404 and self._session is not None and not initializing:
+            raise UpstreamError("session_expired", "the upstream ended the session")
+        if initializing:
+            self._session = response.headers.get("mcp-session-id")
+        reply = _reply(response, ident)
+        if "error" in reply:
+            error = reply["error"] if isinstance(reply["error"], dict) else {}
+            raise UpstreamError(
+                "upstream_error",
+                str(error.get("message", "upstream error"))[:500],
+                rpc_code=error.get("code"),
+                data=error.get("data"),
+            )
+        return reply.get("result", {})
+
+
+def _reply(response: httpx.Response, ident: int) -> dict[str, Any]:
+    kind = response.headers.get("content-type", "").split(";")[0].strip()
+    if response.status_code >= 400 and kind != "application/json":
+        raise UpstreamError("upstream_protocol", f"the upstream answered HTTP {response.status_code}")
+    try:
+        if kind == "application/json":
+            messages = [json.loads(response.content)]
+        elif kind == "text/event-stream":
+            messages = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+        else:
+            raise UpstreamError("upstream_protocol", f"the upstream answered `{kind or 'no content type'}`")
+    except ValueError as err:
+        raise UpstreamError("upstream_protocol", "the upstream's answer is not JSON") from err
+    for message in messages:
+        if isinstance(message, dict) and message.get("id") == ident:
+            return message
+    raise UpstreamError("upstream_protocol", "the upstream's answer has no reply to the request")

@@ -1,0 +1,166 @@
+"""Upstream MCP servers ("gateways"): register, discover, refresh, remove.
+
+The credentials the gateway holds for an upstream are sealed before they are stored and
+never appear in any answer; the API only says whether there are some. Registering an
+upstream discovers what it offers right away; an upstream that cannot be reached is
+stored as `unreachable` with its items unavailable, and can be refreshed later.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Final
+
+from quart import Blueprint, Response, jsonify
+from tortoise.exceptions import IntegrityError
+
+from engine.federation.sync import SyncReport, sync_upstream
+from engine.federation.upstream import UpstreamClient
+from engine.store.catalog import Prompt, Resource, Tool, Upstream
+from engine.web.bodies import read_body
+from engine.web.catalog import visible
+from engine.web.identity import caller
+from engine.web.inspection import check_text
+from engine.web.responses import ApiError
+from engine.web.state import Gateway, gateway, notify
+
+__all__ = ["blueprint", "upstream_client"]
+
+blueprint = Blueprint("gateways", __name__)
+
+_CREATE: Final = {
+    "name": {"type": "string", "required": True, "regex": r"^[A-Za-z0-9_.-]{1,64}$"},
+    "url": {"type": "string", "required": True, "regex": r"^https?://[^\s]+$", "maxlength": 2048},
+    "description": {"type": "string", "default": "", "maxlength": 4096},
+    "prefix": {"type": "string", "regex": r"^[A-Za-z0-9_.-]{0,32}$"},
+    "team_id": {"type": "string", "nullable": True, "default": None},
+    "visibility": {"type": "string", "allowed": ["public", "team", "private"], "default": "private"},
+    "credentials": {
+        "type": "dict",
+        "schema": {
+            "bearer_token": {"type": "string", "maxlength": 8192},
+            "headers": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": {"type": "string"}},
+        },
+    },
+}
+
+
+def _json(row: Upstream, report: SyncReport | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": row.id,
+        "name": row.name,
+        "url": row.url,
+        "prefix": row.prefix,
+        "description": row.description,
+        "owner": row.owner,
+        "team_id": row.team_id,
+        "visibility": row.visibility,
+        "status": row.status,
+        "last_error": row.last_error,
+        "has_credentials": bool(row.credentials),
+    }
+    if report is not None:
+        body["discovered"] = {
+            "tools": report.tools,
+            "resources": report.resources,
+            "prompts": report.prompts,
+            "changed": report.changed,
+            "refused": report.refused,
+        }
+    return body
+
+
+def upstream_client(gw: Gateway, row: Upstream) -> UpstreamClient:
+    """The pooled client for `row`, built from its sealed credentials on first use."""
+    client: UpstreamClient | None = gw.upstreams.get(row.id)
+    if client is None:
+        secret = json.loads(gw.sealer.open(row.credentials) or "{}")
+        headers = dict(secret.get("headers", {}))
+        if secret.get("bearer_token"):
+            headers["Authorization"] = f"Bearer {secret['bearer_token']}"
+        client = UpstreamClient(row.url, headers)
+        gw.upstreams[row.id] = client
+    return client
+
+
+async def _forget_client(gw: Gateway, upstream_id: str) -> None:
+    client = gw.upstreams.pop(upstream_id, None)
+    if client is not None:
+        await client.close()
+
+
+async def _sync(row: Upstream) -> SyncReport:
+    def check(context: str, text: str, field: str) -> str:
+        return check_text(context, text, field=field)
+
+    report = await sync_upstream(row, upstream_client(gateway(), row), check)
+    for kind in ("tools", "resources", "prompts"):
+        notify(gateway(), f"notifications/{kind}/list_changed")
+    return report
+
+
+@blueprint.get("/gateways")
+async def list_gateways() -> Response:
+    """Upstream MCP servers the caller may see (never their credentials)."""
+    rows = await visible(Upstream).order_by("name")
+    return jsonify({"items": [_json(r) for r in rows]})
+
+
+@blueprint.post("/gateways")
+async def register_gateway() -> Response:
+    """Register an upstream MCP server and discover its tools, resources and prompts."""
+    user = caller()
+    body = await read_body(_CREATE)
+    team = body.get("team_id")
+    if team is not None and not user.admin and team not in user.teams:
+        raise ApiError(403, "not_team_member", f"you are not a member of `{team}`")
+    credentials = body.pop("credentials", None)
+    body.setdefault("prefix", f"{body['name']}__")
+    sealed = gateway().sealer.seal(json.dumps(credentials)) if credentials else ""
+    try:
+        row = await Upstream.create(id=uuid.uuid4().hex, owner=user.email, credentials=sealed, **body)
+    except IntegrityError as err:
+        raise ApiError(409, "name_taken", f"a gateway named `{body['name']}` exists") from err
+    report = await _sync(row)
+    response = jsonify(_json(row, report))
+    response.status_code = 201
+    return response
+
+
+async def _find(upstream_id: str) -> Upstream:
+    row: Upstream | None = await visible(Upstream).filter(id=upstream_id).first()
+    if row is None:
+        raise ApiError(404, "not_found", f"no gateway `{upstream_id}`")
+    return row
+
+
+@blueprint.get("/gateways/<upstream_id>")
+async def read_gateway(upstream_id: str) -> Response:
+    """One upstream MCP server."""
+    return jsonify(_json(await _find(upstream_id)))
+
+
+@blueprint.post("/gateways/<upstream_id>/refresh")
+async def refresh_gateway(upstream_id: str) -> Response:
+    """Discover again; changed tools are flagged against their pinned hash."""
+    row = await _find(upstream_id)
+    user = caller()
+    if not user.admin and row.owner != user.email:
+        raise ApiError(403, "not_owner", "only the owner or a platform admin may refresh this gateway")
+    await _forget_client(gateway(), row.id)
+    return jsonify(_json(row, await _sync(row)))
+
+
+@blueprint.delete("/gateways/<upstream_id>")
+async def remove_gateway(upstream_id: str) -> Response:
+    """Remove an upstream and everything discovered from it."""
+    row = await _find(upstream_id)
+    user = caller()
+    if not user.admin and row.owner != user.email:
+        raise ApiError(403, "not_owner", "only the owner or a platform admin may remove this gateway")
+    for model in (Tool, Resource, Prompt):
+        await model.filter(upstream_id=row.id).delete()
+    await row.delete()
+    await _forget_client(gateway(), upstream_id)
+    return Response("", status=204)

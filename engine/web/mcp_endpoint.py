@@ -1,0 +1,262 @@
+"""The Streamable HTTP MCP endpoint: `/mcp` and each virtual server's `/servers/{id}/mcp`.
+
+The guard has already authenticated the caller and applied the route's rules (a
+server-scoped token only reaches its own server's endpoint). Here each JSON-RPC message
+is judged again with its method, exactly as the policy lists MCP methods, then served:
+
+- protocol revisions 2025-11-25, 2025-06-18 and 2025-03-26 (`initialize` negotiates; the
+  MCP-Protocol-Version header must name one of them, else 400);
+- one message per POST from 2025-06-18 on; 2025-03-26 clients may still send batches;
+- sessions made here on `initialize`, bound to the user and endpoint (404 otherwise);
+- JSON or SSE answers according to the Accept header; 202 for notifications;
+- a browser Origin must be the gateway's own or one the policy allows (403);
+- `server/discover` (revision 2026-07-28) is answered "method not found", so current
+  clients fall back to `initialize`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any, Final
+
+from quart import Blueprint, Response, g, request
+
+from engine.decide import Decision, RequestContext, decide
+from engine.store.catalog import Server
+from engine.web.catalog import visible
+from engine.web.mcp_methods import METHODS, McpContext, RpcError
+from engine.web.mcp_sessions import McpSession
+from engine.web.responses import error_response
+from engine.web.state import gateway
+
+__all__ = ["SUPPORTED_VERSIONS", "blueprint", "resource_metadata_url"]
+
+log = logging.getLogger("policygate")
+
+blueprint = Blueprint("mcp", __name__)
+
+SUPPORTED_VERSIONS: Final = ("2025-11-25", "2025-06-18", "2025-03-26")
+_DEFAULT_VERSION: Final = "2025-03-26"
+_NO_BATCHES_FROM: Final = "2025-06-18"
+
+
+def resource_metadata_url(path: str) -> str:
+    return f"{request.host_url.rstrip('/')}/.well-known/oauth-protected-resource{path}"
+
+
+@blueprint.get("/.well-known/oauth-protected-resource")
+async def protected_resource_root() -> Response:
+    """RFC 9728 metadata for the gateway's MCP endpoint."""
+    return _metadata("/mcp")
+
+
+@blueprint.get("/.well-known/oauth-protected-resource/<path:resource>")
+async def protected_resource(resource: str) -> Response:
+    """RFC 9728 metadata for one MCP endpoint path."""
+    return _metadata("/" + resource)
+
+
+def _metadata(path: str) -> Response:
+    base = request.host_url.rstrip("/")
+    permissions = sorted({m.permission for m in g.snapshot.access.mcp_methods.values() if m.permission})
+    body = {
+        "resource": base + path,
+        "authorization_servers": [base],
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": permissions,
+        "resource_name": "PolicyGate MCP",
+    }
+    response = Response(json.dumps(body), content_type="application/json")
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+def _rpc_error(ident: Any, error: RpcError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": ident, "error": error.body()}
+
+
+def _origin_refused() -> Response | None:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    own = request.host_url.rstrip("/")
+    if origin == own or origin in g.snapshot.network.allowed_origins:
+        return None
+    return error_response(403, "origin_not_allowed", f"origin `{origin[:200]}` may not use this endpoint")
+
+
+async def _server(server_id: str | None) -> Server | Response | None:
+    if server_id is None:
+        return None
+    server: Server | None = await visible(Server).filter(id=server_id).first()
+    if server is None:
+        return error_response(404, "not_found", f"no server `{server_id}`")
+    return server
+
+
+@blueprint.route("/mcp", methods=["POST", "GET", "DELETE"])
+async def mcp_all() -> Response:
+    """MCP over everything the caller may see (Streamable HTTP)."""
+    return await _endpoint(None)
+
+
+@blueprint.route("/servers/<server_id>/mcp", methods=["POST", "GET", "DELETE"])
+async def mcp_server(server_id: str) -> Response:
+    """MCP over one virtual server's tools, resources and prompts (Streamable HTTP)."""
+    return await _endpoint(server_id)
+
+
+async def _endpoint(server_id: str | None) -> Response:
+    refused = _origin_refused()
+    if refused is not None:
+        return refused
+    server = await _server(server_id)
+    if isinstance(server, Response):
+        return server
+    header_version = request.headers.get("MCP-Protocol-Version")
+    if header_version is not None and header_version not in SUPPORTED_VERSIONS:
+        return error_response(
+            400, "protocol_version_unsupported", f"unsupported MCP-Protocol-Version `{header_version}`"
+        )
+    session = await _session()
+    if isinstance(session, Response):
+        return session
+    if request.method == "DELETE":
+        if session is None:
+            return error_response(400, "session_required", "`Mcp-Session-Id` is required")
+        await gateway().sessions.close(session)
+        return Response("", status=204)
+    if request.method == "GET":
+        if session is None:
+            return error_response(400, "session_required", "`Mcp-Session-Id` is required")
+        return _event_stream()
+    return await _post(server, session, header_version)
+
+
+async def _session() -> McpSession | Response | None:
+    session_id = request.headers.get("Mcp-Session-Id")
+    if session_id is None:
+        return None
+    found: McpSession | None = await gateway().sessions.find(session_id, g.user.email, request.path)
+    if found is None:
+        return error_response(404, "session_not_found", "no such MCP session")
+    return found
+
+
+async def _post(server: Server | None, session: McpSession | None, header_version: str | None) -> Response:
+    accept = request.headers.get("Accept", "*/*")
+    wants_json = "application/json" in accept or "*/*" in accept
+    if not wants_json and "text/event-stream" not in accept:
+        return error_response(406, "not_acceptable", "accept `application/json` or `text/event-stream`")
+    try:
+        payload = json.loads(await request.get_data())
+    except (ValueError, UnicodeDecodeError):
+        return _answer({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}}, wants_json)
+    version = session.version if session is not None else header_version or _DEFAULT_VERSION
+    batch = isinstance(payload, list)
+    if batch and (not payload or version >= _NO_BATCHES_FROM):
+        message = "batches are not accepted; send one message per request"
+        return error_response(400, "batch_not_supported", message, details={"code": -32600, "message": message})
+    messages = payload if batch else [payload]
+    if session is None and not any(isinstance(m, dict) and m.get("method") == "initialize" for m in messages):
+        return error_response(400, "session_required", "`Mcp-Session-Id` is required after `initialize`")
+    replies: list[dict[str, Any]] = []
+    headers: dict[str, str] = {}
+    for message in messages:
+        outcome = await _handle(message, server, session, version, headers)
+        if isinstance(outcome, Response):
+            return outcome
+        if outcome is not None:
+            replies.append(outcome)
+    if not replies:
+        return Response("", status=202, headers=headers)
+    response = _answer(replies if batch else replies[0], wants_json)
+    response.headers.update(headers)
+    return response
+
+
+async def _handle(
+    message: Any, server: Server | None, session: McpSession | None, version: str, headers: dict[str, str]
+) -> dict[str, Any] | Response | None:
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(message.get("method"), str):
+        ident = message.get("id") if isinstance(message, dict) else None
+        return _rpc_error(ident, RpcError(-32600, "Invalid Request"))
+    method, ident = message["method"], message.get("id")
+    is_request = "id" in message
+    decision = _judge(method)
+    if not decision.allow:
+        if str(decision.reason) == "mcp_method_unknown":
+            return _rpc_error(ident, RpcError(-32601, f"Method not found: {method}")) if is_request else None
+        return _insufficient(decision)
+    if not is_request:
+        return None  # notifications need no answer
+    handler = METHODS.get(method)
+    if handler is None:
+        return _rpc_error(ident, RpcError(-32601, f"Method not found: {method}"))
+    params = message.get("params") or {}
+    if not isinstance(params, dict):
+        return _rpc_error(ident, RpcError(-32602, "`params` must be an object"))
+    if method == "initialize":
+        requested = params.get("protocolVersion")
+        version = requested if requested in SUPPORTED_VERSIONS else SUPPORTED_VERSIONS[0]
+        opened = await gateway().sessions.open(g.user.email, request.path, version)
+        headers["Mcp-Session-Id"] = opened.id
+    try:
+        result = await handler(McpContext(decision, server, version), params)
+    except RpcError as err:
+        return _rpc_error(ident, err)
+    return {"jsonrpc": "2.0", "id": ident, "result": result}
+
+
+def _judge(method: str) -> Decision:
+    ctx: RequestContext = g.ctx
+    decision = decide(g.snapshot, replace(ctx, mcp_method=method))
+    return decision
+
+
+def _insufficient(decision: Decision) -> Response:
+    permission = decision.message.split("`")[1] if decision.message.count("`") >= 2 else ""
+    response = error_response(decision.status, str(decision.reason), decision.message)
+    if decision.status == 403:
+        response.headers["WWW-Authenticate"] = (
+            f'Bearer error="insufficient_scope", scope="{permission}", '
+            f'resource_metadata="{resource_metadata_url(request.path)}"'
+        )
+    return response
+
+
+def _answer(body: Any, wants_json: bool) -> Response:
+    text = json.dumps(body)
+    if wants_json:
+        return Response(text, content_type="application/json")
+    return Response(f"event: message\ndata: {text}\n\n", content_type="text/event-stream")
+
+
+def _event_stream() -> Response:
+    """Server-to-client messages: `list_changed` notifications, with keep-alives."""
+    queue: asyncio.Queue[str] = asyncio.Queue(maxsize=100)
+    listeners = gateway().listeners
+    listeners.add(queue)
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield b": connected\n\n"
+            while True:
+                try:
+                    method = await asyncio.wait_for(queue.get(), timeout=15)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                message = json.dumps({"jsonrpc": "2.0", "method": method})
+                yield f"event: message\ndata: {message}\n\n".encode()
+        finally:
+            listeners.discard(queue)
+
+    response = Response(events(), content_type="text/event-stream")
+    response.headers["Cache-Control"] = "no-store"
+    response.timeout = None
+    return response

@@ -1,0 +1,289 @@
+"""The MCP methods the gateway serves, over the catalog the caller may see.
+
+Lists are the visible, available items (restricted to a virtual server's own items on
+its endpoint). `tools/list` shows only tools `tools/call` would run: without
+`tools.execute` it is empty. Calls, reads and prompt renders are forwarded to the
+item's upstream with the gateway's credentials; arguments are checked as `tool_args`
+before they leave, results as `tool_result` and resource contents as `resource` before
+they come back, redacted or refused as the policy says.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from tortoise.queryset import QuerySet
+
+from engine import __version__
+from engine.decide import Decision
+from engine.federation.upstream import UpstreamError
+from engine.store.catalog import Prompt, Resource, Server, Tool, Upstream
+from engine.web.catalog import visible
+from engine.web.gateways import upstream_client
+from engine.web.inspection import ContentRefused, check_text, sanitize_markup
+from engine.web.state import gateway
+
+__all__ = ["METHODS", "McpContext", "RpcError"]
+
+PAGE: Final = 100
+
+
+class RpcError(Exception):
+    """A JSON-RPC error; `data.code` is the gateway's stable string code."""
+
+    def __init__(self, code: int, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+UPSTREAM_CODES: Final = {"upstream_unavailable": -32001, "upstream_timeout": -32002, "upstream_protocol": -32003}
+
+
+@dataclass(frozen=True, slots=True)
+class McpContext:
+    decision: Decision
+    server: Server | None
+    version: str
+
+
+def _scoped(query: QuerySet[Any], ctx: McpContext, field: str) -> QuerySet[Any]:
+    query = query.filter(available=True)
+    if ctx.server is not None:
+        query = query.filter(id__in=list(getattr(ctx.server, field)))
+    return query
+
+
+def _page(params: dict[str, Any]) -> int:
+    cursor = params.get("cursor")
+    if cursor is None:
+        return 0
+    try:
+        return int(base64.b64decode(str(cursor), validate=True).decode())
+    except (ValueError, binascii.Error) as err:
+        raise RpcError(-32602, "invalid cursor") from err
+
+
+def _paged(items: list[Any], start: int, key: str, render: Any) -> dict[str, Any]:
+    page = items[start : start + PAGE]
+    result: dict[str, Any] = {key: [render(i) for i in page]}
+    if start + PAGE < len(items):
+        result["nextCursor"] = base64.b64encode(str(start + PAGE).encode()).decode()
+    return result
+
+
+def _refused(err: ContentRefused) -> RpcError:
+    return RpcError(-32010 if err.status == 422 else -32011, err.message, {"code": err.code})
+
+
+async def initialize(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "protocolVersion": ctx.version,
+        "capabilities": {
+            "tools": {"listChanged": True},
+            "resources": {"listChanged": True, "subscribe": False},
+            "prompts": {"listChanged": True},
+        },
+        "serverInfo": {"name": "policygate", "version": __version__},
+        "instructions": "Tools, resources and prompts of the PolicyGate catalog that your token may use.",
+    }
+
+
+async def ping(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+async def tools_list(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
+    start = _page(params)
+    if "tools.execute" not in ctx.decision.permissions:
+        return {"tools": []}
+    rows = await _scoped(visible(Tool, ctx.decision), ctx, "tool_ids").order_by("name")
+    return _paged(
+        rows, start, "tools", lambda t: {"name": t.name, "description": t.description, "inputSchema": t.input_schema}
+    )
+
+
+async def _tool(ctx: McpContext, name: Any) -> Tool:
+    if not isinstance(name, str):
+        raise RpcError(-32602, "`name` must be a string")
+    tool: Tool | None = await _scoped(visible(Tool, ctx.decision), ctx, "tool_ids").filter(name=name).first()
+    if tool is None:
+        raise RpcError(-32602, f"Unknown tool: {name}", {"code": "not_found"})
+    return tool
+
+
+async def tools_call(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
+    tool = await _tool(ctx, params.get("name"))
+    arguments = params.get("arguments") or {}
+    if not isinstance(arguments, dict):
+        raise RpcError(-32602, "`arguments` must be an object")
+    if tool.changed and gateway().engine.current.content.tool_changes == "block":
+        raise RpcError(-32012, f"tool `{tool.name}` changed upstream since it was approved", {"code": "tool_changed"})
+    try:
+        checked = check_text("tool_args", json.dumps(arguments), field="arguments")
+    except ContentRefused as err:
+        raise _refused(err) from err
+    result = await _forward(
+        tool.upstream_id, "tools/call", {"name": tool.upstream_name, "arguments": json.loads(checked)}
+    )
+    return _checked_contents(result, "content", "tool_result")
+
+
+async def _forward(upstream_id: str | None, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    if upstream_id is None:
+        raise RpcError(-32013, "this item has no upstream to serve it", {"code": "not_available"})
+    row = await Upstream.filter(id=upstream_id).first()
+    if row is None:
+        raise RpcError(-32013, "this item's upstream is gone", {"code": "not_available"})
+    try:
+        result = await upstream_client(gateway(), row).request(method, params)
+    except UpstreamError as err:
+        if err.code == "upstream_error":
+            raise RpcError(int(err.rpc_code or -32603), err.message, {"code": "upstream_error"}) from err
+        raise RpcError(UPSTREAM_CODES.get(err.code, -32003), err.message, {"code": err.code}) from err
+    if not isinstance(result, dict):
+        raise RpcError(-32003, "the upstream's result is not an object", {"code": "upstream_protocol"})
+    return result
+
+
+def _checked_contents(result: dict[str, Any], key: str, context: str, mime_field: str | None = None) -> dict[str, Any]:
+    """Every text in the result passes the pipeline; refusals never echo the text."""
+    items = result.get(key)
+    if not isinstance(items, list):
+        return result
+    checked: list[Any] = []
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("content"), dict):
+            item = {**item, "content": _checked_block(item["content"], key, context, None)}
+        elif isinstance(item, dict):
+            item = _checked_block(item, key, context, mime_field)
+        checked.append(item)
+    return {**result, key: checked}
+
+
+def _checked_block(block: dict[str, Any], key: str, context: str, mime_field: str | None) -> dict[str, Any]:
+    text = block.get("text")
+    if not isinstance(text, str):
+        return block
+    try:
+        text = check_text(context, text, field=key)
+    except ContentRefused as err:
+        raise _refused(err) from err
+    if mime_field is not None:
+        text = sanitize_markup(str(block.get(mime_field) or ""), text)
+    return {**block, "text": text}
+
+
+def _resource(r: Resource) -> dict[str, Any]:
+    return {"uri": r.uri, "name": r.name, "description": r.description, "mimeType": r.mime_type}
+
+
+async def resources_list(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
+    start = _page(params)
+    rows = await _scoped(visible(Resource, ctx.decision), ctx, "resource_ids").filter(template=False).order_by("name")
+    return _paged(rows, start, "resources", _resource)
+
+
+async def resource_templates_list(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
+    start = _page(params)
+    rows = await _scoped(visible(Resource, ctx.decision), ctx, "resource_ids").filter(template=True).order_by("name")
+    return _paged(
+        rows,
+        start,
+        "resourceTemplates",
+        lambda r: {"uriTemplate": r.uri, "name": r.name, "description": r.description, "mimeType": r.mime_type},
+    )
+
+
+def _matches(template: str, uri: str) -> bool:
+    pattern = "".join(
+        "[^/]+" if part.startswith("{") else re.escape(part) for part in re.split(r"(\{[^}]+\})", template)
+    )
+    return re.fullmatch(pattern, uri) is not None
+
+
+async def resources_read(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
+    uri = params.get("uri")
+    if not isinstance(uri, str):
+        raise RpcError(-32602, "`uri` must be a string")
+    query = _scoped(visible(Resource, ctx.decision), ctx, "resource_ids")
+    found: Resource | None = await query.filter(uri=uri, template=False).first()
+    if found is None:
+        found = next((t for t in await query.filter(template=True) if _matches(t.uri, uri)), None)
+    if found is None:
+        raise RpcError(-32002, f"Resource not found: {uri}", {"code": "not_found", "uri": uri})
+    if found.upstream_id is None:
+        try:
+            text = check_text("resource", found.content, field="contents")
+        except ContentRefused as err:
+            raise _refused(err) from err
+        contents = [{"uri": uri, "mimeType": found.mime_type, "text": sanitize_markup(found.mime_type, text)}]
+        return {"contents": contents}
+    result = await _forward(found.upstream_id, "resources/read", {"uri": uri})
+    return _checked_contents(result, "contents", "resource", mime_field="mimeType")
+
+
+async def prompts_list(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
+    start = _page(params)
+    rows = await _scoped(visible(Prompt, ctx.decision), ctx, "prompt_ids").order_by("name")
+    return _paged(
+        rows, start, "prompts", lambda p: {"name": p.name, "description": p.description, "arguments": p.arguments}
+    )
+
+
+_PLACEHOLDER: Final = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+async def prompts_get(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = params.get("name")
+    arguments = params.get("arguments") or {}
+    if not isinstance(name, str) or not isinstance(arguments, dict):
+        raise RpcError(-32602, "`name` must be a string and `arguments` an object")
+    query = _scoped(visible(Prompt, ctx.decision), ctx, "prompt_ids")
+    prompt: Prompt | None = await query.filter(name=name).first()
+    if prompt is None:
+        raise RpcError(-32602, f"Unknown prompt: {name}", {"code": "not_found"})
+    try:
+        check_text("prompt", json.dumps(arguments), field="arguments")
+    except ContentRefused as err:
+        raise _refused(err) from err
+    if prompt.upstream_id is not None:
+        forwarded = {"name": prompt.upstream_name, "arguments": {k: str(v) for k, v in arguments.items()}}
+        result = await _forward(prompt.upstream_id, "prompts/get", forwarded)
+        return _checked_contents(result, "messages", "prompt")
+    missing = [a["name"] for a in prompt.arguments if a.get("required") and a.get("name") not in arguments]
+    if missing:
+        raise RpcError(-32602, f"missing required arguments: {', '.join(missing)}")
+    # Plain substitution, never template evaluation: arguments are data, not code.
+    text = _PLACEHOLDER.sub(lambda m: str(arguments.get(m[1], m[0])), prompt.template)
+    try:
+        text = check_text("prompt", text, field="messages")
+    except ContentRefused as err:
+        raise _refused(err) from err
+    message = {"role": "user", "content": {"type": "text", "text": text}}
+    return {"description": prompt.description, "messages": [message]}
+
+
+METHODS: Final = {
+    "initialize": initialize,
+    "ping": ping,
+    "tools/list": tools_list,
+    "tools/call": tools_call,
+    "resources/list": resources_list,
+    "resources/templates/list": resource_templates_list,
+    "resources/read": resources_read,
+    "prompts/list": prompts_list,
+    "prompts/get": prompts_get,
+}

@@ -1,0 +1,43 @@
+"""Helpers to drive the gateway with the official MCP SDK client and a fixture upstream."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.integration.servers import ROOT, free_port
+
+UPSTREAM_TOKEN = "upstream-credential-held-by-the-gateway"
+
+
+@contextlib.contextmanager
+def upstream_server(token: str | None = UPSTREAM_TOKEN) -> Iterator[str]:
+    port = free_port()
+    args = [sys.executable, "-m", "tests.integration.upstream.server", str(port)] + ([token] if token else [])
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            break
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@contextlib.asynccontextmanager
+async def mcp_session(url: str, token: str, mode: str = "legacy") -> AsyncIterator[Any]:
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:  # type: ignore[arg-type]
+            yield client

@@ -1,0 +1,152 @@
+"""The MCP endpoint with the official SDK client, federating a real SDK upstream.
+
+The upstream demands its own bearer credential, which only the gateway holds; its
+`whoami` tool reports the Authorization header it received, so the tests can prove the
+client's token never travels past the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from mcp import MCPError
+
+from tests.integration.conftest import start_server, stop_server
+from tests.integration.mcp_client import UPSTREAM_TOKEN, mcp_session, upstream_server
+from tests.integration.servers import Gateway, claims, mint
+
+
+@pytest.fixture(scope="module")
+def federated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, dict[str, str]]]:
+    with upstream_server() as upstream_url:
+        gw = start_server(tmp_path_factory.mktemp("mcp"), MCPGATEWAY_ADMIN_API_ENABLED="true")
+        admin = gw.client(mint(claims(teams=None)))
+        registered = admin.post(
+            "/gateways",
+            json={
+                "name": "up",
+                "url": upstream_url,
+                "visibility": "public",
+                "credentials": {"bearer_token": UPSTREAM_TOKEN},
+            },
+        )
+        assert registered.status_code == 201, registered.text
+        ids = {"gateway": registered.json()["id"], "upstream_url": upstream_url}
+        yield gw, ids
+        stop_server(gw)
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_registration_discovers_and_never_returns_credentials(federated: tuple[Gateway, dict[str, str]]) -> None:
+    gw, ids = federated
+    admin = gw.client(mint(claims(teams=None)))
+    body = admin.get(f"/gateways/{ids['gateway']}").json()
+    assert body["status"] == "ok"
+    assert body["has_credentials"] is True
+    assert UPSTREAM_TOKEN not in admin.get("/gateways").text
+    names = {t["name"] for t in admin.get("/tools").json()["items"]}
+    assert {"up__add", "up__whoami", "up__echo"} <= names
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_sdk_client_lists_calls_reads_and_gets(federated: tuple[Gateway, dict[str, str]], mode: str) -> None:
+    gw, _ = federated
+    token = mint(claims(teams=None))
+
+    async def scenario() -> None:
+        async with mcp_session(f"{gw.url}/mcp", token, mode) as client:
+            assert client.protocol_version == "2025-11-25"
+            tools = {t.name for t in (await client.list_tools()).tools}
+            assert {"up__add", "up__whoami"} <= tools
+            result = await client.call_tool("up__add", {"a": 2, "b": 3})
+            assert result.content[0].text == "5"
+            resources = {r.uri for r in (await client.list_resources()).resources}
+            assert "config://app" in resources
+            templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
+            assert "users://{user_id}/profile" in templates
+            read = await client.read_resource("config://app")
+            assert read.contents[0].text == '{"env": "test"}'
+            profile = await client.read_resource("users://42/profile")
+            assert profile.contents[0].text == "profile of 42"
+            prompt = await client.get_prompt("up__review", {"code": "x = 1"})
+            assert "x = 1" in prompt.messages[0].content.text
+
+    run(scenario())
+
+
+def test_the_upstream_never_sees_the_clients_token(federated: tuple[Gateway, dict[str, str]]) -> None:
+    gw, _ = federated
+    token = mint(claims(teams=None))
+
+    async def scenario() -> str:
+        async with mcp_session(f"{gw.url}/mcp", token) as client:
+            result = await client.call_tool("up__whoami", {})
+            return str(result.content[0].text)
+
+    seen = run(scenario())
+    assert seen == f"Bearer {UPSTREAM_TOKEN}"
+    assert token not in seen
+
+
+def test_content_rules_apply_to_arguments_and_results(federated: tuple[Gateway, dict[str, str]]) -> None:
+    gw, _ = federated
+    token = mint(claims(teams=None))
+
+    async def scenario() -> None:
+        async with mcp_session(f"{gw.url}/mcp", token) as client:
+            with pytest.raises(MCPError) as blocked:
+                await client.call_tool("up__echo", {"text": "1' OR '1'='1"})
+            assert blocked.value.code == -32010
+            assert "'1'='1" not in blocked.value.message
+            with pytest.raises(MCPError) as pii:
+                await client.call_tool("up__leak", {})
+            assert pii.value.code == -32010
+            page = await client.read_resource("docs://page")
+            assert page.contents[0].text == "<p>Hello</p>", "HTML is sanitized on the way out"
+            with pytest.raises(MCPError) as script:
+                await client.read_resource("docs://script")
+            assert script.value.code == -32010
+
+    run(scenario())
+
+
+def test_tools_list_shows_only_what_tools_call_allows(federated: tuple[Gateway, dict[str, str]]) -> None:
+    gw, _ = federated
+    read_only = mint(claims(teams=None, scopes={"permissions": ["tools.read"]}))
+
+    async def scenario() -> None:
+        async with mcp_session(f"{gw.url}/mcp", read_only) as client:
+            assert (await client.list_tools()).tools == []
+
+    run(scenario())
+    raw = httpx.post(
+        f"{gw.url}/mcp",
+        headers={"Authorization": f"Bearer {read_only}", "Accept": "application/json"},
+        json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}},
+    )
+    session = raw.headers["mcp-session-id"]
+    call = httpx.post(
+        f"{gw.url}/mcp",
+        headers={"Authorization": f"Bearer {read_only}", "Accept": "application/json", "Mcp-Session-Id": session},
+        json={"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "up__add", "arguments": {"a": 1}}},
+    )
+    assert call.status_code == 403
+    assert 'error="insufficient_scope"' in call.headers["www-authenticate"]
+    assert 'scope="tools.execute"' in call.headers["www-authenticate"]
+
+
+def test_unauthenticated_requests_point_at_the_resource_metadata(federated: tuple[Gateway, dict[str, str]]) -> None:
+    gw, _ = federated
+    response = httpx.post(f"{gw.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+    assert response.status_code == 401
+    challenge = response.headers["www-authenticate"]
+    assert f'resource_metadata="{gw.url}/.well-known/oauth-protected-resource/mcp"' in challenge
+    metadata = httpx.get(f"{gw.url}/.well-known/oauth-protected-resource/mcp").json()
+    assert metadata["resource"] == f"{gw.url}/mcp"
+    assert "tools.execute" in metadata["scopes_supported"]

@@ -1,0 +1,100 @@
+"""A real upstream MCP server built with the official SDK, for federation tests.
+
+Run as `python -m tests.integration.upstream.server PORT [TOKEN]`. With a token, requests
+without `Authorization: Bearer TOKEN` are refused, like an upstream that needs the
+gateway's credentials. `whoami` reports the Authorization header the upstream received,
+which is how the tests prove the client's own token never reaches it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from mcp.server.mcpserver import Context, MCPServer
+
+server = MCPServer("fixture-upstream", version="1.0")
+_DESCRIPTION = {"value": "Add two integers."}
+
+
+@server.tool()
+def add(a: int, b: int = 1) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@server.tool()
+def whoami(ctx: Context) -> str:
+    """Report the Authorization header this upstream received."""
+    return (ctx.headers or {}).get("authorization", "<none>")
+
+
+@server.tool()
+def echo(text: str) -> str:
+    """Return the text unchanged."""
+    return text
+
+
+@server.tool()
+def leak() -> str:
+    """Return a result that carries personal data."""
+    return "The customer's SSN is 123-45-6789."
+
+
+@server.tool()
+def test_simple_text() -> str:
+    """Conformance fixture: a plain text result."""
+    return "This is a simple text response for testing."
+
+
+@server.resource("config://app", mime_type="application/json")
+def app_config() -> str:
+    """The application configuration."""
+    return '{"env": "test"}'
+
+
+@server.resource("docs://page", mime_type="text/html")
+def page() -> str:
+    """An HTML page with a form a sanitizer removes."""
+    return '<p>Hello</p><form action="/login"><input name="q"></form>'
+
+
+@server.resource("docs://script", mime_type="text/html")
+def script_page() -> str:
+    """An HTML page with a script in it."""
+    return "<p>Hello</p><script>alert(1)</script>"
+
+
+@server.resource("users://{user_id}/profile")
+def profile(user_id: str) -> str:
+    """A user's profile."""
+    return f"profile of {user_id}"
+
+
+@server.prompt()
+def review(code: str, lang: str = "python") -> str:
+    """Review some code."""
+    return f"Please review this {lang} code:\n{code}"
+
+
+if __name__ == "__main__":
+    port = int(sys.argv[1])
+    if len(sys.argv) > 2:
+        import uvicorn
+        from starlette.types import ASGIApp, Receive, Scope, Send
+
+        required = f"Bearer {sys.argv[2]}".encode()
+
+        def guarded(app: ASGIApp) -> ASGIApp:
+            async def check(scope: Scope, receive: Receive, send: Send) -> None:
+                if scope["type"] == "http" and dict(scope["headers"]).get(b"authorization") != required:
+                    await send({"type": "http.response.start", "status": 401, "headers": []})
+                    await send({"type": "http.response.body", "body": b""})
+                    return
+                await app(scope, receive, send)
+
+            return check
+
+        app = guarded(server.streamable_http_app(streamable_http_path="/mcp"))
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    else:
+        server.run("streamable-http", host="127.0.0.1", port=port, streamable_http_path="/mcp")
