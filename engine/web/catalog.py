@@ -196,7 +196,13 @@ def _register(kind: Kind) -> None:
         partial = {k: {**v, "required": False} for k, v in kind.schema.items()}
         for rule in partial.values():
             rule.pop("default", None)
+        if kind.model is Tool:
+            partial["approve_change"] = {"type": "boolean"}
         body = checked_fields(kind, await read_body(partial))
+        if body.pop("approve_change", False):
+            if not user.admin:
+                raise ApiError(403, "admin_required", "only platform admins approve a changed upstream tool")
+            item.pinned_hash, item.changed = item.current_hash, False
         await _check_team(user, {"team_id": item.team_id, "visibility": item.visibility, **body})
         if kind.model is Server:
             await _check_members(body)

@@ -38,6 +38,9 @@ def upstream_server(token: str | None = UPSTREAM_TOKEN) -> Iterator[str]:
 
 @contextlib.asynccontextmanager
 async def mcp_session(url: str, token: str, mode: str = "legacy") -> AsyncIterator[Any]:
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
-        async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:  # type: ignore[arg-type]
-            yield client
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        Client(streamable_http_client(url, http_client=http), mode=mode) as client,  # type: ignore[arg-type]
+    ):
+        yield client

@@ -1,0 +1,249 @@
+"""The MCP endpoint's protocol rules, checked with raw HTTP where the SDK would hide them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from mcp import MCPError
+
+from tests.integration.conftest import start_server, stop_server
+from tests.integration.mcp_client import UPSTREAM_TOKEN, mcp_session, upstream_server
+from tests.integration.servers import ROOT, Gateway, claims, free_port, mint
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with upstream_server() as upstream_url:
+        gw = start_server(tmp_path_factory.mktemp("mcpp"))
+        admin = gw.client(mint(claims(teams=None)))
+        credentials = {"bearer_token": UPSTREAM_TOKEN}
+        up = admin.post(
+            "/gateways",
+            json={"name": "up", "url": upstream_url, "visibility": "public", "credentials": credentials, "prefix": ""},
+        )
+        tools = {t["name"]: t["id"] for t in admin.get("/tools").json()["items"]}
+        server = admin.post(
+            "/servers", json={"name": "adder", "visibility": "public", "tool_ids": [tools["add"]]}
+        ).json()
+        yield {"gw": gw, "server": server, "tools": tools, "upstream": up.json(), "upstream_url": upstream_url}
+        stop_server(gw)
+
+
+def _headers(token: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream", **extra}
+
+
+def _open(gw: Gateway, token: str, path: str = "/mcp") -> str:
+    response = httpx.post(f"{gw.url}{path}", headers=_headers(token), json=INIT)
+    assert response.status_code == 200, response.text
+    return response.headers["mcp-session-id"]
+
+
+def _call(gw: Gateway, token: str, session: str, message: Any, path: str = "/mcp", **headers: str) -> httpx.Response:
+    return httpx.post(
+        f"{gw.url}{path}", headers=_headers(token, **{"Mcp-Session-Id": session, **headers}), json=message
+    )
+
+
+def test_version_negotiation(env: dict[str, Any]) -> None:
+    gw, token = env["gw"], mint(claims(teams=None))
+    for offered, agreed in (("2025-06-18", "2025-06-18"), ("2025-03-26", "2025-03-26"), ("1999-01-01", "2025-11-25")):
+        message = {**INIT, "params": {"protocolVersion": offered}}
+        reply = httpx.post(f"{gw.url}/mcp", headers=_headers(token), json=message).json()
+        assert reply["result"]["protocolVersion"] == agreed
+
+
+def test_protocol_header_session_and_batch_rules(env: dict[str, Any]) -> None:
+    gw, token = env["gw"], mint(claims(teams=None))
+    session = _open(gw, token)
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    assert _call(gw, token, session, ping).json() == {"jsonrpc": "2.0", "id": 2, "result": {}}
+    bad_version = _call(gw, token, session, ping, **{"MCP-Protocol-Version": "2024-01-01"})
+    assert (bad_version.status_code, bad_version.json()["error"]["code"]) == (400, "protocol_version_unsupported")
+    unknown = _call(gw, token, "f" * 32, ping)
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "session_not_found")
+    other_user = mint(claims("someone@example.com", teams=None))
+    assert _call(gw, other_user, session, ping).status_code in (401, 404), "a session cannot be borrowed"
+    missing = httpx.post(f"{gw.url}/mcp", headers=_headers(token), json=ping)
+    assert (missing.status_code, missing.json()["error"]["code"]) == (400, "session_required")
+    batch = _call(gw, token, session, [ping, {**ping, "id": 3}])
+    assert (batch.status_code, batch.json()["error"]["code"]) == (400, "batch_not_supported")
+    notification = _call(gw, token, session, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert (notification.status_code, notification.text) == (202, "")
+    parse = httpx.post(f"{gw.url}/mcp", headers=_headers(token, **{"Mcp-Session-Id": session}), content=b"{oops")
+    assert parse.json()["error"]["code"] == -32700
+    unknown_method = _call(gw, token, session, {"jsonrpc": "2.0", "id": 9, "method": "sampling/createMessage"})
+    assert unknown_method.json()["error"]["code"] == -32601
+    discover = _call(gw, token, session, {"jsonrpc": "2.0", "id": 10, "method": "server/discover"})
+    assert discover.json()["error"]["code"] == -32601
+    assert httpx.delete(f"{gw.url}/mcp", headers=_headers(token, **{"Mcp-Session-Id": session})).status_code == 204
+    assert _call(gw, token, session, ping).status_code == 404
+
+
+def test_old_clients_may_batch(env: dict[str, Any]) -> None:
+    gw, token = env["gw"], mint(claims(teams=None))
+    reply = httpx.post(
+        f"{gw.url}/mcp", headers=_headers(token), json={**INIT, "params": {"protocolVersion": "2025-03-26"}}
+    )
+    session = reply.headers["mcp-session-id"]
+    batch = _call(gw, token, session, [{"jsonrpc": "2.0", "id": i, "method": "ping"} for i in (1, 2)])
+    assert [r["id"] for r in batch.json()] == [1, 2]
+
+
+def test_sse_answers_when_only_sse_is_accepted(env: dict[str, Any]) -> None:
+    gw, token = env["gw"], mint(claims(teams=None))
+    response = httpx.post(f"{gw.url}/mcp", headers=_headers(token, Accept="text/event-stream"), json=INIT)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    data = next(line for line in response.text.splitlines() if line.startswith("data:"))
+    assert json.loads(data[5:])["result"]["protocolVersion"] == "2025-11-25"
+
+
+def test_foreign_origins_are_refused(env: dict[str, Any]) -> None:
+    gw, token = env["gw"], mint(claims(teams=None))
+    refused = httpx.post(f"{gw.url}/mcp", headers=_headers(token, Origin="https://evil.example"), json=INIT)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "origin_not_allowed")
+    assert httpx.post(f"{gw.url}/mcp", headers=_headers(token, Origin=gw.url), json=INIT).status_code == 200
+
+
+def test_a_server_scoped_token_reaches_only_its_server(env: dict[str, Any]) -> None:
+    gw, server = env["gw"], env["server"]
+    scoped = mint(claims(teams=None, scopes={"server_id": server["id"]}))
+    path = f"/servers/{server['id']}/mcp"
+
+    async def scenario() -> set[str]:
+        async with mcp_session(f"{gw.url}{path}", scoped) as client:
+            result = await client.call_tool("add", {"a": 20, "b": 22})
+            assert result.content[0].text == "42"
+            return {t.name for t in (await client.list_tools()).tools}
+
+    assert asyncio.run(scenario()) == {"add"}
+    everything = httpx.post(f"{gw.url}/mcp", headers=_headers(scoped), json=INIT)
+    assert (everything.status_code, everything.json()["error"]["code"]) == (403, "server_scope_denied")
+    other = httpx.post(f"{gw.url}/servers/another/mcp", headers=_headers(scoped), json=INIT)
+    assert (other.status_code, other.json()["error"]["code"]) == (403, "server_scope_mismatch")
+    rest = httpx.get(f"{gw.url}/tools", headers=_headers(scoped))
+    assert rest.status_code == 403
+    docs = httpx.get(f"{gw.url}/openapi.json", headers=_headers(scoped))
+    assert docs.status_code == 200, "docs are exempt from server scoping"
+
+
+def test_team_tokens_see_only_their_teams_tools(env: dict[str, Any]) -> None:
+    gw = env["gw"]
+    admin = gw.client(mint(claims(teams=None)))
+    admin.post("/tools", json={"name": "red-only", "team_id": "red", "visibility": "team"})
+    admin.post("/tools", json={"name": "blue-only", "team_id": "blue", "visibility": "team"})
+
+    async def names(teams: list[str] | None) -> set[str]:
+        async with mcp_session(f"{gw.url}/mcp", mint(claims(teams=teams))) as client:
+            return {t.name for t in (await client.list_tools()).tools}
+
+    red = asyncio.run(names(["red"]))
+    assert "red-only" in red
+    assert "blue-only" not in red
+    public_only = asyncio.run(names([]))
+    assert not public_only & {"red-only", "blue-only"}
+    assert {"red-only", "blue-only"} <= asyncio.run(names(None))
+
+
+def test_list_changed_is_pushed_on_the_event_stream(env: dict[str, Any]) -> None:
+    gw, token = env["gw"], mint(claims(teams=None))
+    session = _open(gw, token)
+    received: list[str] = []
+    opened = threading.Event()
+
+    def listen() -> None:
+        headers = _headers(token, Accept="text/event-stream", **{"Mcp-Session-Id": session})
+        with httpx.stream("GET", f"{gw.url}/mcp", headers=headers, timeout=10) as stream:
+            for line in stream.iter_lines():
+                opened.set()
+                if line.startswith("data:"):
+                    received.append(json.loads(line[5:])["method"])
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert opened.wait(5)
+    gw.client(token).post("/prompts", json={"name": "fresh", "template": "hello", "visibility": "public"})
+    listener.join(10)
+    assert received == ["notifications/prompts/list_changed"]
+
+
+def test_an_unreachable_upstream_fails_alone(env: dict[str, Any]) -> None:
+    gw = env["gw"]
+    admin = gw.client(mint(claims(teams=None)))
+    dead = admin.post("/gateways", json={"name": "dead", "url": "http://127.0.0.1:9/mcp", "visibility": "public"})
+    assert dead.status_code == 201
+    assert dead.json()["status"] == "unreachable"
+    assert admin.get("/gateways").json()["items"]
+    token = mint(claims(teams=None))
+
+    async def still_works() -> str:
+        async with mcp_session(f"{gw.url}/mcp", token) as client:
+            return str((await client.call_tool("add", {"a": 1, "b": 1})).content[0].text)
+
+    assert asyncio.run(still_works()) == "2"
+
+
+def test_a_changed_upstream_tool_is_blocked_until_approved(tmp_path_factory: pytest.TempPathFactory) -> None:
+    port = free_port()
+    gw = start_server(tmp_path_factory.mktemp("poison"), MCPGATEWAY_ADMIN_API_ENABLED="true")
+    try:
+        with _fixture_on(port, variant="1") as url:
+            admin = gw.client(mint(claims(teams=None)))
+            up = admin.post("/gateways", json={"name": "p", "url": url, "visibility": "public", "prefix": "p_"}).json()
+        with _fixture_on(port, variant="2"):
+            refreshed = admin.post(f"/gateways/{up['id']}/refresh").json()
+            assert refreshed["discovered"]["changed"] == ["p_add"]
+
+            async def call() -> Any:
+                async with mcp_session(f"{gw.url}/mcp", mint(claims(teams=None))) as client:
+                    try:
+                        return (await client.call_tool("p_add", {"a": 1})).content[0].text
+                    except MCPError as err:
+                        return err.code
+
+            assert asyncio.run(call()) == -32012
+            tool = next(t for t in admin.get("/tools").json()["items"] if t["name"] == "p_add")
+            assert tool["changed"] is True
+            developer = {"email": "dev@example.com", "password": "developer password", "roles": ["developer"]}
+            assert admin.post("/admin/users", json=developer).status_code == 201
+            not_admin = gw.client(mint(claims("dev@example.com", teams=[])))
+            refused = not_admin.patch(f"/tools/{tool['id']}", json={"approve_change": True})
+            assert (refused.status_code, refused.json()["error"]["code"]) == (403, "not_owner")
+            approved = admin.patch(f"/tools/{tool['id']}", json={"approve_change": True}).json()
+            assert approved["changed"] is False
+            assert asyncio.run(call()) == "2"
+    finally:
+        stop_server(gw)
+
+
+@contextlib.contextmanager
+def _fixture_on(port: int, *, variant: str) -> Iterator[str]:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "FIXTURE_VARIANT": variant}
+    args = [sys.executable, "-m", "tests.integration.upstream.server", str(port)]
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            break
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
