@@ -17,13 +17,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from tortoise.queryset import QuerySet
+from quart import g
 
 from engine import __version__
-from engine.decide import Decision
+from engine.decide import Access, Decision
 from engine.federation.upstream import UpstreamError
-from engine.store.catalog import Prompt, Resource, Server, Tool, Upstream
-from engine.web.catalog import visible
+from engine.store.catalog import Server, Upstream
+from engine.store.queries import visible_rows
 from engine.web.gateways import upstream_client
 from engine.web.inspection import ContentRefused, check_text, sanitize_markup
 from engine.web.state import gateway
@@ -59,11 +59,24 @@ class McpContext:
     version: str
 
 
-def _scoped(query: QuerySet[Any], ctx: McpContext, field: str) -> QuerySet[Any]:
-    query = query.filter(available=True)
-    if ctx.server is not None:
-        query = query.filter(id__in=list(getattr(ctx.server, field)))
-    return query
+async def _rows(
+    ctx: McpContext, table: str, columns: tuple[str, ...], field: str, **where: Any
+) -> list[dict[str, Any]]:
+    """Visible, available rows of `table` (within the virtual server, on its endpoint)."""
+    seen = ctx.decision.visibility
+    access = seen.access if seen is not None else Access.PUBLIC_ONLY
+    teams = sorted(seen.teams) if seen is not None and access is Access.TEAM_AND_PUBLIC else []
+    user = g.get("user")
+    owner = user.email if user is not None and access is Access.TEAM_AND_PUBLIC else None
+    ids = list(getattr(ctx.server, field)) if ctx.server is not None else None
+    return await visible_rows(
+        table, columns, unrestricted=access is Access.UNRESTRICTED, teams=teams, owner=owner, where=where, ids=ids
+    )
+
+
+_TOOL: Final = ("id", "name", "description", "input_schema", "upstream_id", "upstream_name", "changed")
+_RESOURCE: Final = ("id", "name", "description", "uri", "mime_type", "content", "template", "upstream_id")
+_PROMPT: Final = ("id", "name", "description", "template", "arguments", "upstream_id", "upstream_name")
 
 
 def _page(params: dict[str, Any]) -> int:
@@ -109,19 +122,22 @@ async def tools_list(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
     start = _page(params)
     if "tools.execute" not in ctx.decision.permissions:
         return {"tools": []}
-    rows = await _scoped(visible(Tool, ctx.decision), ctx, "tool_ids").order_by("name")
+    rows = await _rows(ctx, "tools", _TOOL, "tool_ids")
     return _paged(
-        rows, start, "tools", lambda t: {"name": t.name, "description": t.description, "inputSchema": t.input_schema}
+        rows,
+        start,
+        "tools",
+        lambda t: {"name": t["name"], "description": t["description"], "inputSchema": t["input_schema"]},
     )
 
 
-async def _tool(ctx: McpContext, name: Any) -> Tool:
+async def _tool(ctx: McpContext, name: Any) -> dict[str, Any]:
     if not isinstance(name, str):
         raise RpcError(-32602, "`name` must be a string")
-    tool: Tool | None = await _scoped(visible(Tool, ctx.decision), ctx, "tool_ids").filter(name=name).first()
-    if tool is None:
+    found = await _rows(ctx, "tools", _TOOL, "tool_ids", name=name)
+    if not found:
         raise RpcError(-32602, f"Unknown tool: {name}", {"code": "not_found"})
-    return tool
+    return found[0]
 
 
 async def tools_call(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -129,26 +145,31 @@ async def tools_call(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
     arguments = params.get("arguments") or {}
     if not isinstance(arguments, dict):
         raise RpcError(-32602, "`arguments` must be an object")
-    if tool.changed and gateway().engine.current.content.tool_changes == "block":
-        raise RpcError(-32012, f"tool `{tool.name}` changed upstream since it was approved", {"code": "tool_changed"})
+    if tool["changed"] and g.snapshot.content.tool_changes == "block":
+        raise RpcError(
+            -32012, f"tool `{tool['name']}` changed upstream since it was approved", {"code": "tool_changed"}
+        )
     try:
         checked = check_text("tool_args", json.dumps(arguments), field="arguments")
     except ContentRefused as err:
         raise _refused(err) from err
-    result = await _forward(
-        tool.upstream_id, "tools/call", {"name": tool.upstream_name, "arguments": json.loads(checked)}
-    )
+    forwarded = {"name": tool["upstream_name"], "arguments": json.loads(checked)}
+    result = await _forward(tool["upstream_id"], "tools/call", forwarded)
     return _checked_contents(result, "content", "tool_result")
 
 
 async def _forward(upstream_id: str | None, method: str, params: dict[str, Any]) -> dict[str, Any]:
     if upstream_id is None:
         raise RpcError(-32013, "this item has no upstream to serve it", {"code": "not_available"})
-    row = await Upstream.filter(id=upstream_id).first()
-    if row is None:
-        raise RpcError(-32013, "this item's upstream is gone", {"code": "not_available"})
+    gw = gateway()
+    client = gw.upstreams.get(upstream_id)
+    if client is None:
+        row = await Upstream.filter(id=upstream_id).first()
+        if row is None:
+            raise RpcError(-32013, "this item's upstream is gone", {"code": "not_available"})
+        client = upstream_client(gw, row)
     try:
-        result = await upstream_client(gateway(), row).request(method, params)
+        result = await client.request(method, params)
     except UpstreamError as err:
         if err.code == "upstream_error":
             raise RpcError(int(err.rpc_code or -32603), err.message, {"code": "upstream_error"}) from err
@@ -186,24 +207,29 @@ def _checked_block(block: dict[str, Any], key: str, context: str, mime_field: st
     return {**block, "text": text}
 
 
-def _resource(r: Resource) -> dict[str, Any]:
-    return {"uri": r.uri, "name": r.name, "description": r.description, "mimeType": r.mime_type}
+def _resource(r: dict[str, Any]) -> dict[str, Any]:
+    return {"uri": r["uri"], "name": r["name"], "description": r["description"], "mimeType": r["mime_type"]}
 
 
 async def resources_list(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
     start = _page(params)
-    rows = await _scoped(visible(Resource, ctx.decision), ctx, "resource_ids").filter(template=False).order_by("name")
+    rows = await _rows(ctx, "resources", _RESOURCE, "resource_ids", template=False)
     return _paged(rows, start, "resources", _resource)
 
 
 async def resource_templates_list(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
     start = _page(params)
-    rows = await _scoped(visible(Resource, ctx.decision), ctx, "resource_ids").filter(template=True).order_by("name")
+    rows = await _rows(ctx, "resources", _RESOURCE, "resource_ids", template=True)
     return _paged(
         rows,
         start,
         "resourceTemplates",
-        lambda r: {"uriTemplate": r.uri, "name": r.name, "description": r.description, "mimeType": r.mime_type},
+        lambda r: {
+            "uriTemplate": r["uri"],
+            "name": r["name"],
+            "description": r["description"],
+            "mimeType": r["mime_type"],
+        },
     )
 
 
@@ -218,28 +244,30 @@ async def resources_read(ctx: McpContext, params: dict[str, Any]) -> dict[str, A
     uri = params.get("uri")
     if not isinstance(uri, str):
         raise RpcError(-32602, "`uri` must be a string")
-    query = _scoped(visible(Resource, ctx.decision), ctx, "resource_ids")
-    found: Resource | None = await query.filter(uri=uri, template=False).first()
-    if found is None:
-        found = next((t for t in await query.filter(template=True) if _matches(t.uri, uri)), None)
+    exact = await _rows(ctx, "resources", _RESOURCE, "resource_ids", uri=uri, template=False)
+    templates = [] if exact else await _rows(ctx, "resources", _RESOURCE, "resource_ids", template=True)
+    found = exact[0] if exact else next((t for t in templates if _matches(t["uri"], uri)), None)
     if found is None:
         raise RpcError(-32002, f"Resource not found: {uri}", {"code": "not_found", "uri": uri})
-    if found.upstream_id is None:
+    if found["upstream_id"] is None:
         try:
-            text = check_text("resource", found.content, field="contents")
+            text = check_text("resource", found["content"], field="contents")
         except ContentRefused as err:
             raise _refused(err) from err
-        contents = [{"uri": uri, "mimeType": found.mime_type, "text": sanitize_markup(found.mime_type, text)}]
-        return {"contents": contents}
-    result = await _forward(found.upstream_id, "resources/read", {"uri": uri})
+        mime = found["mime_type"]
+        return {"contents": [{"uri": uri, "mimeType": mime, "text": sanitize_markup(mime, text)}]}
+    result = await _forward(found["upstream_id"], "resources/read", {"uri": uri})
     return _checked_contents(result, "contents", "resource", mime_field="mimeType")
 
 
 async def prompts_list(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
     start = _page(params)
-    rows = await _scoped(visible(Prompt, ctx.decision), ctx, "prompt_ids").order_by("name")
+    rows = await _rows(ctx, "prompts", _PROMPT, "prompt_ids")
     return _paged(
-        rows, start, "prompts", lambda p: {"name": p.name, "description": p.description, "arguments": p.arguments}
+        rows,
+        start,
+        "prompts",
+        lambda p: {"name": p["name"], "description": p["description"], "arguments": p["arguments"]},
     )
 
 
@@ -251,29 +279,29 @@ async def prompts_get(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]
     arguments = params.get("arguments") or {}
     if not isinstance(name, str) or not isinstance(arguments, dict):
         raise RpcError(-32602, "`name` must be a string and `arguments` an object")
-    query = _scoped(visible(Prompt, ctx.decision), ctx, "prompt_ids")
-    prompt: Prompt | None = await query.filter(name=name).first()
-    if prompt is None:
+    found = await _rows(ctx, "prompts", _PROMPT, "prompt_ids", name=name)
+    if not found:
         raise RpcError(-32602, f"Unknown prompt: {name}", {"code": "not_found"})
+    prompt = found[0]
     try:
         check_text("prompt", json.dumps(arguments), field="arguments")
     except ContentRefused as err:
         raise _refused(err) from err
-    if prompt.upstream_id is not None:
-        forwarded = {"name": prompt.upstream_name, "arguments": {k: str(v) for k, v in arguments.items()}}
-        result = await _forward(prompt.upstream_id, "prompts/get", forwarded)
+    if prompt["upstream_id"] is not None:
+        forwarded = {"name": prompt["upstream_name"], "arguments": {k: str(v) for k, v in arguments.items()}}
+        result = await _forward(prompt["upstream_id"], "prompts/get", forwarded)
         return _checked_contents(result, "messages", "prompt")
-    missing = [a["name"] for a in prompt.arguments if a.get("required") and a.get("name") not in arguments]
+    missing = [a["name"] for a in prompt["arguments"] if a.get("required") and a.get("name") not in arguments]
     if missing:
         raise RpcError(-32602, f"missing required arguments: {', '.join(missing)}")
     # Plain substitution, never template evaluation: arguments are data, not code.
-    text = _PLACEHOLDER.sub(lambda m: str(arguments.get(m[1], m[0])), prompt.template)
+    text = _PLACEHOLDER.sub(lambda m: str(arguments.get(m[1], m[0])), prompt["template"])
     try:
         text = check_text("prompt", text, field="messages")
     except ContentRefused as err:
         raise _refused(err) from err
     message = {"role": "user", "content": {"type": "text", "text": text}}
-    return {"description": prompt.description, "messages": [message]}
+    return {"description": prompt["description"], "messages": [message]}
 
 
 METHODS: Final = {

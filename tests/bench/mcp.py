@@ -1,0 +1,159 @@
+"""`make bench-mcp`: MCP through the gateway under load, and what the gateway adds to a call.
+
+1. `tools/list` requests/s and p50/p99 with wrk against `/mcp` (bounded time, 16 and
+   50 connections), each request carrying its session id and bearer token.
+2. A forwarded `tools/call` with 10 KB of arguments and a 10 KB result, called one at a
+   time through the gateway and directly on the upstream; the difference of the medians
+   is what the gateway adds, content checks included.
+3. The content-scan cost of one such call (arguments and result), measured in-process.
+
+    python -m tests.bench.mcp [--seconds 20] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.integration.mcp_client import UPSTREAM_TOKEN, upstream_server
+from tests.integration.servers import ADMIN_EMAIL, ADMIN_PASSWORD, claims, mint, start_gateway
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"jsonrpc":"2.0","id":2,"method":"tools/list"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Accept"] = "application/json, text/event-stream"
+wrk.headers["Mcp-Session-Id"] = "%s"
+wrk.headers["Authorization"] = "Bearer %s"
+"""
+
+
+def _session(url: str, headers: dict[str, str]) -> str:
+    response = httpx.post(url, headers={**headers, "Accept": "application/json, text/event-stream"}, json=INIT)
+    response.raise_for_status()
+    session = response.headers["mcp-session-id"]
+    httpx.post(
+        url,
+        headers={**headers, "Accept": "application/json, text/event-stream", "Mcp-Session-Id": session},
+        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+    )
+    return session
+
+
+def _wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    figures = {"requests_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])}  # type: ignore[index]
+    for pct in ("50", "99"):
+        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        figures[f"p{pct}_ms"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    figures["non_2xx"] = float(failed[1]) if failed else 0.0
+    return figures
+
+
+def _call_latencies(url: str, headers: dict[str, str], name: str, count: int) -> list[float]:
+    session = _session(url, headers)
+    text = ("lorem ipsum dolor sit amet " * 400)[:10240]
+    message = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": name, "arguments": {"text": text}}}
+    samples = []
+    with httpx.Client(headers={**headers, "Accept": "application/json, text/event-stream", "Mcp-Session-Id": session}) as c:
+        for _ in range(count):
+            started = time.perf_counter()
+            response = c.post(url, json=message)
+            samples.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, response.text
+            assert "error" not in response.text[:200], response.text[:300]
+    return samples[count // 10 :]
+
+
+def _scan_cost_us() -> float:
+    from engine.decide import Content
+    from engine.decide.content import inspect_content
+    from engine.policy import compile_policy
+    from engine.schemas import validators
+    from engine.sources import read_layer
+    from tests.integration.servers import ROOT
+
+    content = compile_policy([read_layer([ROOT / "policies"])], validators=validators()).snapshot.content
+    text = ("lorem ipsum dolor sit amet " * 400)[:10240]
+    arguments = json.dumps({"text": text})
+    best = float("inf")
+    for _ in range(200):
+        started = time.perf_counter()
+        inspect_content(content, Content("tool_args", arguments))
+        inspect_content(content, Content("tool_result", text))
+        best = min(best, time.perf_counter() - started)
+    return best * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--calls", type=int, default=300)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian package wrk)")
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp, upstream_server() as upstream_url:
+        folder = Path(tmp)
+        env = {"WORKERS": str(args.workers), "LOG_LEVEL": "WARNING", "PLATFORM_ADMIN_PASSWORD": ADMIN_PASSWORD}
+        server = start_gateway(folder / "gw", env)
+        try:
+            token = mint(claims(ADMIN_EMAIL, teams=None))
+            registered = httpx.post(
+                f"{server.url}/gateways",
+                headers={"Authorization": f"Bearer {token}"},
+                json={"name": "up", "url": upstream_url, "visibility": "public", "prefix": "",
+                      "credentials": {"bearer_token": UPSTREAM_TOKEN}},
+            )  # fmt: skip
+            registered.raise_for_status()
+            for i in range(20):
+                httpx.post(f"{server.url}/tools", headers={"Authorization": f"Bearer {token}"},
+                           json={"name": f"local-{i}", "visibility": "public"})  # fmt: skip
+            gateway_headers = {"Authorization": f"Bearer {token}"}
+            session = _session(f"{server.url}/mcp", gateway_headers)
+            script = folder / "tools_list.lua"
+            script.write_text(_WRK_SCRIPT % (session, token))
+            for connections in (16, 50):
+                results[f"tools_list_c{connections}"] = _wrk(f"{server.url}/mcp", script, connections, args.seconds)
+            through = _call_latencies(f"{server.url}/mcp", gateway_headers, "echo", args.calls)
+            direct = _call_latencies(upstream_url, {"Authorization": f"Bearer {UPSTREAM_TOKEN}"}, "echo", args.calls)
+            results["tools_call_10kb"] = {
+                "gateway_p50_ms": round(statistics.median(through), 3),
+                "gateway_p99_ms": round(statistics.quantiles(through, n=100)[98], 3),
+                "direct_p50_ms": round(statistics.median(direct), 3),
+                "added_p50_ms": round(statistics.median(through) - statistics.median(direct), 3),
+            }
+        finally:
+            server.stop()
+    results["content_scan_us_per_call"] = round(_scan_cost_us(), 1)
+    for key in ("tools_list_c16", "tools_list_c50"):
+        f = results[key]
+        print(f"{key}: {f['requests_s']:.0f} req/s, p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms, "
+              f"non-2xx {f['non_2xx']:.0f}")  # fmt: skip
+    call = results["tools_call_10kb"]
+    print(
+        f"tools/call 10 KB: gateway p50 {call['gateway_p50_ms']} ms (p99 {call['gateway_p99_ms']} ms), "
+        f"direct p50 {call['direct_p50_ms']} ms, added p50 {call['added_p50_ms']} ms"
+    )
+    print(f"content scan per call (10 KB arguments + 10 KB result): {results['content_scan_us_per_call']} us")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
