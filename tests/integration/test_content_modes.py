@@ -1,0 +1,69 @@
+"""The content pipeline under each mode, in each context, end to end.
+
+strict (the default, in test_catalog.py and test_mcp.py) refuses; moderate refuses PII
+in resources, lets it through with a log line in prompts and tool arguments, and
+redacts it from tool results; lenient refuses nothing for its content but logs every
+finding, while size limits still hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+from tests.integration.mcp_client import UPSTREAM_TOKEN, mcp_session, upstream_server
+from tests.integration.servers import Gateway, claims, mint
+
+
+def _register_upstream(server: Gateway, url: str) -> None:
+    body = {"name": "up", "url": url, "visibility": "public", "prefix": "", "credentials": {"bearer_token": UPSTREAM_TOKEN}}
+    assert server.client(mint(claims(teams=None))).post("/gateways", json=body).status_code == 201
+
+
+def _violations(server: Gateway) -> list[dict[str, object]]:
+    lines = [line.split(": ", 1)[1] for line in server.log.read_text().splitlines() if '"content_violation"' in line]
+    return [json.loads(line) for line in lines]
+
+
+def test_moderate_mode(start: Callable[..., Gateway]) -> None:
+    with upstream_server() as url:
+        server = start(CONTENT_PII_VALIDATION_MODE="moderate")
+        _register_upstream(server, url)
+        admin = server.client(mint(claims(teams=None)))
+        refused = admin.post("/resources", json={"name": "r", "uri": "file:///r", "content": "mail bob@example.com"})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (422, "content_pii")
+        logged = admin.post("/prompts", json={"name": "p", "template": "write to bob@example.com"})
+        assert logged.status_code == 201
+        assert logged.json()["template"] == "write to bob@example.com"
+
+        async def call() -> str:
+            async with mcp_session(f"{server.url}/mcp", mint(claims(teams=None))) as client:
+                return str((await client.call_tool("leak", {})).content[0].text)
+
+        assert asyncio.run(call()) == "The customer's SSN is [REDACTED:ssn]."
+        actions = {(v["field"], v["action"]) for v in _violations(server)}
+        assert ("content", "block") in actions
+        assert ("template", "log") in actions
+        assert ("content", "redact") in actions
+        assert all(v["mode"] == "moderate" for v in _violations(server))
+
+
+def test_lenient_mode(start: Callable[..., Gateway]) -> None:
+    with upstream_server() as url:
+        server = start(CONTENT_PATTERN_VALIDATION_MODE="lenient", CONTENT_PII_VALIDATION_MODE="lenient")
+        _register_upstream(server, url)
+        admin = server.client(mint(claims(teams=None)))
+        stored = admin.post("/resources", json={"name": "x", "uri": "file:///x", "content": "<script>alert(1)</script>"})
+        assert stored.status_code == 201
+
+        async def call() -> str:
+            async with mcp_session(f"{server.url}/mcp", mint(claims(teams=None))) as client:
+                return str((await client.call_tool("echo", {"text": "1 UNION SELECT password FROM users"})).content[0].text)
+
+        assert asyncio.run(call()) == "1 UNION SELECT password FROM users"
+        logged = {(v["rule"], v["action"]) for v in _violations(server)}
+        assert ("content/xss-script-tag", "log") in logged
+        assert ("content/sqli-union-select", "log") in logged
+        too_big = admin.post("/prompts", json={"name": "big", "template": "x" * 20_000})
+        assert (too_big.status_code, too_big.json()["error"]["code"]) == (413, "content_too_large")
