@@ -1,4 +1,4 @@
-"""A small Streamable HTTP client for upstream MCP servers.
+"""A small Streamable HTTP client for upstream MCP servers, on aiohttp.
 
 One long-lived connection pool and MCP session per upstream, opened on first use with
 the handshake protocol (`initialize`, revision 2025-11-25) and reopened once if the
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any, Final
 
-import httpx
+import aiohttp
 
 __all__ = ["PROTOCOL_VERSION", "UpstreamClient", "UpstreamError"]
 
@@ -42,17 +42,28 @@ class UpstreamError(Exception):
 class UpstreamClient:
     def __init__(self, url: str, headers: Mapping[str, str], *, timeout: float = 30.0) -> None:
         self.url = url
-        self._http = httpx.AsyncClient(headers=dict(headers), timeout=timeout)
+        self._headers_fixed = dict(headers)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._http: aiohttp.ClientSession | None = None
         self._session: str | None = None
         self._version = PROTOCOL_VERSION
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
 
+    def _client(self) -> aiohttp.ClientSession:
+        # Made on first use, inside the event loop that will use it.
+        if self._http is None:
+            self._http = aiohttp.ClientSession(headers=self._headers_fixed, timeout=self._timeout)
+        return self._http
+
     async def close(self) -> None:
+        if self._http is None:
+            return
         if self._session is not None:
-            with suppress(httpx.HTTPError):
-                await self._http.delete(self.url, headers=self._headers())
-        await self._http.aclose()
+            with suppress(aiohttp.ClientError, TimeoutError):
+                async with self._http.delete(self.url, headers=self._headers()):
+                    pass
+        await self._http.close()
 
     async def request(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
         """The `result` of one JSON-RPC request, opening the session if needed."""
@@ -85,12 +96,16 @@ class UpstreamClient:
             headers["Mcp-Session-Id"] = self._session
         return headers
 
-    async def _post(self, message: Mapping[str, Any]) -> httpx.Response:
+    async def _post(self, message: Mapping[str, Any]) -> tuple[int, str, str, bytes]:
+        """Status, content type, session header and body of one POST."""
         try:
-            return await self._http.post(self.url, json=dict(message), headers=self._headers())
-        except httpx.TimeoutException as err:
+            async with self._client().post(self.url, json=dict(message), headers=self._headers()) as response:
+                body = await response.read()
+                kind = response.headers.get("Content-Type", "").split(";")[0].strip()
+                return response.status, kind, response.headers.get("Mcp-Session-Id", ""), body
+        except TimeoutError as err:
             raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from err
-        except httpx.HTTPError as err:
+        except aiohttp.ClientError as err:
             reason = f"the upstream cannot be reached ({type(err).__name__})"
             raise UpstreamError("upstream_unavailable", reason) from err
 
@@ -99,12 +114,12 @@ class UpstreamClient:
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": ident, "method": method}
         if params is not None:
             message["params"] = dict(params)
-        response = await self._post(message)
-        if response.status_code == 404 and self._session is not None and not initializing:
+        status, kind, session, body = await self._post(message)
+        if status == 404 and self._session is not None and not initializing:
             raise UpstreamError("session_expired", "the upstream ended the session")
         if initializing:
-            self._session = response.headers.get("mcp-session-id")
-        reply = _reply(response, ident)
+            self._session = session or None
+        reply = _reply(status, kind, body, ident)
         if "error" in reply:
             error = reply["error"] if isinstance(reply["error"], dict) else {}
             raise UpstreamError(
@@ -116,15 +131,15 @@ class UpstreamClient:
         return reply.get("result", {})
 
 
-def _reply(response: httpx.Response, ident: int) -> dict[str, Any]:
-    kind = response.headers.get("content-type", "").split(";")[0].strip()
-    if response.status_code >= 400 and kind != "application/json":
-        raise UpstreamError("upstream_protocol", f"the upstream answered HTTP {response.status_code}")
+def _reply(status: int, kind: str, body: bytes, ident: int) -> dict[str, Any]:
+    if status >= 400 and kind != "application/json":
+        raise UpstreamError("upstream_protocol", f"the upstream answered HTTP {status}")
     try:
         if kind == "application/json":
-            messages = [json.loads(response.content)]
+            messages = [json.loads(body)]
         elif kind == "text/event-stream":
-            messages = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+            text = body.decode()
+            messages = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
         else:
             raise UpstreamError("upstream_protocol", f"the upstream answered `{kind or 'no content type'}`")
     except ValueError as err:
