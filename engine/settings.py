@@ -15,6 +15,8 @@ from typing import Any, Final
 
 from cerberus import Validator
 
+from engine.policy.overrides import ALGORITHMS
+
 __all__ = ["DEFAULT_ADMIN_PASSWORD", "Settings", "SettingsError", "load_settings"]
 
 DEFAULT_ADMIN_PASSWORD: Final = "changeme"  # noqa: S105 - the default that production refuses
@@ -28,23 +30,7 @@ _SCHEMA: Final[dict[str, dict[str, Any]]] = {
     "DATA_DIR": {"type": "string", "empty": False},
     "DATABASE_URL": {"type": "string", "regex": r"^(sqlite|postgres|postgresql|asyncpg)://.*$"},
     "REDIS_URL": {"type": "string", "regex": r"^rediss?://.+$"},
-    "JWT_ALGORITHM": {
-        "type": "string",
-        "allowed": [
-            "HS256",
-            "HS384",
-            "HS512",
-            "RS256",
-            "RS384",
-            "RS512",
-            "ES256",
-            "ES384",
-            "ES512",
-            "PS256",
-            "PS384",
-            "PS512",
-        ],
-    },
+    "JWT_ALGORITHM": {"type": "string", "allowed": list(ALGORITHMS)},
     "JWT_SECRET_KEY": {"type": "string"},
     "AUTH_ENCRYPTION_SECRET": {"type": "string", "minlength": 32},
     "JWT_PUBLIC_KEY_PATH": {"type": "string"},

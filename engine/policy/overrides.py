@@ -22,7 +22,7 @@ from cerberus import Validator
 from engine.errors import Location, PolicyError
 from engine.policy.load import Document, JSONValue
 
-__all__ = ["OVERRIDES", "Applied", "Override", "apply_overrides", "custom_patterns"]
+__all__ = ["ALGORITHMS", "OVERRIDES", "Applied", "Override", "apply_overrides", "custom_patterns"]
 
 Step = str | tuple[str, str]
 """A key in a mapping, or `(field, value)`: the list item whose `field` equals `value`."""
@@ -124,7 +124,7 @@ _BOOL: Final = {"type": "boolean", "coerce": _boolean}
 _INT: Final = {"type": "integer", "coerce": _integer, "min": 1}
 _LIST: Final = {"type": "list", "coerce": _string_list, "schema": {"type": "string"}}
 _MODE: Final = {"type": "string", "allowed": ["strict", "moderate", "lenient"]}
-_ALGORITHMS: Final = [
+ALGORITHMS: Final = (
     "HS256",
     "HS384",
     "HS512",
@@ -137,7 +137,8 @@ _ALGORITHMS: Final = [
     "PS256",
     "PS384",
     "PS512",
-]
+)
+"""Every JWS algorithm a policy or a setting may name; `none` is deliberately absent."""
 
 
 def _flag(env: str, kind: str, *path: Step) -> Override:
@@ -150,7 +151,7 @@ OVERRIDES: Final[tuple[Override, ...]] = (
         "JWT_ALGORITHM",
         "TokenRules",
         ("algorithms",),
-        {"type": "string", "allowed": _ALGORITHMS},
+        {"type": "string", "allowed": ALGORITHMS},
         lambda v: [v],
     ),
     Override(

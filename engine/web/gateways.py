@@ -135,6 +135,14 @@ async def _find(upstream_id: str) -> Upstream:
     return row
 
 
+async def _owned(upstream_id: str) -> Upstream:
+    row = await _find(upstream_id)
+    user = caller()
+    if not user.admin and row.owner != user.email:
+        raise ApiError(403, "not_owner", "only the owner or a platform admin may change this gateway")
+    return row
+
+
 @blueprint.get("/gateways/<upstream_id>")
 async def read_gateway(upstream_id: str) -> Response:
     """One upstream MCP server."""
@@ -144,10 +152,7 @@ async def read_gateway(upstream_id: str) -> Response:
 @blueprint.post("/gateways/<upstream_id>/refresh")
 async def refresh_gateway(upstream_id: str) -> Response:
     """Discover again; changed tools are flagged against their pinned hash."""
-    row = await _find(upstream_id)
-    user = caller()
-    if not user.admin and row.owner != user.email:
-        raise ApiError(403, "not_owner", "only the owner or a platform admin may refresh this gateway")
+    row = await _owned(upstream_id)
     await _forget_client(gateway(), row.id)
     return jsonify(_json(row, await _sync(row)))
 
@@ -155,10 +160,7 @@ async def refresh_gateway(upstream_id: str) -> Response:
 @blueprint.delete("/gateways/<upstream_id>")
 async def remove_gateway(upstream_id: str) -> Response:
     """Remove an upstream and everything discovered from it."""
-    row = await _find(upstream_id)
-    user = caller()
-    if not user.admin and row.owner != user.email:
-        raise ApiError(403, "not_owner", "only the owner or a platform admin may remove this gateway")
+    row = await _owned(upstream_id)
     for model in (Tool, Resource, Prompt):
         await model.filter(upstream_id=row.id).delete()
     await row.delete()

@@ -23,21 +23,8 @@ from typing import Any
 import httpx
 from jwcrypto import jwk
 
+from tests.bench.wrk import run_wrk
 from tests.integration.servers import ADMIN_PASSWORD, start_gateway, wait_until_healthy
-
-
-def _wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Authorization: Bearer {token}", url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    figures = {"requests_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])}  # type: ignore[index]
-    for pct in ("50", "99"):
-        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-        figures[f"p{pct}_ms"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-    failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    figures["non_2xx"] = float(failed[1]) if failed else 0.0
-    return figures
 
 
 def _rss_mib(pid: int) -> list[float]:
@@ -71,7 +58,9 @@ def run(alg: str, workers: int, seconds: int, folder: Path) -> dict[str, Any]:
             )
         figures: dict[str, Any] = {"alg": alg, "workers": workers, "start_to_ready_s": round(ready_s, 3)}
         for connections in (16, 50):
-            figures[f"c{connections}"] = _wrk(f"{server.url}/tokens", token, connections, seconds)
+            figures[f"c{connections}"] = run_wrk(
+                f"{server.url}/tokens", connections, seconds, "-H", f"Authorization: Bearer {token}"
+            )
         figures["rss_mib_per_worker"] = [round(x, 1) for x in _rss_mib(server.process.pid)]
         return figures
     finally:

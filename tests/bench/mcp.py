@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from tests.bench.wrk import run_wrk
 from tests.integration.mcp_client import UPSTREAM_TOKEN, upstream_server
 from tests.integration.servers import ADMIN_EMAIL, ADMIN_PASSWORD, claims, mint, start_gateway
 
@@ -51,26 +50,14 @@ def _session(url: str, headers: dict[str, str]) -> str:
     return session
 
 
-def _wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    figures = {"requests_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])}  # type: ignore[index]
-    for pct in ("50", "99"):
-        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-        figures[f"p{pct}_ms"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-    failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    figures["non_2xx"] = float(failed[1]) if failed else 0.0
-    return figures
-
-
 def _call_latencies(url: str, headers: dict[str, str], name: str, count: int) -> list[float]:
     session = _session(url, headers)
     text = ("lorem ipsum dolor sit amet " * 400)[:10240]
     message = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": name, "arguments": {"text": text}}}
     samples = []
-    with httpx.Client(headers={**headers, "Accept": "application/json, text/event-stream", "Mcp-Session-Id": session}) as c:
+    with httpx.Client(
+        headers={**headers, "Accept": "application/json, text/event-stream", "Mcp-Session-Id": session}
+    ) as c:
         for _ in range(count):
             started = time.perf_counter()
             response = c.post(url, json=message)
@@ -130,7 +117,9 @@ def main() -> None:
             script = folder / "tools_list.lua"
             script.write_text(_WRK_SCRIPT % (session, token))
             for connections in (16, 50):
-                results[f"tools_list_c{connections}"] = _wrk(f"{server.url}/mcp", script, connections, args.seconds)
+                results[f"tools_list_c{connections}"] = run_wrk(
+                    f"{server.url}/mcp", connections, args.seconds, "-s", str(script)
+                )
             through = _call_latencies(f"{server.url}/mcp", gateway_headers, "echo", args.calls)
             direct = _call_latencies(upstream_url, {"Authorization": f"Bearer {UPSTREAM_TOKEN}"}, "echo", args.calls)
             results["tools_call_10kb"] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -20,10 +21,14 @@ UPSTREAM_TOKEN = "upstream-credential-held-by-the-gateway"
 
 
 @contextlib.contextmanager
-def upstream_server(token: str | None = UPSTREAM_TOKEN) -> Iterator[str]:
-    port = free_port()
+def upstream_server(
+    token: str | None = UPSTREAM_TOKEN, *, port: int | None = None, variant: str = "1"
+) -> Iterator[str]:
+    """The fixture upstream on `port` (a free one by default); `variant` 2 rewrites a tool."""
+    port = port or free_port()
     args = [sys.executable, "-m", "tests.integration.upstream.server", str(port)] + ([token] if token else [])
-    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "FIXTURE_VARIANT": variant}
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):

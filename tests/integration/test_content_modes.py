@@ -17,7 +17,13 @@ from tests.integration.servers import Gateway, claims, mint
 
 
 def _register_upstream(server: Gateway, url: str) -> None:
-    body = {"name": "up", "url": url, "visibility": "public", "prefix": "", "credentials": {"bearer_token": UPSTREAM_TOKEN}}
+    body = {
+        "name": "up",
+        "url": url,
+        "visibility": "public",
+        "prefix": "",
+        "credentials": {"bearer_token": UPSTREAM_TOKEN},
+    }
     assert server.client(mint(claims(teams=None))).post("/gateways", json=body).status_code == 201
 
 
@@ -54,12 +60,16 @@ def test_lenient_mode(start: Callable[..., Gateway]) -> None:
         server = start(CONTENT_PATTERN_VALIDATION_MODE="lenient", CONTENT_PII_VALIDATION_MODE="lenient")
         _register_upstream(server, url)
         admin = server.client(mint(claims(teams=None)))
-        stored = admin.post("/resources", json={"name": "x", "uri": "file:///x", "content": "<script>alert(1)</script>"})
+        stored = admin.post(
+            "/resources", json={"name": "x", "uri": "file:///x", "content": "<script>alert(1)</script>"}
+        )
         assert stored.status_code == 201
 
         async def call() -> str:
             async with mcp_session(f"{server.url}/mcp", mint(claims(teams=None))) as client:
-                return str((await client.call_tool("echo", {"text": "1 UNION SELECT password FROM users"})).content[0].text)
+                return str(
+                    (await client.call_tool("echo", {"text": "1 UNION SELECT password FROM users"})).content[0].text
+                )
 
         assert asyncio.run(call()) == "1 UNION SELECT password FROM users"
         logged = {(v["rule"], v["action"]) for v in _violations(server)}

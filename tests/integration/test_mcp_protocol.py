@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from mcp import MCPError
 
 from tests.integration.conftest import start_server, stop_server
 from tests.integration.mcp_client import UPSTREAM_TOKEN, mcp_session, upstream_server
-from tests.integration.servers import ROOT, Gateway, claims, free_port, mint
+from tests.integration.servers import Gateway, claims, free_port, mint
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
 
@@ -197,10 +196,10 @@ def test_a_changed_upstream_tool_is_blocked_until_approved(tmp_path_factory: pyt
     port = free_port()
     gw = start_server(tmp_path_factory.mktemp("poison"), MCPGATEWAY_ADMIN_API_ENABLED="true")
     try:
-        with _fixture_on(port, variant="1") as url:
+        with upstream_server(None, port=port, variant="1") as url:
             admin = gw.client(mint(claims(teams=None)))
             up = admin.post("/gateways", json={"name": "p", "url": url, "visibility": "public", "prefix": "p_"}).json()
-        with _fixture_on(port, variant="2"):
+        with upstream_server(None, port=port, variant="2"):
             refreshed = admin.post(f"/gateways/{up['id']}/refresh").json()
             assert refreshed["discovered"]["changed"] == ["p_add"]
 
@@ -224,26 +223,3 @@ def test_a_changed_upstream_tool_is_blocked_until_approved(tmp_path_factory: pyt
             assert asyncio.run(call()) == "2"
     finally:
         stop_server(gw)
-
-
-@contextlib.contextmanager
-def _fixture_on(port: int, *, variant: str) -> Iterator[str]:
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    env = {**os.environ, "FIXTURE_VARIANT": variant}
-    args = [sys.executable, "-m", "tests.integration.upstream.server", str(port)]
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            break
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
