@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install lint fmt cases bench bench-http bench-mcp certs-jwt certs-jwt-ecdsa clean
+.PHONY: run test install lint fmt cases bench bench-http bench-mcp conformance certs-jwt certs-jwt-ecdsa clean
 
 run: $(STAMP)
 	$(BIN)/policygate serve --bind 127.0.0.1:4444 --policies policies
@@ -47,6 +47,9 @@ bench-http: $(STAMP)
 bench-mcp: $(STAMP)
 	command -v wrk > /dev/null || (echo "bench-mcp needs wrk (Debian package wrk)" && exit 1)
 	$(BIN)/python -m tests.bench.mcp --seconds 20 --workers 1
+
+conformance: $(STAMP)
+	$(BIN)/python -m tests.conformance.run
 
 # JWT key pairs for RS256 / ES256, private keys readable by their owner only.
 certs-jwt:

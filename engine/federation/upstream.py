@@ -131,6 +131,20 @@ class UpstreamClient:
         return reply.get("result", {})
 
 
+def _sse_data(text: str) -> list[str]:
+    """The data of each SSE event; priming events (an id and no data) are skipped."""
+    events: list[str] = []
+    lines: list[str] = []
+    for line in [*text.splitlines(), ""]:
+        if not line:
+            if lines:
+                events.append("\n".join(lines))
+            lines = []
+        elif line.startswith("data:"):
+            lines.append(line[5:].removeprefix(" "))
+    return [e for e in events if e.strip()]
+
+
 def _reply(status: int, kind: str, body: bytes, ident: int) -> dict[str, Any]:
     if status >= 400 and kind != "application/json":
         raise UpstreamError("upstream_protocol", f"the upstream answered HTTP {status}")
@@ -138,8 +152,7 @@ def _reply(status: int, kind: str, body: bytes, ident: int) -> dict[str, Any]:
         if kind == "application/json":
             messages = [json.loads(body)]
         elif kind == "text/event-stream":
-            text = body.decode()
-            messages = [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+            messages = [json.loads(data) for data in _sse_data(body.decode())]
         else:
             raise UpstreamError("upstream_protocol", f"the upstream answered `{kind or 'no content type'}`")
     except ValueError as err:

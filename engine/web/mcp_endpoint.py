@@ -79,7 +79,15 @@ def _rpc_error(ident: Any, error: RpcError) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": ident, "error": error.body()}
 
 
+_LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
 def _origin_refused() -> Response | None:
+    """Refuse DNS rebinding: a loopback gateway answers loopback Host names only, and a
+    browser Origin must be the gateway itself or one the policy allows."""
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    if gateway().settings.bind.rsplit(":", 1)[0] in _LOOPBACK and host not in _LOOPBACK:
+        return error_response(403, "host_not_allowed", "this endpoint answers loopback host names only")
     origin = request.headers.get("Origin")
     if origin is None:
         return None

@@ -108,6 +108,8 @@ async def initialize(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
             "tools": {"listChanged": True},
             "resources": {"listChanged": True, "subscribe": False},
             "prompts": {"listChanged": True},
+            "logging": {},
+            "completions": {},
         },
         "serverInfo": {"name": "policygate", "version": __version__},
         "instructions": "Tools, resources and prompts of the PolicyGate catalog that your token may use.",
@@ -304,6 +306,20 @@ async def prompts_get(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]
     return {"description": prompt["description"], "messages": [message]}
 
 
+async def logging_set_level(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Accepted; the gateway relays no upstream log messages, so there is nothing to filter."""
+    if params.get("level") not in ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"):
+        raise RpcError(-32602, "`level` must be a syslog level")
+    return {}
+
+
+async def completion_complete(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
+    """No completions are offered; an empty list is the protocol's way to say so."""
+    if not isinstance(params.get("ref"), dict) or not isinstance(params.get("argument"), dict):
+        raise RpcError(-32602, "`ref` and `argument` must be objects")
+    return {"completion": {"values": [], "total": 0, "hasMore": False}}
+
+
 METHODS: Final = {
     "initialize": initialize,
     "ping": ping,
@@ -314,4 +330,6 @@ METHODS: Final = {
     "resources/read": resources_read,
     "prompts/list": prompts_list,
     "prompts/get": prompts_get,
+    "logging/setLevel": logging_set_level,
+    "completion/complete": completion_complete,
 }

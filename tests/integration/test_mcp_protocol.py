@@ -111,6 +111,9 @@ def test_foreign_origins_are_refused(env: dict[str, Any]) -> None:
     refused = httpx.post(f"{gw.url}/mcp", headers=_headers(token, Origin="https://evil.example"), json=INIT)
     assert (refused.status_code, refused.json()["error"]["code"]) == (403, "origin_not_allowed")
     assert httpx.post(f"{gw.url}/mcp", headers=_headers(token, Origin=gw.url), json=INIT).status_code == 200
+    rebound = _headers(token, Host="evil.example.com", Origin="http://evil.example.com")
+    rebinding = httpx.post(f"{gw.url}/mcp", headers=rebound, json=INIT)
+    assert (rebinding.status_code, rebinding.json()["error"]["code"]) == (403, "host_not_allowed")
 
 
 def test_a_server_scoped_token_reaches_only_its_server(env: dict[str, Any]) -> None:
