@@ -24,7 +24,19 @@ from engine.reload import Engine
 from engine.settings import Settings, SettingsError
 from engine.signing import load_keys
 from engine.store.queries import bootstrap_admin, close_store, open_store
-from engine.web import admin, bulk, catalog, gateways, identity, mcp_endpoint, public, sessions, teams, tokens
+from engine.web import (
+    admin,
+    bulk,
+    catalog,
+    gateways,
+    identity,
+    invoke,
+    mcp_endpoint,
+    public,
+    sessions,
+    teams,
+    tokens,
+)
 from engine.web.guard import after_request, guard
 from engine.web.mcp_sessions import SessionStore
 from engine.web.reloading import build_snapshot, start_reload_triggers
@@ -68,7 +80,7 @@ def create_app(settings: Settings, *, snapshot: Snapshot | None = None) -> Quart
         status=PolicyStatus(version=snapshot.version, loaded_at=time.time()),
     )
     attach(app, state)
-    for module in (mcp_endpoint, public, identity, tokens, teams, admin, sessions, catalog, bulk, gateways):
+    for module in (mcp_endpoint, public, identity, tokens, teams, admin, sessions, catalog, bulk, gateways, invoke):
         app.register_blueprint(module.blueprint)
     app.before_request(guard)
     app.after_request(after_request)

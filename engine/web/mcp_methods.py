@@ -28,7 +28,7 @@ from engine.web.gateways import upstream_client
 from engine.web.inspection import ContentRefused, check_text, sanitize_markup
 from engine.web.state import gateway
 
-__all__ = ["METHODS", "McpContext", "RpcError"]
+__all__ = ["METHODS", "McpContext", "RpcError", "call_tool", "find_tool"]
 
 PAGE: Final = 100
 
@@ -147,10 +147,14 @@ async def tools_call(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
     arguments = params.get("arguments") or {}
     if not isinstance(arguments, dict):
         raise RpcError(-32602, "`arguments` must be an object")
+    return await call_tool(tool, arguments)
+
+
+async def call_tool(tool: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
+    """Check, forward and check again: the one way a tool is run, over MCP or REST."""
     if tool["changed"] and g.snapshot.content.tool_changes == "block":
-        raise RpcError(
-            -32012, f"tool `{tool['name']}` changed upstream since it was approved", {"code": "tool_changed"}
-        )
+        message = f"tool `{tool['name']}` changed upstream since it was approved"
+        raise RpcError(-32012, message, {"code": "tool_changed"})
     try:
         checked = check_text("tool_args", json.dumps(arguments), field="arguments")
     except ContentRefused as err:
@@ -158,6 +162,11 @@ async def tools_call(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
     forwarded = {"name": tool["upstream_name"], "arguments": json.loads(checked)}
     result = await _forward(tool["upstream_id"], "tools/call", forwarded)
     return _checked_contents(result, "content", "tool_result")
+
+
+async def find_tool(ctx: McpContext, **where: Any) -> dict[str, Any] | None:
+    found = await _rows(ctx, "tools", _TOOL, "tool_ids", **where)
+    return found[0] if found else None
 
 
 async def _forward(upstream_id: str | None, method: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -150,3 +150,20 @@ def test_unauthenticated_requests_point_at_the_resource_metadata(federated: tupl
     metadata = httpx.get(f"{gw.url}/.well-known/oauth-protected-resource/mcp").json()
     assert metadata["resource"] == f"{gw.url}/mcp"
     assert "tools.execute" in metadata["scopes_supported"]
+
+
+def test_rest_invoke_takes_the_same_path_as_tools_call(federated: tuple[Gateway, dict[str, str]]) -> None:
+    gw, _ = federated
+    admin = gw.client(mint(claims(teams=None)))
+    tools = {t["name"]: t["id"] for t in admin.get("/tools").json()["items"]}
+    result = admin.post(f"/tools/{tools['up__add']}/invoke", json={"arguments": {"a": 40, "b": 2}})
+    assert result.json()["content"][0]["text"] == "42"
+    blocked = admin.post(f"/tools/{tools['up__echo']}/invoke", json={"arguments": {"text": "<script>x</script>"}})
+    assert (blocked.status_code, blocked.json()["error"]["code"]) == (422, "content_blocked")
+    leaked = admin.post(f"/tools/{tools['up__leak']}/invoke", json={})
+    assert (leaked.status_code, leaked.json()["error"]["code"]) == (422, "content_pii")
+    assert "123-45-6789" not in leaked.text
+    read_only = gw.client(mint(claims(teams=None, scopes={"permissions": ["tools.read"]})))
+    refused = read_only.post(f"/tools/{tools['up__add']}/invoke", json={"arguments": {"a": 1}})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "permission_missing")
+    assert admin.post("/tools/no-such-tool/invoke", json={}).status_code == 404

@@ -84,6 +84,17 @@ def test_protocol_header_session_and_batch_rules(env: dict[str, Any]) -> None:
     assert unknown_method.json()["error"]["code"] == -32601
     discover = _call(gw, token, session, {"jsonrpc": "2.0", "id": 10, "method": "server/discover"})
     assert discover.json()["error"]["code"] == -32601
+    level = _call(
+        gw, token, session, {"jsonrpc": "2.0", "id": 11, "method": "logging/setLevel", "params": {"level": "info"}}
+    )
+    assert level.json()["result"] == {}
+    bad_level = _call(gw, token, session, {"jsonrpc": "2.0", "id": 12, "method": "logging/setLevel", "params": {}})
+    assert bad_level.json()["error"]["code"] == -32602
+    completion = {"ref": {"type": "ref/prompt", "name": "p"}, "argument": {"name": "a", "value": "x"}}
+    completed = _call(
+        gw, token, session, {"jsonrpc": "2.0", "id": 13, "method": "completion/complete", "params": completion}
+    )
+    assert completed.json()["result"]["completion"]["values"] == []
     assert httpx.delete(f"{gw.url}/mcp", headers=_headers(token, **{"Mcp-Session-Id": session})).status_code == 204
     assert _call(gw, token, session, ping).status_code == 404
 

@@ -1,0 +1,48 @@
+"""`POST /tools/{id}/invoke`: run a tool over REST, through exactly the MCP call path.
+
+Same visibility (an invisible tool is 404), same argument and result checks, same
+refusal of a changed upstream tool; JSON-RPC failures become HTTP statuses with the
+gateway's stable codes.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from quart import Blueprint, Response, g, jsonify
+
+from engine.web.bodies import read_body
+from engine.web.mcp_methods import McpContext, RpcError, call_tool, find_tool
+from engine.web.responses import ApiError
+
+__all__ = ["blueprint"]
+
+blueprint = Blueprint("invoke", __name__)
+
+_BODY: Final = {"arguments": {"type": "dict", "default": {}}}
+_STATUS: Final = {
+    "content_blocked": 422,
+    "content_pii": 422,
+    "content_too_large": 413,
+    "tool_changed": 409,
+    "not_available": 409,
+    "upstream_unavailable": 503,
+    "upstream_timeout": 503,
+    "upstream_protocol": 503,
+    "upstream_error": 422,
+}
+
+
+@blueprint.post("/tools/<tool_id>/invoke")
+async def invoke(tool_id: str) -> Response:
+    """Call a tool with `{"arguments": {...}}`; answers the tool's result."""
+    body = await read_body(_BODY)
+    tool = await find_tool(McpContext(g.decision, None, "2025-11-25"), id=tool_id)
+    if tool is None:
+        raise ApiError(404, "not_found", f"no tool `{tool_id}`")
+    try:
+        result = await call_tool(tool, body["arguments"])
+    except RpcError as err:
+        code = str((err.data or {}).get("code", "upstream_error"))
+        raise ApiError(_STATUS.get(code, 503), code, err.message) from err
+    return jsonify(result)
