@@ -21,6 +21,7 @@ from contextlib import suppress
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
+from engine.policy import Snapshot
 from engine.settings import Settings
 from engine.web.app import create_app
 
@@ -39,7 +40,7 @@ def _config(settings: Settings) -> Config:
     return config
 
 
-def run_server(settings: Settings) -> int:
+def run_server(settings: Settings, snapshot: Snapshot | None = None) -> int:
     """Serve until SIGTERM or SIGINT, finishing the requests in flight.
 
     Raises:
@@ -47,10 +48,10 @@ def run_server(settings: Settings) -> int:
         SettingsError: the settings are unusable or unsafe for production.
     """
     if settings.workers == 1:
-        app = create_app(settings)
+        app = create_app(settings, snapshot=snapshot)
         asyncio.run(_serve_until_signalled(app, _config(settings)))
         return 0
-    create_app(settings)  # fail once, here, rather than in every worker
+    create_app(settings, snapshot=snapshot)  # fail once, here, rather than in every worker
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker, args=(settings,), daemon=False) for _ in range(settings.workers)]
     for worker in workers:

@@ -50,7 +50,9 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from engine.serve import run_server
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.policy_files import gateway_snapshot
     from engine.settings import SettingsError
 
     try:
@@ -62,8 +64,15 @@ def _serve(args: argparse.Namespace) -> int:
     # The driver logs each failed reconnect with a traceback; during a store outage that
     # floods the log with what /ready and the 503 answers already say in one line.
     logging.getLogger("asyncpg.pool").addFilter(_without_traceback)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # Build the policy while the web stack is imported; the result (or its errors)
+        # is collected before anything is served.
+        pending = pool.submit(gateway_snapshot, settings.policy_paths)
+        from engine.serve import run_server
+
+        snapshot = pending.result()
     try:
-        return run_server(settings)
+        return run_server(settings, snapshot)
     except SettingsError as err:
         print(f"policygate: {err}", file=sys.stderr)
         return FAILED
@@ -78,16 +87,16 @@ def _without_traceback(record: logging.LogRecord) -> bool:
 
 def _token_create(args: argparse.Namespace) -> int:
     from engine.issuing import ABSENT, token_claims
+    from engine.policy_files import gateway_snapshot
     from engine.settings import SettingsError
     from engine.signing import load_keys, sign
-    from engine.web.reloading import build_snapshot
 
     try:
         settings = _settings(args)
         scopes = json.loads(args.scopes) if args.scopes else None
         if scopes is not None and not isinstance(scopes, dict):
             raise ValueError("--scopes must be a JSON object")
-        snapshot = build_snapshot(settings.policy_paths)
+        snapshot = gateway_snapshot(settings.policy_paths)
         keys = load_keys(settings)
         teams: Any = None if args.admin else [t for t in args.teams.split(",") if t] if args.teams else ABSENT
         claims = token_claims(

@@ -21,9 +21,10 @@ import itertools
 import json
 from collections.abc import Mapping
 from contextlib import suppress
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["PROTOCOL_VERSION", "UpstreamClient", "UpstreamError"]
 
@@ -43,7 +44,7 @@ class UpstreamClient:
     def __init__(self, url: str, headers: Mapping[str, str], *, timeout: float = 30.0) -> None:
         self.url = url
         self._headers_fixed = dict(headers)
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout_s = timeout
         self._http: aiohttp.ClientSession | None = None
         self._session: str | None = None
         self._version = PROTOCOL_VERSION
@@ -51,14 +52,20 @@ class UpstreamClient:
         self._lock = asyncio.Lock()
 
     def _client(self) -> aiohttp.ClientSession:
-        # Made on first use, inside the event loop that will use it.
+        # Made on first use, inside the event loop that will use it; aiohttp itself is
+        # imported then too, which keeps it off the gateway's start-up path.
         if self._http is None:
-            self._http = aiohttp.ClientSession(headers=self._headers_fixed, timeout=self._timeout)
+            import aiohttp
+
+            timeout = aiohttp.ClientTimeout(total=self._timeout_s)
+            self._http = aiohttp.ClientSession(headers=self._headers_fixed, timeout=timeout)
         return self._http
 
     async def close(self) -> None:
         if self._http is None:
             return
+        import aiohttp
+
         if self._session is not None:
             with suppress(aiohttp.ClientError, TimeoutError):
                 async with self._http.delete(self.url, headers=self._headers()):
@@ -98,6 +105,8 @@ class UpstreamClient:
 
     async def _post(self, message: Mapping[str, Any]) -> tuple[int, str, str, bytes]:
         """Status, content type, session header and body of one POST."""
+        import aiohttp
+
         try:
             async with self._client().post(self.url, json=dict(message), headers=self._headers()) as response:
                 body = await response.read()

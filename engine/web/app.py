@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from engine.cache import Cache, Directory, LocalCache, RedisCache
 from engine.federation.sealing import sealer_for
 from engine.policy import Snapshot
+from engine.policy_files import gateway_snapshot
 from engine.reload import Engine
 from engine.settings import Settings, SettingsError
 from engine.signing import load_keys
@@ -39,7 +40,7 @@ from engine.web import (
 )
 from engine.web.guard import after_request, guard
 from engine.web.mcp_sessions import SessionStore
-from engine.web.reloading import build_snapshot, start_reload_triggers
+from engine.web.reloading import start_reload_triggers
 from engine.web.responses import ApiError, error_response
 from engine.web.startup import unsafe_settings
 from engine.web.state import Gateway, PolicyStatus, attach, gateway
@@ -61,7 +62,7 @@ def create_app(settings: Settings, *, snapshot: Snapshot | None = None) -> Quart
         PolicyErrors: the policy does not build.
         SettingsError: keys are missing or production settings are unsafe.
     """
-    snapshot = snapshot if snapshot is not None else build_snapshot(settings.policy_paths)
+    snapshot = snapshot if snapshot is not None else gateway_snapshot(settings.policy_paths)
     problems = unsafe_settings(settings, snapshot)
     if problems and settings.production:
         raise SettingsError("refusing to start in production: " + "; ".join(problems))

@@ -12,13 +12,11 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Sequence
 from contextlib import suppress
 
 from engine.errors import Location, PolicyError, PolicyErrors
-from engine.policy import Snapshot, compile_policy
-from engine.schemas import validators
-from engine.sources import MissingPath, read_layer
+from engine.policy_files import gateway_snapshot
+from engine.sources import MissingPath
 from engine.web.state import Gateway
 
 __all__ = ["reload_policies", "start_reload_triggers"]
@@ -27,24 +25,13 @@ log = logging.getLogger("policygate")
 _LOCK = "reload_lock"
 
 
-def build_snapshot(paths: Sequence[str]) -> Snapshot:
-    """Read and compile the policy layers as the gateway runs them.
-
-    Raises:
-        PolicyErrors: the policy does not build.
-        MissingPath: a policy folder is gone.
-    """
-    layers = [read_layer([path]) for path in paths]
-    return compile_policy(layers, validators=validators(), env=os.environ).snapshot
-
-
 async def reload_policies(gw: Gateway, *, trigger: str) -> tuple[PolicyError, ...]:
     """Rebuild from the configured folders; the errors, or () when the new policy is in force."""
     lock: asyncio.Lock = gw.__dict__.setdefault(_LOCK, asyncio.Lock())
     async with lock:
         gw.status.last_attempt_at = time.time()
         try:
-            snapshot = await asyncio.to_thread(build_snapshot, gw.settings.policy_paths)
+            snapshot = await asyncio.to_thread(gateway_snapshot, gw.settings.policy_paths)
         except PolicyErrors as err:
             gw.status.last_error = err.errors
             log.error("policy reload (%s) refused, keeping %s: %s", trigger, gw.status.version[:12], err.errors[0])

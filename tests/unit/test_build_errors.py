@@ -54,3 +54,11 @@ def test_errors_are_sorted_by_place() -> None:
         _compile(default_layer(), bad)
     files = [e.where.file for e in caught.value.errors]
     assert files == sorted(files)
+
+
+def test_the_gateway_reads_no_test_documents() -> None:
+    with_tests = {Path(s.label).name for s in read_layer([POLICIES])}
+    without = {Path(s.label).name for s in read_layer([POLICIES], without_tests=True)}
+    assert {"visibility.yaml", "tokens.yaml"} <= without
+    assert len(with_tests) > len(without)
+    assert all("kind: PolicyTest" not in s.text for s in read_layer([POLICIES], without_tests=True))
