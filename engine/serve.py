@@ -22,8 +22,9 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
 from engine.policy import Snapshot
+from engine.policy_files import gateway_snapshot
 from engine.settings import Settings
-from engine.web.app import create_app
+from engine.web.startup import check_startup
 
 __all__ = ["run_server"]
 
@@ -48,10 +49,13 @@ def run_server(settings: Settings, snapshot: Snapshot | None = None) -> int:
         SettingsError: the settings are unusable or unsafe for production.
     """
     if settings.workers == 1:
+        from engine.web.app import create_app
+
         app = create_app(settings, snapshot=snapshot)
         asyncio.run(_serve_until_signalled(app, _config(settings)))
         return 0
-    create_app(settings, snapshot=snapshot)  # fail once, here, rather than in every worker
+    # Fail once, here, rather than in every worker; the web stack is left to the workers.
+    check_startup(settings, snapshot if snapshot is not None else gateway_snapshot(settings.policy_paths))
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker, args=(settings,), daemon=False) for _ in range(settings.workers)]
     for worker in workers:
@@ -72,6 +76,8 @@ def run_server(settings: Settings, snapshot: Snapshot | None = None) -> int:
 
 
 def _worker(settings: Settings) -> None:
+    from engine.web.app import create_app
+
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _config(settings)
     config.workers = settings.workers  # makes Hypercorn set SO_REUSEPORT on this worker's socket

@@ -70,6 +70,9 @@ def _serve(args: argparse.Namespace) -> int:
         pending = pool.submit(gateway_snapshot, settings.policy_paths)
         from engine.serve import run_server
 
+        if settings.workers == 1:
+            import engine.web.app  # noqa: F401 - imported now, in parallel with the build
+
         snapshot = pending.result()
     try:
         return run_server(settings, snapshot)

@@ -22,8 +22,7 @@ from engine.federation.sealing import sealer_for
 from engine.policy import Snapshot
 from engine.policy_files import gateway_snapshot
 from engine.reload import Engine
-from engine.settings import Settings, SettingsError
-from engine.signing import load_keys
+from engine.settings import Settings
 from engine.store.queries import bootstrap_admin, close_store, open_store
 from engine.web import (
     admin,
@@ -42,7 +41,7 @@ from engine.web.guard import after_request, guard
 from engine.web.mcp_sessions import SessionStore
 from engine.web.reloading import start_reload_triggers
 from engine.web.responses import ApiError, error_response
-from engine.web.startup import unsafe_settings
+from engine.web.startup import check_startup
 from engine.web.state import Gateway, PolicyStatus, attach, gateway
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -63,12 +62,7 @@ def create_app(settings: Settings, *, snapshot: Snapshot | None = None) -> Quart
         SettingsError: keys are missing or production settings are unsafe.
     """
     snapshot = snapshot if snapshot is not None else gateway_snapshot(settings.policy_paths)
-    problems = unsafe_settings(settings, snapshot)
-    if problems and settings.production:
-        raise SettingsError("refusing to start in production: " + "; ".join(problems))
-    for problem in problems:
-        log.warning("not safe for production: %s", problem)
-    keys = load_keys(settings)
+    keys = check_startup(settings, snapshot)
     app = Quart("policygate")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False

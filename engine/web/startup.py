@@ -6,13 +6,16 @@ machine; with `ENVIRONMENT=production` any of them stops the start.
 
 from __future__ import annotations
 
+import logging
 from typing import Final
 
 from engine.policy import Snapshot
-from engine.settings import DEFAULT_ADMIN_PASSWORD, Settings
-from engine.signing import MIN_SECRET_LENGTH
+from engine.settings import DEFAULT_ADMIN_PASSWORD, Settings, SettingsError
+from engine.signing import MIN_SECRET_LENGTH, Keys, load_keys
 
-__all__ = ["unsafe_settings"]
+__all__ = ["check_startup", "unsafe_settings"]
+
+log = logging.getLogger("policygate")
 
 _MIN_PASSWORD: Final = 12
 _DEFAULT_ISSUERS: Final = frozenset({"mcpgateway"})
@@ -34,3 +37,17 @@ def unsafe_settings(settings: Settings, snapshot: Snapshot) -> list[str]:
     if tokens.issue_audience in _DEFAULT_AUDIENCES or (tokens.audience or frozenset()) & _DEFAULT_AUDIENCES:
         problems.append("the token audience is the default `mcpgateway-api` (set `JWT_AUDIENCE`)")
     return problems
+
+
+def check_startup(settings: Settings, snapshot: Snapshot) -> Keys:
+    """Refuse unsafe production settings (warn elsewhere) and load the signing keys.
+
+    Raises:
+        SettingsError: production settings are unsafe, or the keys are unusable.
+    """
+    problems = unsafe_settings(settings, snapshot)
+    if problems and settings.production:
+        raise SettingsError("refusing to start in production: " + "; ".join(problems))
+    for problem in problems:
+        log.warning("not safe for production: %s", problem)
+    return load_keys(settings)
