@@ -39,7 +39,7 @@ from engine.web import (
 )
 from engine.web.guard import after_request, guard
 from engine.web.mcp_sessions import SessionStore
-from engine.web.reloading import start_reload_triggers
+from engine.web.reloading import release_free_memory, start_reload_triggers
 from engine.web.responses import ApiError, error_response
 from engine.web.startup import check_startup
 from engine.web.state import Gateway, PolicyStatus, attach, gateway
@@ -104,6 +104,7 @@ async def _start() -> None:
     gw.sessions = SessionStore(gw.cache.client if isinstance(gw.cache, RedisCache) else None)
     await gw.directory.start()
     start_reload_triggers(gw)
+    release_free_memory()
 
 
 async def _open_cache(settings: Settings) -> Cache | None:
