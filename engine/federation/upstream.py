@@ -19,16 +19,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["PROTOCOL_VERSION", "UpstreamClient", "UpstreamError"]
+__all__ = ["PROTOCOL_VERSION", "Relay", "UpstreamClient", "UpstreamError"]
 
 PROTOCOL_VERSION: Final = "2025-11-25"
+
+Relay = Callable[[dict[str, Any]], Awaitable[None]]
+"""Receives the notifications an upstream sends before its reply."""
 
 
 class UpstreamError(Exception):
@@ -72,17 +75,23 @@ class UpstreamClient:
                     pass
         await self._http.close()
 
-    async def request(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
-        """The `result` of one JSON-RPC request, opening the session if needed."""
+    async def request(
+        self, method: str, params: Mapping[str, Any] | None = None, *, on_message: Relay | None = None
+    ) -> Any:
+        """The `result` of one JSON-RPC request, opening the session if needed.
+
+        Notifications the upstream sends on the way (progress, log messages) are passed
+        to `on_message` as they arrive, before the result.
+        """
         await self._ensure_session()
         try:
-            return await self._call(method, params)
+            return await self._call(method, params, on_message=on_message)
         except UpstreamError as err:
             if err.code != "session_expired":
                 raise
         self._session = None
         await self._ensure_session()
-        return await self._call(method, params)
+        return await self._call(method, params, on_message=on_message)
 
     async def _ensure_session(self) -> None:
         async with self._lock:
@@ -95,7 +104,7 @@ class UpstreamClient:
             }
             result = await self._call("initialize", params, initializing=True)
             self._version = str(result.get("protocolVersion", PROTOCOL_VERSION))
-            await self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            await self._notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
     def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": self._version}
@@ -103,32 +112,75 @@ class UpstreamClient:
             headers["Mcp-Session-Id"] = self._session
         return headers
 
-    async def _post(self, message: Mapping[str, Any]) -> tuple[int, str, str, bytes]:
-        """Status, content type, session header and body of one POST."""
+    async def _notify(self, message: Mapping[str, Any]) -> None:
         import aiohttp
 
         try:
             async with self._client().post(self.url, json=dict(message), headers=self._headers()) as response:
-                body = await response.read()
+                await response.read()
+        except TimeoutError as err:
+            raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from err
+        except aiohttp.ClientError as err:
+            raise UpstreamError(
+                "upstream_unavailable", f"the upstream cannot be reached ({type(err).__name__})"
+            ) from err
+
+    async def _exchange(
+        self, message: Mapping[str, Any], ident: int, on_message: Relay | None
+    ) -> tuple[str, dict[str, Any]]:
+        """The session header and the reply to `ident`, reading SSE as it streams."""
+        import aiohttp
+
+        try:
+            async with self._client().post(self.url, json=dict(message), headers=self._headers()) as response:
                 kind = response.headers.get("Content-Type", "").split(";")[0].strip()
-                return response.status, kind, response.headers.get("Mcp-Session-Id", ""), body
+                session = response.headers.get("Mcp-Session-Id", "")
+                if kind != "text/event-stream" or response.status >= 400:
+                    return session, _reply(response.status, kind, await response.read(), ident)
+                lines: list[str] = []
+                async for raw in response.content:
+                    line = raw.decode().rstrip("\r\n")
+                    if line.startswith("data:"):
+                        lines.append(line[5:].removeprefix(" "))
+                    if line or not lines:
+                        continue
+                    data, lines = "\n".join(lines), []
+                    if not data.strip():
+                        continue  # a priming event: an id and no data
+                    event = _event(data)
+                    if event.get("id") == ident and ("result" in event or "error" in event):
+                        return session, event
+                    if on_message is not None and "method" in event and "id" not in event:
+                        await on_message(event)
+                raise UpstreamError("upstream_protocol", "the upstream's answer has no reply to the request")
         except TimeoutError as err:
             raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from err
         except aiohttp.ClientError as err:
             reason = f"the upstream cannot be reached ({type(err).__name__})"
             raise UpstreamError("upstream_unavailable", reason) from err
 
-    async def _call(self, method: str, params: Mapping[str, Any] | None, *, initializing: bool = False) -> Any:
+    async def _call(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        *,
+        initializing: bool = False,
+        on_message: Relay | None = None,
+    ) -> Any:
         ident = next(self._ids)
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": ident, "method": method}
         if params is not None:
             message["params"] = dict(params)
-        status, kind, session, body = await self._post(message)
-        if status == 404 and self._session is not None and not initializing:
-            raise UpstreamError("session_expired", "the upstream ended the session")
+        try:
+            session, reply = await self._exchange(message, ident, on_message)
+        except UpstreamError as err:
+            if err.code != "session_gone":
+                raise
+            if initializing:
+                raise UpstreamError("upstream_protocol", "the upstream answered HTTP 404") from err
+            raise UpstreamError("session_expired", "the upstream ended the session") from err
         if initializing:
             self._session = session or None
-        reply = _reply(status, kind, body, ident)
         if "error" in reply:
             error = reply["error"] if isinstance(reply["error"], dict) else {}
             raise UpstreamError(
@@ -138,6 +190,14 @@ class UpstreamClient:
                 data=error.get("data"),
             )
         return reply.get("result", {})
+
+
+def _event(data: str) -> dict[str, Any]:
+    try:
+        event = json.loads(data)
+    except ValueError as err:
+        raise UpstreamError("upstream_protocol", "the upstream's answer is not JSON") from err
+    return event if isinstance(event, dict) else {}
 
 
 def _sse_data(text: str) -> list[str]:
@@ -155,6 +215,8 @@ def _sse_data(text: str) -> list[str]:
 
 
 def _reply(status: int, kind: str, body: bytes, ident: int) -> dict[str, Any]:
+    if status == 404:
+        raise UpstreamError("session_gone", "the upstream does not know the session")
     if status >= 400 and kind != "application/json":
         raise UpstreamError("upstream_protocol", f"the upstream answered HTTP {status}")
     try:

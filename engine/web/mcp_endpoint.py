@@ -26,6 +26,7 @@ from typing import Any, Final
 from quart import Blueprint, Response, g, request
 
 from engine.decide import Decision, RequestContext, decide
+from engine.federation.upstream import Relay
 from engine.store.catalog import Server
 from engine.web.catalog import visible
 from engine.web.mcp_methods import METHODS, McpContext, RpcError
@@ -172,6 +173,8 @@ async def _post(server: Server | None, session: McpSession | None, header_versio
     messages = payload if batch else [payload]
     if session is None and not any(isinstance(m, dict) and m.get("method") == "initialize" for m in messages):
         return error_response(400, "session_required", "`Mcp-Session-Id` is required after `initialize`")
+    if not batch and _streamable(payload, accept):
+        return _streamed(payload, server, session, version)
     replies: list[dict[str, Any]] = []
     headers: dict[str, str] = {}
     for message in messages:
@@ -187,8 +190,57 @@ async def _post(server: Server | None, session: McpSession | None, header_versio
     return response
 
 
+def _streamable(message: Any, accept: str) -> bool:
+    """A tool call whose client takes SSE, and which the policy allows, is streamed."""
+    return (
+        "text/event-stream" in accept
+        and isinstance(message, dict)
+        and message.get("method") == "tools/call"
+        and "id" in message
+        and _judge("tools/call").allow
+    )
+
+
+def _streamed(message: dict[str, Any], server: Server | None, session: McpSession | None, version: str) -> Response:
+    """Answer with SSE: upstream progress and log notifications first, then the result."""
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    task = asyncio.ensure_future(_handle(message, server, session, version, {}, relay=queue.put))
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield _event(getter.result())
+                    continue
+                getter.cancel()
+                while not queue.empty():
+                    yield _event(queue.get_nowait())
+                outcome = task.result()
+                if isinstance(outcome, dict):
+                    yield _event(outcome)
+                return
+        finally:
+            task.cancel()
+
+    response = Response(events(), content_type="text/event-stream")
+    response.headers["Cache-Control"] = "no-store"
+    response.timeout = None
+    return response
+
+
+def _event(message: dict[str, Any]) -> bytes:
+    return f"event: message\ndata: {json.dumps(message)}\n\n".encode()
+
+
 async def _handle(
-    message: Any, server: Server | None, session: McpSession | None, version: str, headers: dict[str, str]
+    message: Any,
+    server: Server | None,
+    session: McpSession | None,
+    version: str,
+    headers: dict[str, str],
+    relay: Relay | None = None,
 ) -> dict[str, Any] | Response | None:
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(message.get("method"), str):
         ident = message.get("id") if isinstance(message, dict) else None
@@ -214,7 +266,7 @@ async def _handle(
         opened = await gateway().sessions.open(g.user.email, request.path, version)
         headers["Mcp-Session-Id"] = opened.id
     try:
-        result = await handler(McpContext(decision, server, version), params)
+        result = await handler(McpContext(decision, server, version, relay), params)
     except RpcError as err:
         return _rpc_error(ident, err)
     return {"jsonrpc": "2.0", "id": ident, "result": result}

@@ -21,7 +21,7 @@ from quart import g
 
 from engine import __version__
 from engine.decide import Access, Decision
-from engine.federation.upstream import UpstreamError
+from engine.federation.upstream import Relay, UpstreamError
 from engine.store.catalog import Server, Upstream
 from engine.store.queries import visible_rows
 from engine.web.gateways import upstream_client
@@ -57,6 +57,8 @@ class McpContext:
     decision: Decision
     server: Server | None
     version: str
+    relay: Relay | None = None
+    """Where upstream progress and log notifications go, when the client streams."""
 
 
 async def _rows(
@@ -147,10 +149,14 @@ async def tools_call(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
     arguments = params.get("arguments") or {}
     if not isinstance(arguments, dict):
         raise RpcError(-32602, "`arguments` must be an object")
-    return await call_tool(tool, arguments)
+    meta = params.get("_meta")
+    progress = meta.get("progressToken") if isinstance(meta, dict) else None
+    return await call_tool(tool, arguments, relay=ctx.relay, progress_token=progress)
 
 
-async def call_tool(tool: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
+async def call_tool(
+    tool: dict[str, Any], arguments: dict[str, Any], *, relay: Relay | None = None, progress_token: Any = None
+) -> dict[str, Any]:
     """Check, forward and check again: the one way a tool is run, over MCP or REST."""
     if tool["changed"] and g.snapshot.content.tool_changes == "block":
         message = f"tool `{tool['name']}` changed upstream since it was approved"
@@ -159,9 +165,31 @@ async def call_tool(tool: dict[str, Any], arguments: dict[str, Any]) -> dict[str
         checked = check_text("tool_args", json.dumps(arguments), field="arguments")
     except ContentRefused as err:
         raise _refused(err) from err
-    forwarded = {"name": tool["upstream_name"], "arguments": json.loads(checked)}
-    result = await _forward(tool["upstream_id"], "tools/call", forwarded)
+    forwarded: dict[str, Any] = {"name": tool["upstream_name"], "arguments": json.loads(checked)}
+    if progress_token is not None and isinstance(progress_token, str | int):
+        forwarded["_meta"] = {"progressToken": progress_token}
+    notes = _checked_notes(relay) if relay is not None else None
+    result = await _forward(tool["upstream_id"], "tools/call", forwarded, notes)
     return _checked_contents(result, "content", "tool_result")
+
+
+_RELAYED: Final = frozenset({"notifications/progress", "notifications/message"})
+
+
+def _checked_notes(relay: Relay) -> Relay:
+    """Pass on progress and log notifications whose content the policy accepts."""
+
+    async def checked(note: dict[str, Any]) -> None:
+        if note.get("method") not in _RELAYED:
+            return
+        params = note.get("params") if isinstance(note.get("params"), dict) else {}
+        try:
+            check_text("tool_result", json.dumps(params), field="notification")
+        except ContentRefused:
+            return  # logged by the pipeline; a refused note is simply not passed on
+        await relay({"jsonrpc": "2.0", "method": note["method"], "params": params})
+
+    return checked
 
 
 async def find_tool(ctx: McpContext, **where: Any) -> dict[str, Any] | None:
@@ -169,7 +197,9 @@ async def find_tool(ctx: McpContext, **where: Any) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
-async def _forward(upstream_id: str | None, method: str, params: dict[str, Any]) -> dict[str, Any]:
+async def _forward(
+    upstream_id: str | None, method: str, params: dict[str, Any], relay: Relay | None = None
+) -> dict[str, Any]:
     if upstream_id is None:
         raise RpcError(-32013, "this item has no upstream to serve it", {"code": "not_available"})
     gw = gateway()
@@ -180,7 +210,7 @@ async def _forward(upstream_id: str | None, method: str, params: dict[str, Any])
             raise RpcError(-32013, "this item's upstream is gone", {"code": "not_available"})
         client = upstream_client(gw, row)
     try:
-        result = await client.request(method, params)
+        result = await client.request(method, params, on_message=relay)
     except UpstreamError as err:
         if err.code == "upstream_error":
             raise RpcError(int(err.rpc_code or -32603), err.message, {"code": "upstream_error"}) from err

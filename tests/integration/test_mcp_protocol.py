@@ -117,6 +117,25 @@ def test_sse_answers_when_only_sse_is_accepted(env: dict[str, Any]) -> None:
     assert json.loads(data[5:])["result"]["protocolVersion"] == "2025-11-25"
 
 
+def test_progress_and_log_notifications_stream_before_the_result(env: dict[str, Any]) -> None:
+    gw, token = env["gw"], mint(claims(teams=None))
+    session = _open(gw, token)
+    call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "count", "arguments": {}, "_meta": {"progressToken": "p-1"}}}  # fmt: skip
+    response = _call(gw, token, session, call)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    messages = [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+    progress = [m["params"]["progress"] for m in messages if m.get("method") == "notifications/progress"]
+    logs = [m["params"]["data"] for m in messages if m.get("method") == "notifications/message"]
+    assert progress == [1, 2, 3]
+    assert all(m["params"]["progressToken"] == "p-1" for m in messages if m.get("method") == "notifications/progress")
+    assert logs == ["step 1", "step 2", "step 3"]
+    assert messages[-1]["id"] == 5
+    assert messages[-1]["result"]["content"][0]["text"] == "counted"
+    json_only = _call(gw, token, session, call, Accept="application/json")
+    assert json_only.json()["result"]["content"][0]["text"] == "counted"
+
+
 def test_foreign_origins_are_refused(env: dict[str, Any]) -> None:
     gw, token = env["gw"], mint(claims(teams=None))
     refused = httpx.post(f"{gw.url}/mcp", headers=_headers(token, Origin="https://evil.example"), json=INIT)

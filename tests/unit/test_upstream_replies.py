@@ -44,3 +44,53 @@ def test_unusable_replies_are_protocol_errors(status: int, kind: str, body: byte
     with pytest.raises(UpstreamError) as caught:
         _reply(status, kind, body, 7)
     assert caught.value.code == code
+
+
+def test_the_streaming_reader_skips_priming_events_and_relays_notifications() -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    from engine.federation.upstream import UpstreamClient
+    from tests.integration.servers import free_port
+
+    note = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}
+
+    async def mcp(request: web.Request) -> web.StreamResponse:
+        message = await request.json()
+        if message["method"] == "initialize":
+            reply = {"jsonrpc": "2.0", "id": message["id"], "result": {"protocolVersion": "2025-11-25"}}
+            return web.json_response(reply, headers={"Mcp-Session-Id": "s1"})
+        if "id" not in message:
+            return web.Response(status=202)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"id: 1\ndata:\n\n")
+        await response.write(f"event: message\ndata: {json.dumps(note)}\n\n".encode())
+        await response.write(f"data: {json.dumps({**RESULT, 'id': message['id']})}\n\n".encode())
+        await response.write_eof()
+        return response
+
+    async def scenario() -> tuple[object, list[dict[str, object]]]:
+        app = web.Application()
+        app.router.add_post("/mcp", mcp)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        seen: list[dict[str, object]] = []
+
+        async def relay(message: dict[str, object]) -> None:
+            seen.append(message)
+
+        client = UpstreamClient(f"http://127.0.0.1:{port}/mcp", {})
+        try:
+            result = await client.request("tools/call", {"name": "x"}, on_message=relay)
+        finally:
+            await client.close()
+            await runner.cleanup()
+        return result, seen
+
+    result, seen = asyncio.run(scenario())
+    assert result == RESULT["result"]
+    assert seen == [note]

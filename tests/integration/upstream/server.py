@@ -47,6 +47,15 @@ def leak() -> str:
 
 
 @server.tool()
+async def count(ctx: Context) -> str:
+    """Count to three, reporting progress and logging each step."""
+    for step in (1, 2, 3):
+        await ctx.report_progress(step, 3)
+        await ctx.info(f"step {step}")
+    return "counted"
+
+
+@server.tool()
 def test_simple_text() -> str:
     """Conformance fixture: a plain text result."""
     return "This is a simple text response for testing."
