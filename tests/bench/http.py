@@ -51,6 +51,9 @@ def run(alg: str, workers: int, seconds: int, folder: Path) -> dict[str, Any]:
     try:
         wait_until_healthy(server)
         ready_s = time.perf_counter() - started
+        # /ready answers as soon as one worker is up; wrk's keep-alive connections would all
+        # stay on that worker if the load started before the others listen.
+        time.sleep(2.0 if workers > 1 else 0.0)
         token = server.login()
         for i in range(5):
             httpx.post(
