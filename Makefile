@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# Byte-compile the package once: with PYTHONDONTWRITEBYTECODE set, as on some
+	# machines, it would otherwise be compiled again on every start of the gateway.
+	$(BIN)/python -m compileall -q engine
 	touch $@
 
 lint: $(STAMP)
