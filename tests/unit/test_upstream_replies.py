@@ -94,3 +94,37 @@ def test_the_streaming_reader_skips_priming_events_and_relays_notifications() ->
     result, seen = asyncio.run(scenario())
     assert result == RESULT["result"]
     assert seen == [note]
+
+
+def test_timeouts_and_refused_connections_have_their_own_codes() -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    from engine.federation.upstream import UpstreamClient
+    from tests.integration.servers import free_port
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.json_response({})
+
+    async def scenario() -> tuple[str, str]:
+        app = web.Application()
+        app.router.add_post("/mcp", slow)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        codes = []
+        for url in (f"http://127.0.0.1:{port}/mcp", f"http://127.0.0.1:{free_port()}/mcp"):
+            client = UpstreamClient(url, {}, timeout=0.3)
+            try:
+                await client.request("ping")
+            except UpstreamError as err:
+                codes.append(err.code)
+            finally:
+                await client.close()
+        await runner.cleanup()
+        return codes[0], codes[1]
+
+    assert asyncio.run(scenario()) == ("upstream_timeout", "upstream_unavailable")

@@ -1,0 +1,35 @@
+"""Rate limits over HTTP: counted by the shell, judged by the policy, answered 429."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.integration.servers import ROOT, Gateway, claims, mint
+
+LIMITS = """
+apiVersion: policygate/v1
+kind: RateLimits
+metadata:
+  name: default
+spec:
+  enabled: true
+  buckets:
+    - {id: per-token, key: token, limit: 3, windowSeconds: 3600}
+"""
+
+
+def test_the_fourth_request_in_the_window_is_refused(start: Callable[..., Gateway], tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "ratelimits.yaml").write_text(LIMITS)
+    server = start(POLICY_PATHS=f"{ROOT / 'policies'},{overlay}")
+    token = mint(claims(teams=None))
+    client = server.client(token)
+    assert [client.get("/auth/me").status_code for _ in range(3)] == [200, 200, 200]
+    refused = client.get("/auth/me")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (429, "rate_limited")
+    assert 0 < int(refused.headers["retry-after"]) <= 3600
+    other = server.client(mint(claims(teams=None)))
+    assert other.get("/auth/me").status_code == 200, "each token has its own budget"
+    assert server.client(token).get("/health").status_code == 200, "public routes are not counted"
