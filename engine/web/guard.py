@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import datetime as dt
 import json
 import logging
 import re
@@ -26,6 +27,7 @@ from engine.decide.tokens import check_token
 from engine.passwords import verify_password
 from engine.policy import Snapshot
 from engine.signing import read_token, verify_signature
+from engine.store.models import ApiToken
 from engine.store.models import User as UserRow
 from engine.store.queries import use_store
 from engine.web.responses import error_response
@@ -70,7 +72,35 @@ async def guard() -> Response | None:
         return error_response(decision.status, str(decision.reason), decision.message, headers=headers)
     if log.isEnabledFor(logging.DEBUG):
         _log(decision, snapshot)
+    if ctx.token is not None and ctx.token.jti and ctx.token.claims.get("token_use") == "api":
+        _note_use(gw, ctx.token.jti, ctx.now)
     return None
+
+
+_USE_INTERVAL: Final = 60.0
+
+
+def _note_use(gw: Gateway, jti: str, now: float) -> None:
+    """Record an API token's last use, at most once a minute per token and process.
+
+    The write runs in the background so a request never waits for it, and losing one
+    (a store hiccup) only makes `last_used_at` a minute staler.
+    """
+    if now - gw.last_used.get(jti, 0.0) < _USE_INTERVAL:
+        return
+    if len(gw.last_used) >= _VERIFIED_MAX:
+        gw.last_used.clear()
+    gw.last_used[jti] = now
+    task = asyncio.ensure_future(_write_use(jti, now))
+    gw.background.add(task)
+    task.add_done_callback(gw.background.discard)
+
+
+async def _write_use(jti: str, now: float) -> None:
+    try:
+        await ApiToken.filter(jti=jti).update(last_used_at=dt.datetime.fromtimestamp(now, tz=dt.UTC))
+    except Exception as err:
+        log.warning("could not record token use: %s", type(err).__name__)
 
 
 async def _context(gw: Gateway, snapshot: Snapshot, now: float) -> tuple[RequestContext, _Early]:

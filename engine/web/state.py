@@ -46,6 +46,8 @@ class Gateway:
     upstreams: dict[str, Any] = field(default_factory=dict)
     sessions: Any = None
     listeners: set[Any] = field(default_factory=set)
+    last_used: dict[str, float] = field(default_factory=dict)
+    background: set[Any] = field(default_factory=set)
     verified: dict[str, Any] = field(default_factory=dict)
     tasks: list[Any] = field(default_factory=list)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -33,6 +35,13 @@ def test_create_list_and_use_a_token(gateway: Gateway, developer: str) -> None:
     scoped = gateway.client(body["token"])
     me = scoped.get("/auth/me").json()
     assert me["permissions"] == ["tools.read"]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the use is recorded in the background
+        used = {t["jti"]: t["last_used_at"] for t in client.get("/tokens").json()["items"]}
+        if used[body["jti"]] is not None:
+            break
+        time.sleep(0.05)
+    assert used[body["jti"]] is not None
 
 
 def test_a_token_cannot_hold_more_than_its_creator(gateway: Gateway, developer: str) -> None:
