@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from aiohttp import web
 
-from engine.federation.upstream import UpstreamError, _reply
+from engine.federation.upstream import UpstreamClient, UpstreamError, _reply
+from tests.integration.servers import free_port
 
 RESULT = {"jsonrpc": "2.0", "id": 7, "result": {"tools": []}}
+
+
+@contextlib.asynccontextmanager
+async def _upstream(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """A throw-away HTTP server on loopback answering POST /mcp with `handler`."""
+    app = web.Application()
+    app.router.add_post("/mcp", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        await runner.cleanup()
 
 
 def test_json_reply() -> None:
@@ -47,13 +67,6 @@ def test_unusable_replies_are_protocol_errors(status: int, kind: str, body: byte
 
 
 def test_the_streaming_reader_skips_priming_events_and_relays_notifications() -> None:
-    import asyncio
-
-    from aiohttp import web
-
-    from engine.federation.upstream import UpstreamClient
-    from tests.integration.servers import free_port
-
     note = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}
 
     async def mcp(request: web.Request) -> web.StreamResponse:
@@ -72,23 +85,17 @@ def test_the_streaming_reader_skips_priming_events_and_relays_notifications() ->
         return response
 
     async def scenario() -> tuple[object, list[dict[str, object]]]:
-        app = web.Application()
-        app.router.add_post("/mcp", mcp)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
         seen: list[dict[str, object]] = []
 
         async def relay(message: dict[str, object]) -> None:
             seen.append(message)
 
-        client = UpstreamClient(f"http://127.0.0.1:{port}/mcp", {})
-        try:
-            result = await client.request("tools/call", {"name": "x"}, on_message=relay)
-        finally:
-            await client.close()
-            await runner.cleanup()
+        async with _upstream(mcp) as url:
+            client = UpstreamClient(url, {})
+            try:
+                result = await client.request("tools/call", {"name": "x"}, on_message=relay)
+            finally:
+                await client.close()
         return result, seen
 
     result, seen = asyncio.run(scenario())
@@ -97,34 +104,21 @@ def test_the_streaming_reader_skips_priming_events_and_relays_notifications() ->
 
 
 def test_timeouts_and_refused_connections_have_their_own_codes() -> None:
-    import asyncio
-
-    from aiohttp import web
-
-    from engine.federation.upstream import UpstreamClient
-    from tests.integration.servers import free_port
-
     async def slow(request: web.Request) -> web.Response:
         await asyncio.sleep(2)
         return web.json_response({})
 
     async def scenario() -> tuple[str, str]:
-        app = web.Application()
-        app.router.add_post("/mcp", slow)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
         codes = []
-        for url in (f"http://127.0.0.1:{port}/mcp", f"http://127.0.0.1:{free_port()}/mcp"):
-            client = UpstreamClient(url, {}, timeout=0.3)
-            try:
-                await client.request("ping")
-            except UpstreamError as err:
-                codes.append(err.code)
-            finally:
-                await client.close()
-        await runner.cleanup()
+        async with _upstream(slow) as url:
+            for target in (url, f"http://127.0.0.1:{free_port()}/mcp"):
+                client = UpstreamClient(target, {}, timeout=0.3)
+                try:
+                    await client.request("ping")
+                except UpstreamError as err:
+                    codes.append(err.code)
+                finally:
+                    await client.close()
         return codes[0], codes[1]
 
     assert asyncio.run(scenario()) == ("upstream_timeout", "upstream_unavailable")
