@@ -56,6 +56,8 @@ def run_server(settings: Settings, snapshot: Snapshot | None = None) -> int:
         return 0
     # Fail once, here, rather than in every worker; the web stack is left to the workers.
     check_startup(settings, snapshot if snapshot is not None else gateway_snapshot(settings.policy_paths))
+    # Create the schema and the admin once, before workers race to do it.
+    asyncio.run(_prepare_store(settings))
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker, args=(settings,), daemon=False) for _ in range(settings.workers)]
     for worker in workers:
@@ -73,6 +75,17 @@ def run_server(settings: Settings, snapshot: Snapshot | None = None) -> int:
         worker.join()
         codes.append(worker.exitcode or 0)
     return max(codes)
+
+
+async def _prepare_store(settings: Settings) -> None:
+    from engine.store.queries import bootstrap_admin, close_store, open_store
+
+    store = await open_store(settings.store_url)
+    try:
+        if await bootstrap_admin(settings.platform_admin_email, settings.platform_admin_password):
+            log.info("created the platform admin account")
+    finally:
+        await close_store(store)
 
 
 def _worker(settings: Settings) -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 from tortoise import Tortoise
 from tortoise.context import TortoiseContext
+from tortoise.exceptions import IntegrityError
 
 from engine.decide import User
 from engine.passwords import hash_password
@@ -56,6 +58,8 @@ async def open_store(url: str) -> TortoiseContext:
     two apps in one process (tests, or a gateway and its tools) never share connections.
     Each request activates it with `use_store`.
     """
+    if url.startswith("sqlite://"):
+        Path(url.removeprefix("sqlite://")).parent.mkdir(parents=True, exist_ok=True)
     context = TortoiseContext()
     use_store(context)
     await context.init(db_url=_database_url(url), modules={"models": MODELS})
@@ -169,7 +173,12 @@ async def bootstrap_admin(email: str, password: str) -> bool:
     """Create the platform admin on first start; an existing account is left as it is."""
     if await UserRow.filter(email=email).exists():
         return False
-    await UserRow.create(email=email, password_hash=hash_password(password), is_admin=True, full_name="Platform admin")
+    try:
+        await UserRow.create(
+            email=email, password_hash=hash_password(password), is_admin=True, full_name="Platform admin"
+        )
+    except IntegrityError:
+        return False  # another process created it between the check and the insert
     return True
 
 

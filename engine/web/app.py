@@ -93,8 +93,6 @@ def create_app(settings: Settings, *, snapshot: Snapshot | None = None) -> Quart
 async def _start() -> None:
     gw = gateway()
     settings = gw.settings
-    if settings.store_url.startswith("sqlite://"):
-        Path(settings.store_url.removeprefix("sqlite://")).parent.mkdir(parents=True, exist_ok=True)
     gw.store = await open_store(settings.store_url)
     if await bootstrap_admin(settings.platform_admin_email, settings.platform_admin_password):
         log.info("created the platform admin account")
