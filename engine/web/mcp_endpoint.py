@@ -123,6 +123,9 @@ async def _endpoint(server_id: str | None) -> Response:
     refused = _origin_refused()
     if refused is not None:
         return refused
+    if g.get("user") is None:
+        # Sessions are bound to a user; even with AUTH_REQUIRED off, MCP needs one.
+        return error_response(401, "auth_required", "the MCP endpoint needs an authenticated user")
     server = await _server(server_id)
     if isinstance(server, Response):
         return server

@@ -256,3 +256,9 @@ def test_a_changed_upstream_tool_is_blocked_until_approved(tmp_path_factory: pyt
             assert asyncio.run(call()) == "2"
     finally:
         stop_server(gw)
+
+
+def test_anonymous_callers_get_401_even_when_authentication_is_optional(start: Any) -> None:
+    server = start(AUTH_REQUIRED="false")
+    response = httpx.post(f"{server.url}/mcp", headers={"Accept": "application/json"}, json=INIT)
+    assert (response.status_code, response.json()["error"]["code"]) == (401, "auth_required")
