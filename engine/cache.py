@@ -129,7 +129,14 @@ class RedisCache:
         await self.client.delete(f"policygate:user:{email}")
 
     async def add_revoked(self, jti: str) -> None:
-        await self.client.sadd(_REVOKED, jti)
+        try:
+            await self.client.sadd(_REVOKED, jti)
+        except Exception:
+            # SECURITY: the set may now miss this jti; without the marker every look-up
+            # asks the store instead, until the next start primes the set again.
+            with suppress(Exception):
+                await self.client.delete(_PRIMED)
+            raise
 
     async def prime(self, jtis: list[str]) -> None:
         async with self.client.pipeline(transaction=True) as pipe:
@@ -209,5 +216,7 @@ class Directory:
             await self.cache.forget_user(email)
 
     async def revoked(self, jti: str) -> None:
+        """Tell the cache; the store already holds the revocation, so a cache failure is
+        reported (the caller answers 503) but never leaves the jti usable."""
         if self.cache is not None:
             await self.cache.add_revoked(jti)

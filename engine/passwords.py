@@ -13,12 +13,16 @@ import hmac
 import secrets
 from typing import Final
 
-__all__ = ["hash_password", "verify_password"]
+__all__ = ["TIMING_HASH", "hash_password", "verify_password"]
 
 _N: Final = 2**14
 _R: Final = 8
 _P: Final = 1
 _LENGTH: Final = 32
+
+TIMING_HASH: Final = "scrypt$16384$8$1$x-ScGz9TuLlWMcjjgt7xKg$WeUwV7yVC-yqgBEBPc2_nqNswP4HtnU6pHMvueX7me8"
+"""The hash of a random password nobody kept: checked for unknown emails so that both
+answers take one scrypt run and timing does not reveal which accounts exist."""
 
 
 def hash_password(password: str) -> str:

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 from contextlib import suppress
+from pathlib import Path
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
@@ -78,8 +79,10 @@ def run_server(settings: Settings, snapshot: Snapshot | None = None) -> int:
 
 
 async def _prepare_store(settings: Settings) -> None:
+    from engine.federation.sealing import sealer_for
     from engine.store.queries import bootstrap_admin, close_store, open_store
 
+    sealer_for(settings.auth_encryption_secret, Path(settings.data_dir))  # made once, not raced by workers
     store = await open_store(settings.store_url)
     try:
         if await bootstrap_admin(settings.platform_admin_email, settings.platform_admin_password):

@@ -293,7 +293,11 @@ def _windows(raw: Any, problems: list[str]) -> tuple[TimeWindow, ...] | None:
             if not isinstance(window, Mapping) or window.get("timezone", "UTC") != "UTC":
                 raise ValueError(window)
             days = window.get("weekdays", list(_WEEKDAYS))
-            if not isinstance(days, list) or not set(days) <= set(_WEEKDAYS):
+            if (
+                not isinstance(days, list)
+                or not all(isinstance(d, str) for d in days)
+                or not set(days) <= set(_WEEKDAYS)
+            ):
                 raise ValueError(days)
             windows.append(
                 TimeWindow(

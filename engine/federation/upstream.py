@@ -30,6 +30,9 @@ __all__ = ["PROTOCOL_VERSION", "Relay", "UpstreamClient", "UpstreamError"]
 
 PROTOCOL_VERSION: Final = "2025-11-25"
 
+MAX_REPLY_BYTES: Final = 64 * 1024 * 1024
+"""An upstream answer larger than this is refused rather than held in memory."""
+
 Relay = Callable[[dict[str, Any]], Awaitable[None]]
 """Receives the notifications an upstream sends before its reply."""
 
@@ -116,7 +119,8 @@ class UpstreamClient:
         import aiohttp
 
         try:
-            async with self._client().post(self.url, json=dict(message), headers=self._headers()) as response:
+            post = self._client().post(self.url, json=dict(message), headers=self._headers(), allow_redirects=False)
+            async with post as response:
                 await response.read()
         except TimeoutError as err:
             raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from err
@@ -132,14 +136,22 @@ class UpstreamClient:
         import aiohttp
 
         try:
-            async with self._client().post(self.url, json=dict(message), headers=self._headers()) as response:
+            post = self._client().post(self.url, json=dict(message), headers=self._headers(), allow_redirects=False)
+            async with post as response:
                 kind = response.headers.get("Content-Type", "").split(";")[0].strip()
                 session = response.headers.get("Mcp-Session-Id", "")
                 if kind != "text/event-stream" or response.status >= 400:
-                    return session, _reply(response.status, kind, await response.read(), ident)
+                    body = await response.content.read(MAX_REPLY_BYTES + 1)
+                    if len(body) > MAX_REPLY_BYTES:
+                        raise UpstreamError("upstream_protocol", "the upstream's answer is too large")
+                    return session, _reply(response.status, kind, body, ident)
                 lines: list[str] = []
+                received = 0
                 async for raw in response.content:
-                    line = raw.decode().rstrip("\r\n")
+                    received += len(raw)
+                    if received > MAX_REPLY_BYTES:
+                        raise UpstreamError("upstream_protocol", "the upstream's answer is too large")
+                    line = raw.decode(errors="replace").rstrip("\r\n")
                     if line.startswith("data:"):
                         lines.append(line[5:].removeprefix(" "))
                     if line or not lines:
@@ -183,19 +195,23 @@ class UpstreamClient:
             self._session = session or None
         if "error" in reply:
             error = reply["error"] if isinstance(reply["error"], dict) else {}
+            code = error.get("code")
             raise UpstreamError(
                 "upstream_error",
                 str(error.get("message", "upstream error"))[:500],
-                rpc_code=error.get("code"),
+                rpc_code=code if isinstance(code, int) and not isinstance(code, bool) else None,
                 data=error.get("data"),
             )
-        return reply.get("result", {})
+        result = reply.get("result", {})
+        if not isinstance(result, dict):
+            raise UpstreamError("upstream_protocol", "the upstream's result is not an object")
+        return result
 
 
 def _event(data: str) -> dict[str, Any]:
     try:
         event = json.loads(data)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:
         raise UpstreamError("upstream_protocol", "the upstream's answer is not JSON") from err
     return event if isinstance(event, dict) else {}
 
@@ -223,10 +239,10 @@ def _reply(status: int, kind: str, body: bytes, ident: int) -> dict[str, Any]:
         if kind == "application/json":
             messages = [json.loads(body)]
         elif kind == "text/event-stream":
-            messages = [json.loads(data) for data in _sse_data(body.decode())]
+            messages = [json.loads(data) for data in _sse_data(body.decode(errors="replace"))]
         else:
             raise UpstreamError("upstream_protocol", f"the upstream answered `{kind or 'no content type'}`")
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:
         raise UpstreamError("upstream_protocol", "the upstream's answer is not JSON") from err
     for message in messages:
         if isinstance(message, dict) and message.get("id") == ident:

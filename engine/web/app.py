@@ -112,9 +112,11 @@ async def _open_cache(settings: Settings) -> Cache | None:
         client: Any = Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=2)
         await client.ping()
         return RedisCache(client, settings.cache_ttl_seconds)
-    if settings.workers == 1:
+    if settings.workers == 1 and settings.store_url.startswith("sqlite://"):
+        # Exact only while this process is the store's sole writer: one worker on a local
+        # SQLite file. A shared PostgreSQL may be written by other instances.
         return LocalCache(settings.cache_ttl_seconds)
-    log.warning("several workers without REDIS_URL: every request asks the store (no shared cache)")
+    log.warning("no REDIS_URL: every authenticated request asks the store (no shared cache)")
     return None
 
 
@@ -154,7 +156,9 @@ async def _store_error(err: BaseORMException) -> Response:
 
 
 async def _unexpected(err: Exception) -> Response:
-    if isinstance(err, (ConnectionError, OSError)):
+    from redis.exceptions import RedisError
+
+    if isinstance(err, (ConnectionError, OSError, RedisError)):
         log.error("dependency unavailable: %s", type(err).__name__)
         return error_response(503, "unavailable", "a dependency of the gateway is unavailable")
     log.exception("unexpected error")

@@ -28,7 +28,7 @@ async def read_body(schema: Mapping[str, Any]) -> dict[str, Any]:
     raw = await request.get_data(as_text=False)
     try:
         data = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from err
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_body", "the request body must be a JSON object")

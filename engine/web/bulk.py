@@ -11,7 +11,7 @@ import uuid
 from typing import Any, Final
 
 from cerberus import Validator
-from quart import Blueprint, Response, jsonify
+from quart import Blueprint, Response, g, jsonify
 from tortoise.transactions import in_transaction
 
 from engine.web.bodies import read_body
@@ -41,6 +41,11 @@ async def bulk_import() -> Response:
         kind_name = raw.get("kind")
         if kind_name not in _IMPORTABLE:
             problems.append({"index": index, "code": "invalid_body", "message": f"`kind` must be one of {_IMPORTABLE}"})
+            continue
+        if f"{kind_name}.create" not in g.decision.permissions:
+            problems.append(
+                {"index": index, "code": "permission_missing", "message": f"`{kind_name}.create` is required"}
+            )
             continue
         kind = KINDS[kind_name]
         validator = Validator(dict(kind.schema), allow_unknown=False)

@@ -24,7 +24,7 @@ from quart import Response, g, request
 from engine.decide import AuthMethod, Decision, RequestContext, Token, User, decide
 from engine.decide.access import match_route
 from engine.decide.tokens import check_token
-from engine.passwords import verify_password
+from engine.passwords import TIMING_HASH, verify_password
 from engine.policy import Snapshot
 from engine.signing import read_token, verify_signature
 from engine.store.models import ApiToken
@@ -176,7 +176,9 @@ async def _basic_user(gw: Gateway, credential: str) -> User | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     row = await UserRow.filter(email=email).first()
-    if row is None or not await asyncio.to_thread(verify_password, password, row.password_hash):
+    # An unknown email costs the same scrypt run, so timing does not reveal accounts.
+    stored = row.password_hash if row is not None else TIMING_HASH
+    if not await asyncio.to_thread(verify_password, password, stored) or row is None:
         return None
     return (await gw.directory.lookup(email, None)).user
 
@@ -189,7 +191,7 @@ async def _count(
         "user": user.email if user is not None else None,
         "ip": client_ip,
         "server": token.server_id if token is not None else None,
-        "tool": request.view_args.get("id") if request.view_args and request.path.startswith("/tools/") else None,
+        "tool": _tool_id(),
     }
     counts: dict[str, int] = {}
     cache = gw.cache
@@ -200,6 +202,14 @@ async def _count(
         if value is not None:
             counts[bucket.id] = await cache.count(f"{bucket.id}:{value}", bucket.window_s, now)
     return counts
+
+
+def _tool_id() -> str | None:
+    args = request.view_args or {}
+    if not request.path.startswith("/tools/"):
+        return None
+    value = args.get("item_id") or args.get("tool_id")
+    return str(value) if value is not None else None
 
 
 def _preflight(snapshot: Snapshot) -> Response:

@@ -166,7 +166,7 @@ async def _post(server: Server | None, session: McpSession | None, header_versio
         return error_response(406, "not_acceptable", "accept `application/json` or `text/event-stream`")
     try:
         payload = json.loads(await request.get_data())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return _answer({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}}, wants_json)
     version = session.version if session is not None else header_version or _DEFAULT_VERSION
     batch = isinstance(payload, list)

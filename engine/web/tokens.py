@@ -15,7 +15,8 @@ from typing import Any, Final
 
 from quart import Blueprint, Response, g, jsonify
 
-from engine.decide import Decision
+from engine.decide import Decision, Token
+from engine.decide.model import TeamsClaim
 from engine.issuing import token_claims
 from engine.signing import sign
 from engine.store.models import ApiToken, Revocation
@@ -80,7 +81,13 @@ async def create_token() -> Response:
     beyond = sorted(wanted - decision.permissions)
     if beyond:
         raise ApiError(403, "scope_exceeds_caller", f"you do not hold {', '.join(f'`{p}`' for p in beyond)}")
-    teams = body.get("teams", sorted(user.teams))
+    parent: Token | None = g.get("token")
+    if parent is not None and not parent.session:
+        _within_parent(parent, body, scopes)
+    limit = _parent_teams(parent)
+    teams = body.get("teams", sorted(user.teams if limit is None else user.teams & limit))
+    if limit is not None and (teams is None or not set(teams) <= limit):
+        raise ApiError(403, "scope_exceeds_caller", "a token cannot reach teams its creating token cannot")
     if teams is None:
         if not user.admin:
             raise ApiError(403, "scope_exceeds_caller", "only platform admins may create tokens with `teams: null`")
@@ -97,6 +104,9 @@ async def create_token() -> Response:
             422, "lifetime_exceeded", f"the longest allowed lifetime is {tokens.max_lifetime_s // 60} minutes"
         )
     now = time.time()
+    if parent is not None and parent.exp is not None:
+        # A token made with another token expires no later than it.
+        lifetime = min(lifetime, max(int(parent.exp - now), 0))
     claims = token_claims(
         tokens, subject=user.email, now=now, lifetime_s=lifetime, session=False, teams=teams, scopes=scopes,
         name=body["name"],
@@ -121,6 +131,36 @@ async def create_token() -> Response:
     return response
 
 
+def _parent_teams(parent: Token | None) -> frozenset[str] | None:
+    """Teams an API token made by `parent` may name; None when only memberships limit it."""
+    if parent is None or parent.session or parent.teams_claim is TeamsClaim.NULL:
+        return None
+    return parent.teams
+
+
+def _within_parent(parent: Token, body: dict[str, Any], scopes: dict[str, Any]) -> None:
+    """Carry the creating token's address and time limits over; never widen them."""
+    limits = parent.claims.get("scopes") or {}
+    if parent.networks is not None:
+        requested = [ipaddress.ip_network(c, strict=False) for c in scopes.get("ip_restrictions", [])]
+        if not requested:
+            scopes["ip_restrictions"] = list(limits.get("ip_restrictions", []))
+        elif not all(any(_inside(n, p) for p in parent.networks) for n in requested):
+            raise ApiError(403, "scope_exceeds_caller", "`ip_restrictions` must lie within the creating token's")
+    if parent.windows is not None:
+        if scopes.get("time_restrictions") not in (None, limits.get("time_restrictions")):
+            raise ApiError(403, "scope_exceeds_caller", "`time_restrictions` must be the creating token's")
+        scopes["time_restrictions"] = limits.get("time_restrictions")
+    if parent.server_id is not None:
+        if scopes.get("server_id") not in (None, parent.server_id):
+            raise ApiError(403, "scope_exceeds_caller", "`server_id` must be the creating token's")
+        scopes["server_id"] = parent.server_id
+
+
+def _inside(network: Any, parent: Any) -> bool:
+    return bool(network.version == parent.version and network.subnet_of(parent))
+
+
 @blueprint.get("/tokens")
 async def list_tokens() -> Response:
     """The caller's own API tokens (never the token values)."""
@@ -141,7 +181,7 @@ async def revoke_token(jti: str) -> Response:
 async def revoke_jti(jti: str, actor: str, reason: str) -> bool:
     """Record a revocation in the store and the cache; False when it was already revoked."""
     _, created = await Revocation.get_or_create(jti=jti, defaults={"revoked_by": actor, "reason": reason})
-    await gateway().directory.revoked(jti)
     if created:
         await audit(actor, "token.revoke", jti, {"reason": reason})
+    await gateway().directory.revoked(jti)
     return bool(created)

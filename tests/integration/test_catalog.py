@@ -145,6 +145,9 @@ def test_bulk_import_is_all_or_nothing(server: Gateway) -> None:
     assert (refused.status_code, refused.json()["error"]["code"]) == (422, "bulk_import_rejected")
     assert [p["index"] for p in refused.json()["error"]["details"]] == [1, 2, 3]
     assert "b-tool" not in {t["name"] for t in dev.get("/tools").json()["items"]}
+    tools_only = server.client(mint(claims("dev@example.com", teams=[], scopes={"permissions": ["tools.create"]})))
+    sneaky = tools_only.post("/bulk-import", json={"items": [{"kind": "prompts", "name": "b-sneaky", "template": "x"}]})
+    assert sneaky.json()["error"]["details"][0]["code"] == "permission_missing"
     good = [{"kind": "tools", "name": "b-tool"}, {"kind": "prompts", "name": "b-prompt", "template": "Hi {{ x }}"}]
     accepted = dev.post("/bulk-import", json={"items": good})
     assert accepted.json()["imported"] == 2

@@ -43,7 +43,18 @@ HS_ATTACKS: dict[str, tuple[Callable[[], str], int, str]] = {
     "not a jwt": (lambda: "definitely-not-a-token", 401, "token_malformed"),
     "two parts": (lambda: "eyJhbGciOiJIUzI1NiJ9.e30", 401, "token_malformed"),
     "tampered payload": (lambda: _tampered(), 401, "token_signature_invalid"),
+    "deeply nested header": (lambda: _nested(), 401, "token_malformed"),
+    "malformed weekdays": (
+        lambda: mint(claims(scopes={"time_restrictions": [{"weekdays": [[1]]}]})),
+        401,
+        "token_claim_invalid",
+    ),
 }
+
+
+def _nested() -> str:
+    header = base64.urlsafe_b64encode(b"[" * 11000).rstrip(b"=").decode()
+    return f"{header}.e30.c2ln"
 
 
 def _tampered() -> str:

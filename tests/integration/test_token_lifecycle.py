@@ -142,3 +142,19 @@ def test_the_cli_prints_a_working_token(gateway: Gateway) -> None:
     me = gateway.client(result.stdout.strip()).get("/auth/me").json()
     assert me["email"] == DEV
     assert me["visibility"]["teams"] == ["blue"]
+
+
+def test_a_restricted_token_passes_its_limits_on(gateway: Gateway, developer: str) -> None:
+    client = gateway.client(developer)
+    parent = client.post(
+        "/tokens",
+        json={"name": "parent", "expires_in_minutes": 10, "teams": [],
+              "scopes": {"permissions": ["tokens.create", "tools.read"], "ip_restrictions": ["127.0.0.0/8"]}},
+    ).json()  # fmt: skip
+    minting = gateway.client(parent["token"])
+    child = minting.post("/tokens", json={"name": "child", "expires_in_minutes": 600}).json()
+    assert child["scopes"]["ip_restrictions"] == ["127.0.0.0/8"]
+    assert child["teams"] == []
+    assert child["expires_at"] <= parent["expires_at"]
+    wider = minting.post("/tokens", json={"name": "wider", "scopes": {"ip_restrictions": ["0.0.0.0/0"]}})
+    assert (wider.status_code, wider.json()["error"]["code"]) == (403, "scope_exceeds_caller")
