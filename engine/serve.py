@@ -57,6 +57,12 @@ def run_server(settings: Settings, snapshot: Snapshot | None = None) -> int:
         return 0
     # Fail once, here, rather than in every worker; the web stack is left to the workers.
     check_startup(settings, snapshot if snapshot is not None else gateway_snapshot(settings.policy_paths))
+    if not settings.redis_url:
+        log.warning(
+            "%d workers without REDIS_URL: MCP sessions stay with the worker that made them, "
+            "rate limits are counted per worker and list_changed reaches one worker's clients",
+            settings.workers,
+        )
     # Create the schema and the admin once, before workers race to do it.
     asyncio.run(_prepare_store(settings))
     context = multiprocessing.get_context("spawn")

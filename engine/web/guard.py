@@ -194,9 +194,8 @@ async def _count(
         "tool": _tool_id(),
     }
     counts: dict[str, int] = {}
-    cache = gw.cache
-    if cache is None:
-        return counts
+    # Without a shared cache each process counts alone: budgets then hold per worker.
+    cache = gw.cache if gw.cache is not None else gw.counters
     for bucket in snapshot.limits.buckets:
         value = keys.get(bucket.key)
         if value is not None:

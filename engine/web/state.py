@@ -11,7 +11,7 @@ from typing import Any
 
 from quart import current_app
 
-from engine.cache import Cache, Directory
+from engine.cache import Cache, Directory, LocalCache
 from engine.errors import PolicyError
 from engine.reload import Engine
 from engine.settings import Settings
@@ -47,6 +47,7 @@ class Gateway:
     sessions: Any = None
     listeners: set[Any] = field(default_factory=set)
     last_used: dict[str, float] = field(default_factory=dict)
+    counters: Any = field(default_factory=lambda: LocalCache(0))
     background: set[Any] = field(default_factory=set)
     verified: dict[str, Any] = field(default_factory=dict)
     tasks: list[Any] = field(default_factory=list)
