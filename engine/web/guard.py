@@ -109,6 +109,11 @@ async def _context(gw: Gateway, snapshot: Snapshot, now: float) -> tuple[Request
     base = RequestContext(method, path, now, client_ip)
     found = match_route(snapshot.access, method, path)
     if found is None or not found[0].route_class.authenticate:
+        if found is not None and snapshot.limits.enabled and method not in ("GET", "HEAD"):
+            # Unauthenticated writes (login, registration) are counted per address, so
+            # password guessing meets the same budgets; health checks are not.
+            rate = await _count(gw, snapshot, now, client_ip, None, None)
+            return RequestContext(method, path, now, client_ip, rate=rate), None
         return base, None
     route = found[0]
     header = request.headers.get("Authorization", "")

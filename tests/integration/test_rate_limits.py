@@ -33,3 +33,13 @@ def test_the_fourth_request_in_the_window_is_refused(start: Callable[..., Gatewa
     other = server.client(mint(claims(teams=None)))
     assert other.get("/auth/me").status_code == 200, "each token has its own budget"
     assert server.client(token).get("/health").status_code == 200, "public routes are not counted"
+
+
+def test_login_attempts_are_counted_per_address(start: Callable[..., Gateway], tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "ratelimits.yaml").write_text(LIMITS.replace("per-token, key: token", "per-ip, key: ip"))
+    server = start(POLICY_PATHS=f"{ROOT / 'policies'},{overlay}")
+    guess = {"email": "root@example.com", "password": "guess"}
+    codes = [server.client().post("/auth/login", json=guess).status_code for _ in range(4)]
+    assert codes == [401, 401, 401, 429]
