@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any, Final
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from quart import Blueprint, Response, jsonify
 from tortoise.exceptions import IntegrityError
@@ -50,7 +51,7 @@ def _json(row: Upstream, report: SyncReport | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": row.id,
         "name": row.name,
-        "url": row.url,
+        "url": _shown_url(row.url),
         "prefix": row.prefix,
         "description": row.description,
         "owner": row.owner,
@@ -69,6 +70,17 @@ def _json(row: Upstream, report: SyncReport | None = None) -> dict[str, Any]:
             "refused": report.refused,
         }
     return body
+
+
+def _shown_url(url: str) -> str:
+    """The URL without what may be a secret: user info and query values."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    query = "&".join(f"{k}=***" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def upstream_client(gw: Gateway, row: Upstream) -> UpstreamClient:

@@ -212,9 +212,11 @@ def test_list_changed_is_pushed_on_the_event_stream(env: dict[str, Any]) -> None
 def test_an_unreachable_upstream_fails_alone(env: dict[str, Any]) -> None:
     gw = env["gw"]
     admin = gw.client(mint(claims(teams=None)))
-    dead = admin.post("/gateways", json={"name": "dead", "url": "http://127.0.0.1:9/mcp", "visibility": "public"})
+    url = "http://user:hunter2@127.0.0.1:9/mcp?api_key=abc123"
+    dead = admin.post("/gateways", json={"name": "dead", "url": url, "visibility": "public"})
     assert dead.status_code == 201
     assert dead.json()["status"] == "unreachable"
+    assert dead.json()["url"] == "http://127.0.0.1:9/mcp?api_key=***", "secrets in the URL are never shown"
     assert admin.get("/gateways").json()["items"]
     token = mint(claims(teams=None))
 
