@@ -46,6 +46,7 @@ class VisibilityTable:
     cells: Mapping[tuple[TeamsClaim, bool], Cell]
     session: SessionRule | None
     anonymous: RuleRef
+    narrow_api_tokens: bool = False
 
 
 def build_visibility_table(doc: Document) -> tuple[VisibilityTable | None, list[PolicyError]]:
@@ -89,7 +90,8 @@ def build_visibility_table(doc: Document) -> tuple[VisibilityTable | None, list[
     if errors:
         return None, errors
     anonymous = RuleRef("visibility/anonymous", doc.locate(["cells"], key=True))
-    return VisibilityTable(MappingProxyType(cells), session, anonymous), []
+    narrow = bool(doc.spec.get("apiTokens", {}).get("narrowToMemberships", False))
+    return VisibilityTable(MappingProxyType(cells), session, anonymous, narrow), []
 
 
 def resolve_visibility(
@@ -112,6 +114,9 @@ def resolve_visibility(
             return _visibility(rule.admin_access, teams), rule.ref
         return _visibility(rule.member_access, teams), rule.ref
     cell = table.cells[(shape, user.admin)]
+    if table.narrow_api_tokens and not user.admin:
+        # SECURITY: a listed team the user has since left no longer counts.
+        listed = listed & user.teams
     return _visibility(cell.access, listed), cell.ref
 
 

@@ -16,7 +16,10 @@ PASSWORD = "catalog test password"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gw = start_server(
-        tmp_path_factory.mktemp("catalog"), MCPGATEWAY_ADMIN_API_ENABLED="true", MCPGATEWAY_BULK_IMPORT_ENABLED="true"
+        tmp_path_factory.mktemp("catalog"),
+        MCPGATEWAY_ADMIN_API_ENABLED="true",
+        MCPGATEWAY_BULK_IMPORT_ENABLED="true",
+        ALLOW_TEAM_CREATION="true",
     )
     admin = gw.client(gw.login())
     for email, role in (
@@ -36,17 +39,21 @@ def _as(server: Gateway, email: str, teams: list[str] | None) -> object:
 
 
 def test_visibility_is_applied_to_lists_and_reads(server: Gateway) -> None:
-    dev = server.client(mint(claims("dev@example.com", teams=["blue"])))
-    # The developer is not a member of `blue` in the store, so the team must be refused...
-    refused = dev.post("/tools", json={"name": "t-blue", "team_id": "blue", "visibility": "team"})
+    session = server.client(server.login())
+    blue_id = session.post("/teams", json={"name": "blue"}).json()["id"]
+    dev = server.client(mint(claims("dev@example.com", teams=[blue_id])))
+    # The developer is not a member of `blue` yet, so filing under it is refused...
+    refused = dev.post("/tools", json={"name": "t-blue", "team_id": blue_id, "visibility": "team"})
     assert (refused.status_code, refused.json()["error"]["code"]) == (403, "not_team_member")
-    # ...while an admin token may file items under any team.
+    # ...and their token's claim to it reaches nothing until they are one.
     admin = server.client(mint(claims(teams=None)))
-    team_tool = admin.post("/tools", json={"name": "t-blue", "team_id": "blue", "visibility": "team"}).json()
+    team_tool = admin.post("/tools", json={"name": "t-blue", "team_id": blue_id, "visibility": "team"}).json()
     public_tool = admin.post("/tools", json={"name": "t-public", "visibility": "public"}).json()
     private_tool = admin.post("/tools", json={"name": "t-private"}).json()
+    assert "t-blue" not in {t["name"] for t in dev.get("/tools").json()["items"]}
+    assert session.post(f"/teams/{blue_id}/members", json={"email": "dev@example.com"}).status_code == 201
 
-    blue = server.client(mint(claims("dev@example.com", teams=["blue"])))
+    blue = server.client(mint(claims("dev@example.com", teams=[blue_id])))
     names = {t["name"] for t in blue.get("/tools").json()["items"]}
     assert {"t-blue", "t-public"} <= names
     assert "t-private" not in names

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 import httpx
@@ -139,9 +141,12 @@ def test_the_cli_prints_a_working_token(gateway: Gateway) -> None:
         cwd=gateway.log.parent,
     )
     assert "bypasses" in result.stderr
-    me = gateway.client(result.stdout.strip()).get("/auth/me").json()
+    token = result.stdout.strip()
+    payload = token.split(".")[1]
+    assert json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["teams"] == ["blue"]
+    me = gateway.client(token).get("/auth/me").json()
     assert me["email"] == DEV
-    assert me["visibility"]["teams"] == ["blue"]
+    assert me["visibility"]["teams"] == [], "the claim reaches only teams the user belongs to"
 
 
 def test_a_restricted_token_passes_its_limits_on(gateway: Gateway, developer: str) -> None:

@@ -34,20 +34,37 @@ LEGACY = {**CELLS, (ABSENT, True): ("unrestricted", [])}
 
 
 @pytest.fixture(scope="module", params=["v1.0-rc3", "v0.9"])
-def edition(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Gateway]]:
+def edition(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Gateway, str]]:
+    """A gateway for one edition, with a member of team `blue` (whose id is made here)."""
     paths = str(POLICIES) if request.param == "v1.0-rc3" else f"{POLICIES},{EXAMPLES / 'legacy-v0.9' / 'policies'}"
-    server = start_server(tmp_path_factory.mktemp("tt"), POLICY_PATHS=paths, MCPGATEWAY_ADMIN_API_ENABLED="true")
-    member = {"email": MEMBER, "password": "member password 12"}
-    assert server.client(server.login()).post("/admin/users", json=member).status_code == 201
-    yield request.param, server
+    server = start_server(
+        tmp_path_factory.mktemp("tt"),
+        POLICY_PATHS=paths,
+        MCPGATEWAY_ADMIN_API_ENABLED="true",
+        ALLOW_TEAM_CREATION="true",
+    )
+    admin = server.client(server.login())
+    assert admin.post("/admin/users", json={"email": MEMBER, "password": "member password 12"}).status_code == 201
+    blue = admin.post("/teams", json={"name": "blue"}).json()["id"]
+    assert admin.post(f"/teams/{blue}/members", json={"email": MEMBER}).status_code == 201
+    yield request.param, server, blue
     stop_server(server)
 
 
 @pytest.mark.parametrize(("teams", "admin"), list(CELLS), ids=[f"{t!r}-{'admin' if a else 'member'}" for t, a in CELLS])
-def test_cell(edition: tuple[str, Gateway], teams: Any, admin: bool) -> None:
-    name, server = edition
-    extra = {} if teams is ABSENT else {"teams": None if teams is None else list(teams)}
+def test_cell(edition: tuple[str, Gateway, str], teams: Any, admin: bool) -> None:
+    name, server, blue = edition
+    real = [blue if t == "blue" else t for t in teams] if isinstance(teams, tuple) else teams
+    extra = {} if teams is ABSENT else {"teams": real}
     token = mint(claims(ADMIN_EMAIL if admin else MEMBER, **extra))
     seen = server.client(token).get("/auth/me").json()["visibility"]
-    expected = (LEGACY if name == "v0.9" else CELLS)[(teams, admin)]
-    assert (seen["access"], seen["teams"]) == expected
+    access, listed = (LEGACY if name == "v0.9" else CELLS)[(teams, admin)]
+    assert (seen["access"], seen["teams"]) == (access, [blue if t == "blue" else t for t in listed])
+
+
+def test_listed_teams_count_only_while_the_member_belongs_to_them(edition: tuple[str, Gateway, str]) -> None:
+    _, server, blue = edition
+    token = mint(claims(MEMBER, teams=[blue, "never-joined"]))
+    assert server.client(token).get("/auth/me").json()["visibility"]["teams"] == [blue]

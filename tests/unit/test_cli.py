@@ -98,7 +98,10 @@ def test_explain_names_the_deciding_rule_and_where(capsys: pytest.CaptureFixture
 
 def test_explain_allowed_shows_visibility(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     ctx = tmp_path / "ctx.json"
-    ctx.write_text(json.dumps({"path": "/tools", "now": NOW, "token": {"claims": {**CLAIMS, "teams": ["a"]}}}))
+    user = {"email": "dev@example.com", "teams": ["a"]}
+    ctx.write_text(
+        json.dumps({"path": "/tools", "now": NOW, "token": {"claims": {**CLAIMS, "teams": ["a"]}}, "user": user})
+    )
     code, out, _ = run(capsys, "explain", str(ctx))
     assert code == 0
     seen = json.loads(out)["visibility"]
