@@ -219,6 +219,7 @@ OVERRIDES: Final[tuple[Override, ...]] = (
         {"type": "string", "allowed": ["DENY", "SAMEORIGIN"]},
     ),
     _flag("SECURE_COOKIES", "Network", "cookies", "secure"),
+    _flag("UPSTREAMS_ALLOW_INTERNAL_NETWORKS", "Network", "upstreams", "allowPrivateNetworks"),
     Override(
         "COOKIE_SAMESITE",
         "Network",

@@ -31,6 +31,7 @@ class NetworkTable:
     cookie_secure: bool
     cookie_http_only: bool
     cookie_same_site: str
+    upstream_private_ok: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,7 @@ def build_network_table(doc: Document) -> tuple[NetworkTable, list[PolicyError]]
         cookie_secure=bool(cookies.get("secure", True)),
         cookie_http_only=bool(cookies.get("httpOnly", True)),
         cookie_same_site=str(cookies.get("sameSite", "strict")),
+        upstream_private_ok=bool(spec.get("upstreams", {}).get("allowPrivateNetworks", False)),
     )
     return table, errors
 

@@ -8,12 +8,15 @@ stored as `unreachable` with its items unavailable, and can be refreshed later.
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
+import socket
 import uuid
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from quart import Blueprint, Response, jsonify
+from quart import Blueprint, Response, g, jsonify
 from tortoise.exceptions import IntegrityError
 
 from engine.federation.sync import SyncReport, sync_upstream
@@ -83,6 +86,27 @@ def _shown_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+async def _check_address(url: str) -> None:
+    """Refuse an upstream whose host resolves to a non-public address, unless allowed."""
+    if g.snapshot.network.upstream_private_ok:
+        return
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+    except OSError as err:
+        raise ApiError(422, "upstream_unresolvable", f"`{host}` does not resolve") from err
+    for *_, address in found:
+        ip = ipaddress.ip_address(address[0])
+        if not ip.is_global:
+            raise ApiError(
+                422,
+                "upstream_address_refused",
+                f"`{host}` resolves to a non-public address; the Network policy's "
+                "`upstreams.allowPrivateNetworks` allows such upstreams",
+            )
+
+
 def upstream_client(gw: Gateway, row: Upstream) -> UpstreamClient:
     """The pooled client for `row`, built from its sealed credentials on first use."""
     client: UpstreamClient | None = gw.upstreams.get(row.id)
@@ -127,6 +151,7 @@ async def register_gateway() -> Response:
     team = body.get("team_id")
     if team is not None and not user.admin and team not in user.teams:
         raise ApiError(403, "not_team_member", f"you are not a member of `{team}`")
+    await _check_address(body["url"])
     credentials = body.pop("credentials", None)
     body.setdefault("prefix", f"{body['name']}__")
     sealed = gateway().sealer.seal(json.dumps(credentials)) if credentials else ""
@@ -165,6 +190,7 @@ async def read_gateway(upstream_id: str) -> Response:
 async def refresh_gateway(upstream_id: str) -> Response:
     """Discover again; changed tools are flagged against their pinned hash."""
     row = await _owned(upstream_id)
+    await _check_address(row.url)
     await _forget_client(gateway(), row.id)
     return jsonify(_json(row, await _sync(row)))
 

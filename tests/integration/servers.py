@@ -99,6 +99,8 @@ def start_gateway(workdir: Path, env: Mapping[str, str] | None = None, *, wait: 
         "DATA_DIR": str(workdir / "data"),
         "POLICY_PATHS": str(ROOT / "policies"),
         "POLICY_WATCH": "false",
+        # The tests' upstreams listen on loopback, which the default policy refuses.
+        "UPSTREAMS_ALLOW_INTERNAL_NETWORKS": "true",
         "JWT_SECRET_KEY": SECRET,
         "PLATFORM_ADMIN_EMAIL": ADMIN_EMAIL,
         "PLATFORM_ADMIN_PASSWORD": ADMIN_PASSWORD,
