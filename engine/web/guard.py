@@ -23,6 +23,7 @@ from quart import Response, g, request
 
 from engine.decide import AuthMethod, Decision, RequestContext, Token, User, decide
 from engine.decide.access import match_route
+from engine.decide.limits import check_rate
 from engine.decide.tokens import check_token
 from engine.passwords import TIMING_HASH, verify_password
 from engine.policy import Snapshot
@@ -126,12 +127,13 @@ async def _context(gw: Gateway, snapshot: Snapshot, now: float) -> tuple[Request
     if scheme == "bearer" and credential:
         token, early = _bearer(gw, snapshot, credential)
         if early is not None:
-            return base, early
+            return base, await _refused(gw, snapshot, now, client_ip, early)
         auth = AuthMethod.BEARER
         if token is not None and check_token(tokens, token, now) is None:
             subject = token.claims.get("sub")
             if not isinstance(subject, str):
-                return base, error_response(401, "token_claim_invalid", "claim `sub` must name a user")
+                refusal = error_response(401, "token_claim_invalid", "claim `sub` must name a user")
+                return base, await _refused(gw, snapshot, now, client_ip, refusal)
             found_user = await gw.directory.lookup(subject, token.jti)
             user, revoked = found_user.user, found_user.revoked
     elif scheme == "basic" and credential:
@@ -140,9 +142,11 @@ async def _context(gw: Gateway, snapshot: Snapshot, now: float) -> tuple[Request
         if kind is not None and tokens.basic_auth[kind]:
             user = await _basic_user(gw, credential)
             if user is None:
-                return base, error_response(401, "invalid_credentials", "the email or password is wrong")
+                refusal = error_response(401, "invalid_credentials", "the email or password is wrong")
+                return base, await _refused(gw, snapshot, now, client_ip, refusal)
     elif header:
-        return base, error_response(401, "auth_scheme_unsupported", "use `Authorization: Bearer <token>`")
+        refusal = error_response(401, "auth_scheme_unsupported", "use `Authorization: Bearer <token>`")
+        return base, await _refused(gw, snapshot, now, client_ip, refusal)
     elif tokens.proxy_trusted and request.headers.get(tokens.proxy_header):
         auth = AuthMethod.PROXY
         found_user = await gw.directory.lookup(request.headers[tokens.proxy_header], None)
@@ -186,6 +190,18 @@ async def _basic_user(gw: Gateway, credential: str) -> User | None:
     if not await asyncio.to_thread(verify_password, password, stored) or row is None:
         return None
     return (await gw.directory.lookup(email, None)).user
+
+
+async def _refused(gw: Gateway, snapshot: Snapshot, now: float, client_ip: str | None, refusal: Response) -> Response:
+    """A refusal made before `decide` (a forged token, wrong credentials) still counts
+    against the address's budget, so guessing is throttled like everything else."""
+    if not snapshot.limits.enabled:
+        return refusal
+    limited = check_rate(snapshot.limits, await _count(gw, snapshot, now, client_ip, None, None), now)
+    if limited is None:
+        return refusal
+    (reason, _, message), retry_after = limited
+    return error_response(429, str(reason), message, headers={"Retry-After": str(retry_after)})
 
 
 async def _count(

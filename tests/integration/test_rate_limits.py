@@ -43,3 +43,13 @@ def test_login_attempts_are_counted_per_address(start: Callable[..., Gateway], t
     guess = {"email": "root@example.com", "password": "guess"}
     codes = [server.client().post("/auth/login", json=guess).status_code for _ in range(4)]
     assert codes == [401, 401, 401, 429]
+
+
+def test_forged_tokens_are_counted_per_address(start: Callable[..., Gateway], tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "ratelimits.yaml").write_text(LIMITS.replace("per-token, key: token", "per-ip, key: ip"))
+    server = start(POLICY_PATHS=f"{ROOT / 'policies'},{overlay}")
+    forged = mint(claims(teams=None), secret="not-the-gateway-secret-but-long-enough-000")
+    codes = [server.client(forged).get("/auth/me").status_code for _ in range(4)]
+    assert codes == [401, 401, 401, 429]
