@@ -21,7 +21,7 @@ from engine.web.audit import audit
 from engine.web.bodies import read_body
 from engine.web.identity import caller
 from engine.web.reloading import reload_policies
-from engine.web.responses import ApiError
+from engine.web.responses import ApiError, created
 from engine.web.state import gateway
 from engine.web.tokens import revoke_jti
 
@@ -83,9 +83,7 @@ async def create_user() -> Response:
     except IntegrityError as err:
         raise ApiError(409, "user_exists", f"a user `{body['email']}` exists") from err
     await audit(caller().email, "user.create", row.email, {"is_admin": row.is_admin, "roles": row.roles})
-    response = jsonify(_user_json(row))
-    response.status_code = 201
-    return response
+    return created(_user_json(row))
 
 
 @blueprint.patch("/users/<email>")
@@ -130,10 +128,10 @@ async def list_revocations() -> Response:
 async def revoke() -> Response:
     """Revoke any token by its jti, including tokens this gateway did not record."""
     body = await read_body(_REVOKE)
-    created = await revoke_jti(body["jti"], caller().email, body["reason"])
-    response = jsonify({"jti": body["jti"], "revoked": True})
-    response.status_code = 201 if created else 200
-    return response
+    body_out = {"jti": body["jti"], "revoked": True}
+    if await revoke_jti(body["jti"], caller().email, body["reason"]):
+        return created(body_out)
+    return jsonify(body_out)
 
 
 @blueprint.get("/audit")

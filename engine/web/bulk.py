@@ -11,13 +11,13 @@ import uuid
 from typing import Any, Final
 
 from cerberus import Validator
-from quart import Blueprint, Response, g, jsonify
+from quart import Blueprint, Response, g
 from tortoise.transactions import in_transaction
 
 from engine.web.bodies import read_body
 from engine.web.catalog import KINDS, checked_fields, item_json
 from engine.web.identity import caller
-from engine.web.responses import ApiError
+from engine.web.responses import ApiError, created
 
 __all__ = ["blueprint"]
 
@@ -72,11 +72,9 @@ async def bulk_import() -> Response:
     if problems:
         raise ApiError(422, "bulk_import_rejected", f"{len(problems)} item(s) rejected; nothing was imported",
                        details=problems)  # fmt: skip
-    created = []
+    stored = []
     async with in_transaction():
         for kind_name, values in accepted:
             item = await KINDS[kind_name].model.create(id=uuid.uuid4().hex, owner=user.email, **values)
-            created.append({"kind": kind_name, **item_json(KINDS[kind_name], item)})
-    response = jsonify({"imported": len(created), "items": created})
-    response.status_code = 201
-    return response
+            stored.append({"kind": kind_name, **item_json(KINDS[kind_name], item)})
+    return created({"imported": len(stored), "items": stored})

@@ -27,7 +27,7 @@ from engine.store.catalog import CatalogItem, Prompt, Resource, Server, Tool
 from engine.web.bodies import read_body
 from engine.web.identity import caller
 from engine.web.inspection import check_text, sanitize_markup
-from engine.web.responses import ApiError
+from engine.web.responses import ApiError, created
 from engine.web.state import gateway, notify
 
 __all__ = ["blueprint", "item_json", "visible", "visible_filter"]
@@ -182,9 +182,7 @@ def _register(kind: Kind) -> None:
         except IntegrityError as err:
             raise ApiError(409, "name_taken", f"a {kind.name[:-1]} named `{body['name']}` exists") from err
         _changed(kind)
-        response = jsonify(item_json(kind, item))
-        response.status_code = 201
-        return response
+        return created(item_json(kind, item))
 
     async def read_item(item_id: str) -> Response:
         return jsonify(item_json(kind, await _find(kind, item_id)))

@@ -26,7 +26,7 @@ from engine.web.bodies import read_body
 from engine.web.catalog import visible
 from engine.web.identity import caller
 from engine.web.inspection import check_text
-from engine.web.responses import ApiError
+from engine.web.responses import ApiError, created
 from engine.web.state import Gateway, gateway, notify
 
 __all__ = ["blueprint", "upstream_client"]
@@ -160,9 +160,7 @@ async def register_gateway() -> Response:
     except IntegrityError as err:
         raise ApiError(409, "name_taken", f"a gateway named `{body['name']}` exists") from err
     report = await _sync(row)
-    response = jsonify(_json(row, report))
-    response.status_code = 201
-    return response
+    return created(_json(row, report))
 
 
 async def _find(upstream_id: str) -> Upstream:

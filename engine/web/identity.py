@@ -16,7 +16,7 @@ from engine.signing import sign
 from engine.store.models import User as UserRow
 from engine.web.audit import audit
 from engine.web.bodies import read_body
-from engine.web.responses import ApiError
+from engine.web.responses import ApiError, created
 from engine.web.state import gateway
 
 __all__ = ["blueprint", "caller"]
@@ -72,9 +72,7 @@ async def register() -> Response:
     except IntegrityError as err:
         raise ApiError(409, "user_exists", "an account with this email exists") from err
     await audit(row.email, "register", row.email)
-    response = jsonify({"email": row.email, "is_admin": False, "is_active": True})
-    response.status_code = 201
-    return response
+    return created({"email": row.email, "is_admin": False, "is_active": True})
 
 
 @blueprint.get("/auth/me")

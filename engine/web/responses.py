@@ -14,7 +14,7 @@ from typing import Any
 
 from quart import Response, g, jsonify
 
-__all__ = ["ApiError", "error_response"]
+__all__ = ["ApiError", "created", "error_response"]
 
 
 class ApiError(Exception):
@@ -40,4 +40,11 @@ def error_response(
         response.headers["WWW-Authenticate"] = 'Bearer realm="policygate"'
     for name, value in (headers or {}).items():
         response.headers[name] = value
+    return response
+
+
+def created(body: Any) -> Response:
+    """201 with `body` as JSON: what every successful create answers."""
+    response = jsonify(body)
+    response.status_code = 201
     return response

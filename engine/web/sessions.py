@@ -16,7 +16,7 @@ from engine.store.models import User as UserRow
 from engine.web.audit import audit
 from engine.web.bodies import read_body
 from engine.web.identity import caller
-from engine.web.responses import ApiError
+from engine.web.responses import ApiError, created
 
 __all__ = ["blueprint"]
 
@@ -46,9 +46,7 @@ async def create_session() -> Response:
     owner = await UserRow.get(email=user.email)
     row = await ProxySession.create(id=uuid.uuid4(), owner=owner, name=body.get("name", ""))
     await audit(user.email, "proxy_session.create", str(row.id))
-    response = jsonify(_json(row, user.email))
-    response.status_code = 201
-    return response
+    return created(_json(row, user.email))
 
 
 @blueprint.delete("/<session_id>")

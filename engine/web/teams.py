@@ -22,7 +22,7 @@ from engine.store.models import User as UserRow
 from engine.web.audit import audit
 from engine.web.bodies import read_body
 from engine.web.identity import caller
-from engine.web.responses import ApiError
+from engine.web.responses import ApiError, created
 from engine.web.state import gateway
 
 __all__ = ["blueprint"]
@@ -86,9 +86,7 @@ async def create_team() -> Response:
         raise ApiError(409, "team_exists", f"a team named `{body['name']}` exists") from err
     await gateway().directory.user_changed(user.email)
     await audit(user.email, "team.create", team.id)
-    response = jsonify({"id": team.id, "name": team.name, "description": team.description})
-    response.status_code = 201
-    return response
+    return created({"id": team.id, "name": team.name, "description": team.description})
 
 
 @blueprint.get("/teams/<team_id>")
@@ -115,9 +113,7 @@ async def add_member(team_id: str) -> Response:
         raise ApiError(409, "already_member", f"`{body['email']}` is already a member") from err
     await gateway().directory.user_changed(member.email)
     await audit(user.email, "team.member.add", team.id, {"member": member.email, "role": body["role"]})
-    response = jsonify({"members": await _members(team.id)})
-    response.status_code = 201
-    return response
+    return created({"members": await _members(team.id)})
 
 
 @blueprint.delete("/teams/<team_id>/members/<email>")
@@ -150,9 +146,7 @@ async def request_to_join(team_id: str) -> Response:
         raise ApiError(409, "request_pending", "a request to join is already pending")
     row = await JoinRequest.create(id=uuid.uuid4().hex, team=team, user=requester)
     await audit(user.email, "team.join_request", team.id)
-    response = jsonify({"id": row.id, "team_id": team.id, "status": row.status})
-    response.status_code = 201
-    return response
+    return created({"id": row.id, "team_id": team.id, "status": row.status})
 
 
 @blueprint.get("/teams/<team_id>/join-requests/pending")
@@ -190,9 +184,7 @@ async def invite(team_id: str) -> Response:
         id=uuid.uuid4().hex, team=team, email=body["email"], role=body["role"], invited_by=user.email
     )
     await audit(user.email, "team.invite", team.id, {"email": body["email"]})
-    response = jsonify({"id": row.id, "team_id": team.id, "email": row.email, "status": row.status})
-    response.status_code = 201
-    return response
+    return created({"id": row.id, "team_id": team.id, "email": row.email, "status": row.status})
 
 
 @blueprint.post("/invitations/<invitation_id>/accept")

@@ -25,7 +25,7 @@ from engine.store.queries import list_api_tokens
 from engine.web.audit import audit
 from engine.web.bodies import read_body
 from engine.web.identity import caller
-from engine.web.responses import ApiError
+from engine.web.responses import ApiError, created
 from engine.web.state import gateway
 
 __all__ = ["blueprint", "revoke_jti"]
@@ -117,7 +117,7 @@ async def create_token() -> Response:
         jti=claims["jti"], owner=owner, name=body["name"], scopes=scopes, teams=teams, expires_at=expires
     )
     await audit(user.email, "token.create", claims["jti"], {"name": body["name"], "scopes": scopes, "teams": teams})
-    response = jsonify(
+    return created(
         {
             "token": sign(gateway().keys, claims),
             "jti": claims["jti"],
@@ -127,8 +127,6 @@ async def create_token() -> Response:
             "teams": teams,
         }
     )
-    response.status_code = 201
-    return response
 
 
 def _parent_teams(parent: Token | None) -> frozenset[str] | None:
