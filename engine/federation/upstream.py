@@ -33,6 +33,9 @@ PROTOCOL_VERSION: Final = "2025-11-25"
 MAX_REPLY_BYTES: Final = 64 * 1024 * 1024
 """An upstream answer larger than this is refused rather than held in memory."""
 
+DRAIN_SECONDS: Final = 5.0
+"""How long the rest of a replied-to stream may take before its connection is dropped."""
+
 Relay = Callable[[dict[str, Any]], Awaitable[None]]
 """Receives the notifications an upstream sends before its reply."""
 
@@ -56,6 +59,7 @@ class UpstreamClient:
         self._version = PROTOCOL_VERSION
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
+        self._draining: set[asyncio.Task[None]] = set()
 
     def _client(self) -> aiohttp.ClientSession:
         # Made on first use, inside the event loop that will use it; aiohttp itself is
@@ -68,6 +72,8 @@ class UpstreamClient:
         return self._http
 
     async def close(self) -> None:
+        for task in list(self._draining):
+            task.cancel()
         if self._http is None:
             return
         import aiohttp
@@ -136,40 +142,64 @@ class UpstreamClient:
         import aiohttp
 
         try:
-            post = self._client().post(self.url, json=dict(message), headers=self._headers(), allow_redirects=False)
-            async with post as response:
-                kind = response.headers.get("Content-Type", "").split(";")[0].strip()
-                session = response.headers.get("Mcp-Session-Id", "")
-                if kind != "text/event-stream" or response.status >= 400:
-                    body = await response.content.read(MAX_REPLY_BYTES + 1)
-                    if len(body) > MAX_REPLY_BYTES:
-                        raise UpstreamError("upstream_protocol", "the upstream's answer is too large")
-                    return session, _reply(response.status, kind, body, ident)
-                lines: list[str] = []
-                received = 0
-                async for raw in response.content:
-                    received += len(raw)
-                    if received > MAX_REPLY_BYTES:
-                        raise UpstreamError("upstream_protocol", "the upstream's answer is too large")
-                    line = raw.decode(errors="replace").rstrip("\r\n")
-                    if line.startswith("data:"):
-                        lines.append(line[5:].removeprefix(" "))
-                    if line or not lines:
-                        continue
-                    data, lines = "\n".join(lines), []
-                    if not data.strip():
-                        continue  # a priming event: an id and no data
-                    event = _event(data)
-                    if event.get("id") == ident and ("result" in event or "error" in event):
-                        return session, event
-                    if on_message is not None and "method" in event and "id" not in event:
-                        await on_message(event)
-                raise UpstreamError("upstream_protocol", "the upstream's answer has no reply to the request")
+            response = await self._client().post(
+                self.url, json=dict(message), headers=self._headers(), allow_redirects=False
+            )
         except TimeoutError as err:
             raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from err
         except aiohttp.ClientError as err:
             reason = f"the upstream cannot be reached ({type(err).__name__})"
             raise UpstreamError("upstream_unavailable", reason) from err
+        handed_off = False
+        try:
+            kind = response.headers.get("Content-Type", "").split(";")[0].strip()
+            session = response.headers.get("Mcp-Session-Id", "")
+            if kind != "text/event-stream" or response.status >= 400:
+                body = await response.content.read(MAX_REPLY_BYTES + 1)
+                if len(body) > MAX_REPLY_BYTES:
+                    raise UpstreamError("upstream_protocol", "the upstream's answer is too large")
+                return session, _reply(response.status, kind, body, ident)
+            lines: list[str] = []
+            received = 0
+            async for raw in response.content:
+                received += len(raw)
+                if received > MAX_REPLY_BYTES:
+                    raise UpstreamError("upstream_protocol", "the upstream's answer is too large")
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                if line.startswith("data:"):
+                    lines.append(line[5:].removeprefix(" "))
+                if line or not lines:
+                    continue
+                data, lines = "\n".join(lines), []
+                if not data.strip():
+                    continue  # a priming event: an id and no data
+                event = _event(data)
+                if event.get("id") == ident and ("result" in event or "error" in event):
+                    self._finish_later(response)
+                    handed_off = True
+                    return session, event
+                if on_message is not None and "method" in event and "id" not in event:
+                    await on_message(event)
+            raise UpstreamError("upstream_protocol", "the upstream's answer has no reply to the request")
+        except TimeoutError as err:
+            raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from err
+        except aiohttp.ClientError as err:
+            reason = f"the upstream cannot be reached ({type(err).__name__})"
+            raise UpstreamError("upstream_unavailable", reason) from err
+        finally:
+            if not handed_off:
+                response.release()
+
+    def _finish_later(self, response: aiohttp.ClientResponse) -> None:
+        """Read the rest of an SSE reply in the background, then pool its connection.
+
+        The upstream ends the stream just after the reply, which is already in hand:
+        waiting for the end would delay every call, and leaving the stream unread
+        closes the connection, so the next call would pay for a new one.
+        """
+        task = asyncio.get_running_loop().create_task(_drain(response))
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
 
     async def _call(
         self,
@@ -206,6 +236,24 @@ class UpstreamClient:
         if not isinstance(result, dict):
             raise UpstreamError("upstream_protocol", "the upstream's result is not an object")
         return result
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read a finished stream to its end; one that does not end soon is closed instead."""
+    import aiohttp
+
+    received = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while chunk := await response.content.readany():
+                received += len(chunk)
+                if received > MAX_REPLY_BYTES:
+                    response.close()
+                    return
+    except (TimeoutError, aiohttp.ClientError):
+        response.close()
+    finally:
+        response.release()
 
 
 def _event(data: str) -> dict[str, Any]:

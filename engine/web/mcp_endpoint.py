@@ -177,7 +177,7 @@ async def _post(server: Server | None, session: McpSession | None, header_versio
     if session is None and not any(isinstance(m, dict) and m.get("method") == "initialize" for m in messages):
         return error_response(400, "session_required", "`Mcp-Session-Id` is required after `initialize`")
     if not batch and _streamable(payload, accept):
-        return _streamed(payload, server, session, version)
+        return await _streamed(payload, server, session, version, wants_json)
     replies: list[dict[str, Any]] = []
     headers: dict[str, str] = {}
     for message in messages:
@@ -204,20 +204,45 @@ def _streamable(message: Any, accept: str) -> bool:
     )
 
 
-def _streamed(message: dict[str, Any], server: Server | None, session: McpSession | None, version: str) -> Response:
-    """Answer with SSE: upstream progress and log notifications first, then the result."""
+async def _streamed(
+    message: dict[str, Any], server: Server | None, session: McpSession | None, version: str, wants_json: bool
+) -> Response:
+    """Answer a tool call, streaming only once the upstream has something to say first.
+
+    A call that finishes before any progress or log notification is answered like any
+    other request (as JSON when the client takes it): an SSE stream costs the client and
+    the gateway several writes and a chunked body for the same single message.
+    """
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     task = asyncio.ensure_future(_handle(message, server, session, version, {}, relay=queue.put))
+    getter = asyncio.ensure_future(queue.get())
+    try:
+        await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        getter.cancel()
+        raise
+    first = getter.result() if getter.done() else None
+    if first is None:
+        getter.cancel()
+        # A note put in the same loop turn as the reply is queued but not yet fetched.
+        if queue.empty():
+            outcome = task.result()
+            if isinstance(outcome, Response):
+                return outcome
+            return _answer(outcome, wants_json) if outcome is not None else Response("", status=202)
 
     async def events() -> AsyncIterator[bytes]:
         try:
+            if first is not None:
+                yield _event(first)
             while True:
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    yield _event(getter.result())
+                next_note = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({task, next_note}, return_when=asyncio.FIRST_COMPLETED)
+                if next_note in done:
+                    yield _event(next_note.result())
                     continue
-                getter.cancel()
+                next_note.cancel()
                 while not queue.empty():
                     yield _event(queue.get_nowait())
                 outcome = task.result()

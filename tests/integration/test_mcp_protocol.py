@@ -117,6 +117,29 @@ def test_sse_answers_when_only_sse_is_accepted(env: dict[str, Any]) -> None:
     assert json.loads(data[5:])["result"]["protocolVersion"] == "2025-11-25"
 
 
+def test_a_call_without_notifications_is_answered_as_json(env: dict[str, Any]) -> None:
+    gw, token = env["gw"], mint(claims(teams=None))
+    session = _open(gw, token)
+    call = {"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "add", "arguments": {"a": 1}}}
+    response = _call(gw, token, session, call)
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["result"]["content"][0]["text"] == "2"
+    sse_only = _call(gw, token, session, call, Accept="text/event-stream")
+    assert sse_only.headers["content-type"].startswith("text/event-stream")
+    data = next(line for line in sse_only.text.splitlines() if line.startswith("data:"))
+    assert json.loads(data[5:])["result"]["content"][0]["text"] == "2"
+
+
+def test_calls_to_an_upstream_reuse_one_connection(env: dict[str, Any]) -> None:
+    gw, token = env["gw"], mint(claims(teams=None))
+    session = _open(gw, token)
+    ports = set()
+    for ident in range(12):
+        call = {"jsonrpc": "2.0", "id": ident, "method": "tools/call", "params": {"name": "peer", "arguments": {}}}
+        ports.add(_call(gw, token, session, call).json()["result"]["content"][0]["text"])
+    assert len(ports) <= 2, f"the gateway opened a connection per call: ports {sorted(ports)}"
+
+
 def test_progress_and_log_notifications_stream_before_the_result(env: dict[str, Any]) -> None:
     gw, token = env["gw"], mint(claims(teams=None))
     session = _open(gw, token)

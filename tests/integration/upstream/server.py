@@ -35,6 +35,13 @@ def whoami(ctx: Context) -> str:
 
 
 @server.tool()
+def peer(ctx: Context) -> str:
+    """Report the caller's TCP port, which stays the same while its connection is reused."""
+    client = getattr(ctx.request_context.request, "client", None)
+    return str(client.port) if client is not None else "<none>"
+
+
+@server.tool()
 def echo(text: str) -> str:
     """Return the text unchanged."""
     return text
