@@ -21,6 +21,7 @@ from engine.decide import User
 from engine.passwords import hash_password
 from engine.store.models import Revocation
 from engine.store.models import User as UserRow
+from engine.store.reading import FileReader
 
 __all__ = [
     "bootstrap_admin",
@@ -191,11 +192,13 @@ async def visible_rows(
     owner: str | None,
     where: Mapping[str, Any] | None = None,
     ids: Sequence[str] | None = None,
+    reader: FileReader | None = None,
 ) -> list[dict[str, Any]]:
     """Available catalog rows the caller may see, as plain dicts, ordered by name.
 
     The same filter as the REST catalog's, written out by hand for the MCP list and call
-    paths, where the ORM's query building costs more than the query itself.
+    paths, where the ORM's query building costs more than the query itself. With a
+    `reader`, the query runs on this thread (see `engine.store.reading`).
     """
     clauses: list[str] = ["available = {}"]
     values: list[Any] = [True]
@@ -217,8 +220,12 @@ async def visible_rows(
         clauses.append(f"id IN ({', '.join(['{}'] * len(ids))})")
         values += list(ids)
     sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {' AND '.join(clauses)} ORDER BY name"  # noqa: S608
-    _, rows = await Tortoise.get_connection("default").execute_query(sql.format(*_placeholders(len(values))), values)
-    return [{k: _json_value(v) if k in _JSON_COLUMNS else v for k, v in dict(row).items()} for row in rows]
+    sql = sql.format(*_placeholders(len(values)))
+    read = reader.fetch(sql, values) if reader is not None else None
+    if read is None:
+        _, rows = await Tortoise.get_connection("default").execute_query(sql, values)
+        read = [dict(row) for row in rows]
+    return [{k: _json_value(v) if k in _JSON_COLUMNS else v for k, v in row.items()} for row in read]
 
 
 _JSON_COLUMNS: Final = frozenset({"input_schema", "arguments", "tool_ids", "resource_ids", "prompt_ids"})

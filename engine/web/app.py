@@ -24,6 +24,7 @@ from engine.policy_files import gateway_snapshot
 from engine.reload import Engine
 from engine.settings import Settings
 from engine.store.queries import bootstrap_admin, close_store, open_store
+from engine.store.reading import file_reader
 from engine.web import (
     admin,
     bulk,
@@ -94,6 +95,7 @@ async def _start() -> None:
     gw = gateway()
     settings = gw.settings
     gw.store = await open_store(settings.store_url)
+    gw.reader = file_reader(settings.store_url)
     if await bootstrap_admin(settings.platform_admin_email, settings.platform_admin_password):
         log.info("created the platform admin account")
     gw.sealer = sealer_for(settings.auth_encryption_secret, Path(settings.data_dir))
@@ -128,6 +130,8 @@ async def _stop() -> None:
         await client.close()
     if gw.cache is not None:
         await gw.cache.close()
+    if gw.reader is not None:
+        gw.reader.close()
     if gw.store is not None:
         await close_store(gw.store)
 

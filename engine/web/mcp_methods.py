@@ -71,8 +71,17 @@ async def _rows(
     user = g.get("user")
     owner = user.email if user is not None and access is Access.TEAM_AND_PUBLIC else None
     ids = list(getattr(ctx.server, field)) if ctx.server is not None else None
+    # Look-ups of one item read on this thread; listings do not (see engine.store.reading).
+    reader = gateway().reader if "name" in where or "uri" in where else None
     return await visible_rows(
-        table, columns, unrestricted=access is Access.UNRESTRICTED, teams=teams, owner=owner, where=where, ids=ids
+        table,
+        columns,
+        unrestricted=access is Access.UNRESTRICTED,
+        teams=teams,
+        owner=owner,
+        where=where,
+        ids=ids,
+        reader=reader,
     )
 
 

@@ -16,6 +16,7 @@ from engine.errors import PolicyError
 from engine.reload import Engine
 from engine.settings import Settings
 from engine.signing import Keys
+from engine.store.reading import FileReader
 
 __all__ = ["Gateway", "PolicyStatus", "gateway", "notify"]
 
@@ -42,6 +43,7 @@ class Gateway:
     cache: Cache | None
     status: PolicyStatus
     store: Any = None
+    reader: FileReader | None = None
     sealer: Any = None
     upstreams: dict[str, Any] = field(default_factory=dict)
     sessions: Any = None
