@@ -170,11 +170,16 @@ async def call_tool(
     if tool["changed"] and g.snapshot.content.tool_changes == "block":
         message = f"tool `{tool['name']}` changed upstream since it was approved"
         raise RpcError(-32012, message, {"code": "tool_changed"})
+    text = json.dumps(arguments)
     try:
-        checked = check_text("tool_args", json.dumps(arguments), field="arguments")
+        checked = check_text("tool_args", text, field="arguments")
     except ContentRefused as err:
         raise _refused(err) from err
-    forwarded: dict[str, Any] = {"name": tool["upstream_name"], "arguments": json.loads(checked)}
+    # Parsed again only when redaction changed the text.
+    forwarded: dict[str, Any] = {
+        "name": tool["upstream_name"],
+        "arguments": arguments if checked is text else json.loads(checked),
+    }
     if progress_token is not None and isinstance(progress_token, str | int):
         forwarded["_meta"] = {"progressToken": progress_token}
     notes = _checked_notes(relay) if relay is not None else None
