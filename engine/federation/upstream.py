@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["PROTOCOL_VERSION", "Relay", "UpstreamClient", "UpstreamError"]
+__all__ = ["PROTOCOL_VERSION", "Answerer", "Relay", "UpstreamClient", "UpstreamError"]
 
 PROTOCOL_VERSION: Final = "2025-11-25"
 
@@ -38,6 +38,12 @@ DRAIN_SECONDS: Final = 5.0
 
 Relay = Callable[[dict[str, Any]], Awaitable[None]]
 """Receives the notifications an upstream sends before its reply."""
+
+Answerer = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+"""Answers a request the upstream makes before its reply (sampling, elicitation) with
+the `result` or `error` member of the response."""
+
+_UNANSWERABLE: Final = {"code": -32601, "message": "the gateway's client cannot answer this request"}
 
 
 class UpstreamError(Exception):
@@ -85,22 +91,28 @@ class UpstreamClient:
         await self._http.close()
 
     async def request(
-        self, method: str, params: Mapping[str, Any] | None = None, *, on_message: Relay | None = None
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        on_message: Relay | None = None,
+        on_request: Answerer | None = None,
     ) -> Any:
         """The `result` of one JSON-RPC request, opening the session if needed.
 
         Notifications the upstream sends on the way (progress, log messages) are passed
-        to `on_message` as they arrive, before the result.
+        to `on_message` as they arrive, before the result. Requests it sends on the way
+        are answered by `on_request`, or refused when there is none.
         """
         await self._ensure_session()
         try:
-            return await self._call(method, params, on_message=on_message)
+            return await self._call(method, params, on_message=on_message, on_request=on_request)
         except UpstreamError as err:
             if err.code != "session_expired":
                 raise
         self._session = None
         await self._ensure_session()
-        return await self._call(method, params, on_message=on_message)
+        return await self._call(method, params, on_message=on_message, on_request=on_request)
 
     async def _ensure_session(self) -> None:
         async with self._lock:
@@ -108,7 +120,9 @@ class UpstreamClient:
                 return
             params = {
                 "protocolVersion": PROTOCOL_VERSION,
-                "capabilities": {},
+                # Offered on behalf of the gateway's clients; a client that cannot take
+                # such a request gets it refused by the gateway instead.
+                "capabilities": {"sampling": {}, "elicitation": {}},
                 "clientInfo": {"name": "policygate", "version": "0.1.0"},
             }
             result = await self._call("initialize", params, initializing=True)
@@ -136,7 +150,7 @@ class UpstreamClient:
             ) from err
 
     async def _exchange(
-        self, message: Mapping[str, Any], ident: int, on_message: Relay | None
+        self, message: Mapping[str, Any], ident: int, on_message: Relay | None, on_request: Answerer | None
     ) -> tuple[str, dict[str, Any]]:
         """The session header and the reply to `ident`, reading SSE as it streams."""
         import aiohttp
@@ -178,7 +192,9 @@ class UpstreamClient:
                     self._finish_later(response)
                     handed_off = True
                     return session, event
-                if on_message is not None and "method" in event and "id" not in event:
+                if "method" in event and "id" in event:
+                    await self._answer(event, on_request)
+                elif on_message is not None and "method" in event:
                     await on_message(event)
             raise UpstreamError("upstream_protocol", "the upstream's answer has no reply to the request")
         except TimeoutError as err:
@@ -189,6 +205,11 @@ class UpstreamClient:
         finally:
             if not handed_off:
                 response.release()
+
+    async def _answer(self, request: dict[str, Any], on_request: Answerer | None) -> None:
+        """Send the upstream the response to a request it made while a call runs."""
+        answer = await on_request(request) if on_request is not None else {"error": _UNANSWERABLE}
+        await self._notify({"jsonrpc": "2.0", "id": request["id"], **answer})
 
     def _finish_later(self, response: aiohttp.ClientResponse) -> None:
         """Read the rest of an SSE reply in the background, then pool its connection.
@@ -208,13 +229,14 @@ class UpstreamClient:
         *,
         initializing: bool = False,
         on_message: Relay | None = None,
+        on_request: Answerer | None = None,
     ) -> Any:
         ident = next(self._ids)
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": ident, "method": method}
         if params is not None:
             message["params"] = dict(params)
         try:
-            session, reply = await self._exchange(message, ident, on_message)
+            session, reply = await self._exchange(message, ident, on_message, on_request)
         except UpstreamError as err:
             if err.code != "session_gone":
                 raise

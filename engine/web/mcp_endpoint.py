@@ -26,9 +26,10 @@ from typing import Any, Final
 from quart import Blueprint, Response, g, request
 
 from engine.decide import Decision, RequestContext, decide
-from engine.federation.upstream import Relay
+from engine.federation.upstream import Answerer, Relay
 from engine.store.catalog import Server
 from engine.web.catalog import visible
+from engine.web.mcp_asking import asker, is_answer, take_answer
 from engine.web.mcp_methods import METHODS, McpContext, RpcError
 from engine.web.mcp_sessions import McpSession
 from engine.web.responses import error_response
@@ -181,6 +182,9 @@ async def _post(server: Server | None, session: McpSession | None, header_versio
     replies: list[dict[str, Any]] = []
     headers: dict[str, str] = {}
     for message in messages:
+        if session is not None and is_answer(message):
+            take_answer(gateway(), session.id, message)
+            continue
         outcome = await _handle(message, server, session, version, headers)
         if isinstance(outcome, Response):
             return outcome
@@ -214,7 +218,8 @@ async def _streamed(
     the gateway several writes and a chunked body for the same single message.
     """
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    task = asyncio.ensure_future(_handle(message, server, session, version, {}, relay=queue.put))
+    ask = asker(gateway(), session.id, queue) if session is not None else None
+    task = asyncio.ensure_future(_handle(message, server, session, version, {}, relay=queue.put, ask=ask))
     getter = asyncio.ensure_future(queue.get())
     try:
         await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
@@ -269,6 +274,7 @@ async def _handle(
     version: str,
     headers: dict[str, str],
     relay: Relay | None = None,
+    ask: Answerer | None = None,
 ) -> dict[str, Any] | Response | None:
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(message.get("method"), str):
         ident = message.get("id") if isinstance(message, dict) else None
@@ -294,7 +300,7 @@ async def _handle(
         opened = await gateway().sessions.open(g.user.email, request.path, version)
         headers["Mcp-Session-Id"] = opened.id
     try:
-        result = await handler(McpContext(decision, server, version, relay), params)
+        result = await handler(McpContext(decision, server, version, relay, ask), params)
     except RpcError as err:
         return _rpc_error(ident, err)
     return {"jsonrpc": "2.0", "id": ident, "result": result}

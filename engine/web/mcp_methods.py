@@ -21,7 +21,7 @@ from quart import g
 
 from engine import __version__
 from engine.decide import Access, Decision
-from engine.federation.upstream import Relay, UpstreamError
+from engine.federation.upstream import Answerer, Relay, UpstreamError
 from engine.store.catalog import Server, Upstream
 from engine.store.queries import visible_rows
 from engine.web.gateways import upstream_client
@@ -59,6 +59,8 @@ class McpContext:
     version: str
     relay: Relay | None = None
     """Where upstream progress and log notifications go, when the client streams."""
+    ask: Answerer | None = None
+    """Who answers the upstream's own requests (sampling, elicitation), when the client streams."""
 
 
 async def _rows(
@@ -160,11 +162,16 @@ async def tools_call(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
         raise RpcError(-32602, "`arguments` must be an object")
     meta = params.get("_meta")
     progress = meta.get("progressToken") if isinstance(meta, dict) else None
-    return await call_tool(tool, arguments, relay=ctx.relay, progress_token=progress)
+    return await call_tool(tool, arguments, relay=ctx.relay, ask=ctx.ask, progress_token=progress)
 
 
 async def call_tool(
-    tool: dict[str, Any], arguments: dict[str, Any], *, relay: Relay | None = None, progress_token: Any = None
+    tool: dict[str, Any],
+    arguments: dict[str, Any],
+    *,
+    relay: Relay | None = None,
+    ask: Answerer | None = None,
+    progress_token: Any = None,
 ) -> dict[str, Any]:
     """Check, forward and check again: the one way a tool is run, over MCP or REST."""
     if tool["changed"] and g.snapshot.content.tool_changes == "block":
@@ -183,7 +190,8 @@ async def call_tool(
     if progress_token is not None and isinstance(progress_token, str | int):
         forwarded["_meta"] = {"progressToken": progress_token}
     notes = _checked_notes(relay) if relay is not None else None
-    result = await _forward(tool["upstream_id"], "tools/call", forwarded, notes)
+    answerer = _checked_answers(ask) if ask is not None else None
+    result = await _forward(tool["upstream_id"], "tools/call", forwarded, notes, answerer)
     return _checked_contents(result, "content", "tool_result")
 
 
@@ -206,13 +214,43 @@ def _checked_notes(relay: Relay) -> Relay:
     return checked
 
 
+_ASKED: Final = frozenset({"sampling/createMessage", "elicitation/create"})
+
+
+def _checked_answers(ask: Answerer) -> Answerer:
+    """Put the upstream's sampling and elicitation requests to the client, both ways checked.
+
+    What the upstream asks is upstream output, judged like a tool result; what the client
+    answers goes upstream, judged like tool arguments. A refusal, on either side, becomes
+    the error the upstream receives; the refused text is never relayed.
+    """
+
+    async def checked(asked: dict[str, Any]) -> dict[str, Any]:
+        if asked.get("method") not in _ASKED:
+            return {"error": {"code": -32601, "message": f"Method not found: {asked.get('method')}"}}
+        params = asked.get("params") if isinstance(asked.get("params"), dict) else {}
+        try:
+            check_text("tool_result", json.dumps(params), field="request")
+            answer = await ask({"method": asked["method"], "params": params})
+            check_text("tool_args", json.dumps(answer), field="answer")
+        except ContentRefused as err:
+            return {"error": _refused(err).body()}
+        return answer
+
+    return checked
+
+
 async def find_tool(ctx: McpContext, **where: Any) -> dict[str, Any] | None:
     found = await _rows(ctx, "tools", _TOOL, "tool_ids", **where)
     return found[0] if found else None
 
 
 async def _forward(
-    upstream_id: str | None, method: str, params: dict[str, Any], relay: Relay | None = None
+    upstream_id: str | None,
+    method: str,
+    params: dict[str, Any],
+    relay: Relay | None = None,
+    ask: Answerer | None = None,
 ) -> dict[str, Any]:
     if upstream_id is None:
         raise RpcError(-32013, "this item has no upstream to serve it", {"code": "not_available"})
@@ -224,7 +262,7 @@ async def _forward(
             raise RpcError(-32013, "this item's upstream is gone", {"code": "not_available"})
         client = upstream_client(gw, row)
     try:
-        result = await client.request(method, params, on_message=relay)
+        result = await client.request(method, params, on_message=relay, on_request=ask)
     except UpstreamError as err:
         if err.code == "upstream_error":
             raise RpcError(int(err.rpc_code or -32603), err.message, {"code": "upstream_error"}) from err

@@ -52,6 +52,8 @@ class Gateway:
     counters: Any = field(default_factory=lambda: LocalCache(0))
     background: set[Any] = field(default_factory=set)
     verified: dict[str, Any] = field(default_factory=dict)
+    asked: dict[tuple[str, str], Any] = field(default_factory=dict)
+    """Questions put to MCP clients for an upstream, by (session, id): see mcp_asking."""
     tasks: list[Any] = field(default_factory=list)
 
 

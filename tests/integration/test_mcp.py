@@ -8,11 +8,15 @@ client's token never travels past the gateway.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
+import httpx2
 import pytest
-from mcp import MCPError
+from mcp import Client, MCPError, types
+from mcp.client.streamable_http import streamable_http_client
 
 from tests.integration.conftest import start_server, stop_server
 from tests.integration.mcp_client import UPSTREAM_TOKEN, mcp_session, upstream_server
@@ -167,3 +171,74 @@ def test_rest_invoke_takes_the_same_path_as_tools_call(federated: tuple[Gateway,
     refused = read_only.post(f"/tools/{tools['up__add']}/invoke", json={"arguments": {"a": 1}})
     assert (refused.status_code, refused.json()["error"]["code"]) == (403, "permission_missing")
     assert admin.post("/tools/no-such-tool/invoke", json={}).status_code == 404
+
+
+@contextlib.asynccontextmanager
+async def _client_that_answers(url: str, token: str, summary: str) -> AsyncIterator[Client]:
+    async def sample(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        asked = params.messages[0].content
+        assert isinstance(asked, types.TextContent)
+        assert asked.text.startswith("Summarize: ")
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text=summary), model="m"
+        )
+
+    async def elicit(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        return types.ElicitResult(action="accept", content={"ok": True})
+
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
+        Client(
+            streamable_http_client(url, http_client=http),  # type: ignore[arg-type]
+            mode="legacy",
+            sampling_callback=sample,
+            elicitation_callback=elicit,
+        ) as client,
+    ):
+        yield client
+
+
+def test_upstream_sampling_and_elicitation_reach_the_client(federated: tuple[Gateway, dict[str, str]]) -> None:
+    gw, _ = federated
+    token = mint(claims(teams=None))
+
+    async def scenario() -> tuple[str, str]:
+        async with _client_that_answers(f"{gw.url}/mcp", token, "short") as client:
+            summarized = await client.call_tool("up__summarize", {"text": "a long report"})
+            confirmed = await client.call_tool("up__confirm", {})
+            return str(summarized.content[0].text), str(confirmed.content[0].text)
+
+    summary, confirmation = run(scenario())
+    assert summary == "summary: short"
+    assert confirmation == "accept: {'ok': True}"
+
+
+def test_a_client_answer_that_breaks_the_content_rules_never_reaches_the_upstream(
+    federated: tuple[Gateway, dict[str, str]],
+) -> None:
+    gw, _ = federated
+    token = mint(claims(teams=None))
+
+    async def scenario() -> str:
+        async with _client_that_answers(f"{gw.url}/mcp", token, "'; DROP TABLE users; --") as client:
+            with pytest.raises(MCPError) as refused:
+                await client.call_tool("up__summarize", {"text": "a long report"})
+            return refused.value.message
+
+    message = run(scenario())
+    assert "sqli-stacked-query" in message, "the upstream heard why its question failed"
+    assert "DROP TABLE" not in message
+
+
+def test_a_client_without_a_stream_gets_the_upstreams_question_refused(
+    federated: tuple[Gateway, dict[str, str]],
+) -> None:
+    gw, _ = federated
+    token = mint(claims(teams=None))
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    session = httpx.post(f"{gw.url}/mcp", headers=headers, json=init).headers["mcp-session-id"]
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "up__confirm", "arguments": {}}}
+    reply = httpx.post(f"{gw.url}/mcp", headers={**headers, "Mcp-Session-Id": session}, json=call, timeout=30)
+    assert reply.status_code == 200
+    assert reply.json()["error"]["message"] == "the gateway's client cannot answer this request"

@@ -140,6 +140,14 @@ def test_calls_to_an_upstream_reuse_one_connection(env: dict[str, Any]) -> None:
     assert len(ports) <= 2, f"the gateway opened a connection per call: ports {sorted(ports)}"
 
 
+def test_an_answer_to_no_question_is_accepted_and_ignored(env: dict[str, Any]) -> None:
+    gw, token = env["gw"], mint(claims(teams=None))
+    session = _open(gw, token)
+    stray = {"jsonrpc": "2.0", "id": "pg-0000", "result": {"action": "accept"}}
+    assert _call(gw, token, session, stray).status_code == 202
+    assert _call(gw, token, session, {"jsonrpc": "2.0", "id": 9, "method": "ping"}).json()["result"] == {}
+
+
 def test_progress_and_log_notifications_stream_before_the_result(env: dict[str, Any]) -> None:
     gw, token = env["gw"], mint(claims(teams=None))
     session = _open(gw, token)

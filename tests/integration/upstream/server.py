@@ -12,6 +12,7 @@ import os
 import sys
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import SamplingMessage, TextContent
 
 server = MCPServer("fixture-upstream", version="1.0")
 
@@ -32,6 +33,25 @@ def add(a: int, b: int = 1) -> int:
 def whoami(ctx: Context) -> str:
     """Report the Authorization header this upstream received."""
     return (ctx.headers or {}).get("authorization", "<none>")
+
+
+@server.tool()
+async def summarize(text: str, ctx: Context) -> str:
+    """Ask the client's model for a summary (sampling), on the stream of this call."""
+    result = await ctx.session.create_message(
+        messages=[SamplingMessage(role="user", content=TextContent(type="text", text=f"Summarize: {text}"))],
+        max_tokens=50,
+        related_request_id=ctx.request_id,
+    )
+    return f"summary: {getattr(result.content, 'text', '')}"
+
+
+@server.tool()
+async def confirm(ctx: Context) -> str:
+    """Ask the client's user to confirm (elicitation), on the stream of this call."""
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    result = await ctx.session.elicit_form("Proceed?", schema, related_request_id=ctx.request_id)
+    return f"{result.action}: {result.content}"
 
 
 @server.tool()

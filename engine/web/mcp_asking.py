@@ -1,0 +1,65 @@
+"""Requests an upstream makes of the client during a tool call (sampling, elicitation).
+
+The upstream asks on the stream of its reply to the call. The gateway puts the question,
+under an id of its own making, on the client's stream of the same call, and waits for the
+client to POST the response within the same MCP session. The ids are the gateway's, so a
+client can answer only what was put to it, in its own session. Questions wait in this
+process: with several workers and no sticky routing, an answer may reach a worker that
+did not ask, and the question then times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any, Final
+
+from engine.federation.upstream import Answerer
+from engine.web.state import Gateway
+
+__all__ = ["asker", "is_answer", "take_answer"]
+
+ASK_TIMEOUT_S: Final = 300.0
+"""An elicitation waits for a person; a question unanswered after this is refused."""
+
+_MALFORMED: Final = {"code": -32603, "message": "the client's answer is malformed"}
+
+
+def asker(gw: Gateway, session_id: str, stream: asyncio.Queue[dict[str, Any]]) -> Answerer:
+    """Puts a question on the client's stream and waits for its answer."""
+
+    async def ask(question: dict[str, Any]) -> dict[str, Any]:
+        ident = f"pg-{secrets.token_hex(8)}"
+        key = (session_id, ident)
+        waiting: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        gw.asked[key] = waiting
+        try:
+            await stream.put({"jsonrpc": "2.0", "id": ident, **question})
+            async with asyncio.timeout(ASK_TIMEOUT_S):
+                return await waiting
+        except TimeoutError:
+            return {"error": {"code": -32002, "message": "the client did not answer in time"}}
+        finally:
+            gw.asked.pop(key, None)
+
+    return ask
+
+
+def is_answer(message: Any) -> bool:
+    """A JSON-RPC response rather than a request or a notification."""
+    return isinstance(message, dict) and "method" not in message and ("result" in message or "error" in message)
+
+
+def take_answer(gw: Gateway, session_id: str, message: dict[str, Any]) -> bool:
+    """Hand an answer to the question waiting for it; False when none is."""
+    waiting = gw.asked.get((session_id, str(message.get("id"))))
+    if waiting is None or waiting.done():
+        return False
+    result, error = message.get("result"), message.get("error")
+    if isinstance(result, dict):
+        waiting.set_result({"result": result})
+    elif isinstance(error, dict) and isinstance(error.get("code"), int) and isinstance(error.get("message"), str):
+        waiting.set_result({"error": {"code": error["code"], "message": error["message"][:500]}})
+    else:
+        waiting.set_result({"error": _MALFORMED})
+    return True
