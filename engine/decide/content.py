@@ -677,11 +677,12 @@ def _repeat(low: int, high: int, body: _Factors) -> _Factors:
     if body.exact is not None:
         if low == 0 and high == 1:
             return _exactly(body.exact | _NOTHING)
-        power: _Strings | None = _NOTHING
-        for _ in range(low if low == high else 0):
-            power = None if power is None else _cross(power, body.exact)
-        if low == high and power is not None:
-            return _exactly(power)
+        if low == high:
+            power: _Strings | None = _NOTHING
+            for _ in range(low):
+                power = _cross(power, body.exact) if power is not None else None
+            if power is not None:
+                return _exactly(power)
     if low == 0:
         return _UNKNOWN
     prefix = body.prefix if body.exact is None else body.exact

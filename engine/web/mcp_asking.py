@@ -50,11 +50,11 @@ def is_answer(message: Any) -> bool:
     return isinstance(message, dict) and "method" not in message and ("result" in message or "error" in message)
 
 
-def take_answer(gw: Gateway, session_id: str, message: dict[str, Any]) -> bool:
-    """Hand an answer to the question waiting for it; False when none is."""
+def take_answer(gw: Gateway, session_id: str, message: dict[str, Any]) -> None:
+    """Hand an answer to the question waiting for it; an answer to nothing is dropped."""
     waiting = gw.asked.get((session_id, str(message.get("id"))))
     if waiting is None or waiting.done():
-        return False
+        return
     result, error = message.get("result"), message.get("error")
     if isinstance(result, dict):
         waiting.set_result({"result": result})
@@ -62,4 +62,3 @@ def take_answer(gw: Gateway, session_id: str, message: dict[str, Any]) -> bool:
         waiting.set_result({"error": {"code": error["code"], "message": error["message"][:500]}})
     else:
         waiting.set_result({"error": _MALFORMED})
-    return True
