@@ -1,9 +1,11 @@
 """Routes, route classes and permission sets: who may reach which path, and with what.
 
-Built from the `Routes`, `PermissionSets` and `Features` documents. Route matching must
-cost well under a microsecond on the request path, so routes are bucketed by their first
-path segment at build time and each bucket keeps the documents' order: the first route
-whose path and method match decides. No I/O in this module.
+Built from the `Routes`, `PermissionSets` and `Features` documents. The first route in
+document order whose path and method match decides. Matching must cost well under a
+microsecond, so the build turns the routes into one router per HTTP method: literal paths
+in a dict, and per first path segment one regex that joins the candidate routes as
+alternatives in document order. One `fullmatch` then finds the first matching route, and
+the number of the group that matched says which. No I/O in this module.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from engine.errors import Location, PolicyError
 if TYPE_CHECKING:
     from engine.policy.load import Document
 
-__all__ = ["AccessTable", "Route", "RouteClass", "ServerScope", "build_access_table", "match_route"]
+__all__ = ["AccessTable", "Route", "RouteClass", "Router", "ServerScope", "build_access_table", "match_route"]
 
 _PARAM: Final = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -63,13 +65,39 @@ class McpMethod:
 
 
 @dataclass(frozen=True, slots=True)
+class Branches:
+    """Routes tried in document order as the alternatives of one regex.
+
+    Alternative k is wrapped in capturing group `starts[k]`, the only group still open
+    when its match ends, so `Match.lastindex` names the route that matched.
+    """
+
+    pattern: re.Pattern[str]
+    routes: Mapping[int, Route]
+    server_groups: Mapping[int, int]
+    """Per starting group, the group holding the route's server parameter, if it has one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    """Every route one HTTP method can reach, ready for `match_route`."""
+
+    exact: Mapping[str, Route]
+    by_segment: Mapping[str, Branches]
+    other: Branches | None
+
+
+@dataclass(frozen=True, slots=True)
 class AccessTable:
     """Everything needed to place a request on a route and check its permission."""
 
-    exact: Mapping[tuple[str, str], Route]
-    by_segment: Mapping[str, tuple[Route, ...]]
-    other: tuple[Route, ...]
+    routes: tuple[Route, ...]
+    routers: Mapping[str, Router]
+    any_method: Router
+    """For methods no route names: only routes open to every method."""
     roles: Mapping[str, frozenset[str]]
+    grants: Mapping[tuple[frozenset[str], bool], frozenset[str]]
+    """What each single role grants, and no role (the default role), by admin flag."""
     admin_role: str | None
     default_roles: frozenset[str]
     anonymous_role: str | None
@@ -81,23 +109,26 @@ class AccessTable:
     default: RuleRef
 
 
-_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+def match_route(table: AccessTable, method: str, path: str) -> tuple[Route, str | None] | None:
+    """Find the first route that serves `method path`, with its server parameter's value.
 
-
-def match_route(table: AccessTable, method: str, path: str) -> tuple[Route, Mapping[str, str]] | None:
-    """Find the first route that serves `method path`, with its path parameters."""
-    if len(path) > 1 and path.endswith("/"):
-        path = path.rstrip("/") or "/"
-    exact = table.exact.get((method, path))
+    Trailing slashes do not count: `/tools/` is `/tools`. The regexes allow them, so only
+    the literal-path dict misses on such a path, and the regex then answers.
+    """
+    router = table.routers.get(method, table.any_method)
+    exact = router.exact.get(path)
     if exact is not None:
-        return exact, _NO_PARAMS
+        return exact, None
     end = path.find("/", 1)
-    first = path[1:] if end < 0 else path[1:end]
-    for route in table.by_segment.get(first, table.other):
-        found = route.pattern.fullmatch(path)
-        if found is not None and (route.methods is None or method in route.methods):
-            return route, found.groupdict()
-    return None
+    branches = router.by_segment.get(path[1:] if end < 0 else path[1:end], router.other)
+    if branches is None:
+        return None
+    found = branches.pattern.fullmatch(path)
+    if found is None:
+        return None
+    start = found.lastindex or 0
+    group = branches.server_groups.get(start)
+    return branches.routes[start], found.group(group) if group is not None else None
 
 
 def role_permissions(table: AccessTable, roles: frozenset[str]) -> frozenset[str]:
@@ -158,12 +189,23 @@ def build_access_table(
     if errors:
         return None, errors
     default_role = permission_sets.spec.get("defaultRole")
+    admin_role = permission_sets.spec.get("adminRole")
+    admin_grant = roles[admin_role] if admin_role is not None else frozenset()
+    grants = {
+        (held, admin): granted | admin_grant if admin else granted
+        for held, granted in [
+            *((frozenset([name]), granted) for name, granted in roles.items()),
+            (frozenset(), roles[default_role] if default_role else frozenset()),
+        ]
+        for admin in (False, True)
+    }
     table = AccessTable(
-        exact=_exact(ordered),
-        by_segment=_bucket(ordered),
-        other=tuple(r for r in ordered if _first_segment(r) is None),
+        routes=tuple(ordered),
+        routers=MappingProxyType({m: _router(ordered, m) for m in _methods(ordered)}),
+        any_method=_router(ordered, None),
         roles=MappingProxyType(roles),
-        admin_role=permission_sets.spec.get("adminRole"),
+        grants=MappingProxyType(grants),
+        admin_role=admin_role,
         default_roles=frozenset([default_role] if default_role else ()),
         anonymous_role=permission_sets.spec.get("anonymousRole"),
         permissions=known,
@@ -312,27 +354,62 @@ def _first_segment(route: Route) -> str | None:
     return segment
 
 
-def _bucket(routes: list[Route]) -> Mapping[str, tuple[Route, ...]]:
-    # INVARIANT: every bucket keeps document order and also holds the routes that can
-    # start with any segment, so bucketing never changes which route matches first.
-    firsts = {s for s in map(_first_segment, routes) if s is not None}
-    buckets = {segment: tuple(r for r in routes if _first_segment(r) in (segment, None)) for segment in firsts}
-    return MappingProxyType(buckets)
+def _methods(routes: list[Route]) -> set[str]:
+    return {m for r in routes if r.methods is not None for m in r.methods}
 
 
-def _exact(routes: list[Route]) -> Mapping[tuple[str, str], Route]:
-    """A direct lookup for literal paths, used only where it picks what the scan would."""
-    table: dict[tuple[str, str], Route] = {}
+def _router(routes: list[Route], method: str | None) -> Router:
+    """The router for `method`; None builds the one for methods no route names."""
+    # INVARIANT: candidates keep document order, and every bucket also holds the routes
+    # that can start with any segment, so neither the dict nor the buckets change which
+    # route matches first.
+    candidates = [r for r in routes if r.methods is None or method in r.methods]
+    firsts = {s for s in map(_first_segment, candidates) if s is not None}
+    by_segment = {
+        segment: _branches([r for r in candidates if _first_segment(r) in (segment, None)]) for segment in firsts
+    }
+    wildcards = [r for r in candidates if _first_segment(r) is None]
+    return Router(
+        exact=MappingProxyType(_exact(candidates)),
+        by_segment=MappingProxyType(by_segment),
+        other=_branches(wildcards) if wildcards else None,
+    )
+
+
+def _branches(routes: list[Route]) -> Branches:
+    sources: list[str] = []
+    starts: dict[int, Route] = {}
+    server_groups: dict[int, int] = {}
+    group = 1
     for route in routes:
+        starts[group] = route
+        index = route.pattern.groupindex.get(route.route_class.server_param)
+        if index is not None:
+            server_groups[group] = group + index
+        # Group names may not repeat across alternatives; positions say the same thing.
+        sources.append("(" + _UNNAMED.sub("(", route.pattern.pattern) + ")")
+        group += 1 + route.pattern.groups
+    # A trailing `/` never changes the route that matches: a route that matches `p/` ends
+    # in `**`, so it matches `p` as well, and a match of `p` is a match of `p/`.
+    pattern = re.compile("(?:" + "|".join(sources) + ")/*")
+    return Branches(pattern, MappingProxyType(starts), MappingProxyType(server_groups))
+
+
+_UNNAMED: Final = re.compile(r"(?<!\\)\(\?P<[A-Za-z_][A-Za-z0-9_]*>")
+
+
+def _exact(candidates: list[Route]) -> dict[str, Route]:
+    """Literal paths, where the route they name is the one the regex would pick."""
+    table: dict[str, Route] = {}
+    for route in candidates:
         literal = route.pattern.pattern
-        if route.methods is None or route.pattern.groups or re.escape(re.sub(r"\\(.)", r"\1", literal)) != literal:
-            continue
         path = re.sub(r"\\(.)", r"\1", literal)
-        for method in route.methods:
-            first = next(r for r in routes if r.pattern.fullmatch(path) and (r.methods is None or method in r.methods))
-            if first is route:
-                table.setdefault((method, path), route)
-    return MappingProxyType(table)
+        if route.pattern.groups or re.escape(path) != literal:
+            continue
+        first = next(r for r in candidates if r.pattern.fullmatch(path))
+        if first is route:
+            table.setdefault(path, route)
+    return table
 
 
 def _unknown_permission(where: Location, permission: str, doc: Document) -> PolicyError:

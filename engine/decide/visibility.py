@@ -95,7 +95,7 @@ def build_visibility_table(doc: Document) -> tuple[VisibilityTable | None, list[
 
 
 def resolve_visibility(
-    table: VisibilityTable, shape: TeamsClaim, listed: frozenset[str], user: User, *, session: bool
+    table: VisibilityTable, shape: TeamsClaim, listed: frozenset[str], user: User, session: bool
 ) -> tuple[Visibility, RuleRef]:
     """Apply the session rule or the truth table to one authenticated caller.
 
@@ -121,7 +121,12 @@ def resolve_visibility(
 
 
 _TEAMS: Final = Access.TEAM_AND_PUBLIC
+_WITHOUT_TEAMS: Final = {access: Visibility(access) for access in Access}
+_tuple_new = tuple.__new__  # skips the NamedTuple's Python-level `__new__`, as in `decide`
 
 
 def _visibility(access: Access, teams: frozenset[str]) -> Visibility:
-    return Visibility(access, teams if access is _TEAMS else frozenset())
+    if access is _TEAMS:
+        visibility: Visibility = _tuple_new(Visibility, (access, teams))
+        return visibility
+    return _WITHOUT_TEAMS[access]

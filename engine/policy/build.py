@@ -246,8 +246,7 @@ def _assemble(state: State) -> Snapshot:
     network: NetworkTable = tables["network"]
     well_known: WellKnownTable = tables["well_known"]
     refs: list[RuleRef] = [access.default, access.mcp_unknown, visibility.anonymous]
-    for bucket in (*access.by_segment.values(), access.other):
-        refs.extend(route.ref for route in bucket)
+    refs.extend(route.ref for route in access.routes)
     refs.extend(m.ref for m in access.mcp_methods.values())
     refs.extend(access.feature_refs.values())
     refs.extend(tokens.refs.values())

@@ -45,7 +45,7 @@ def test_never_wider_than_own_teams(
 ) -> None:
     shape = _shape(claim, absent)
     user = User("u@example.com", admin=admin, teams=memberships)
-    seen, _ = resolve_visibility(snapshot.visibility, shape, claim or frozenset(), user, session=session)
+    seen, _ = resolve_visibility(snapshot.visibility, shape, claim or frozenset(), user, session)
     if seen.access is Access.UNRESTRICTED:
         assert admin, "only admins are ever unrestricted"
         return
@@ -60,6 +60,6 @@ def test_never_wider_than_own_teams(
 
 def test_an_absent_claim_never_unlocks_an_admin_in_the_default_table(snapshot: Snapshot) -> None:
     admin = User("root@example.com", admin=True, teams=frozenset({"ops"}))
-    seen, rule = resolve_visibility(snapshot.visibility, TeamsClaim.ABSENT, frozenset(), admin, session=False)
+    seen, rule = resolve_visibility(snapshot.visibility, TeamsClaim.ABSENT, frozenset(), admin, False)
     assert seen.access is Access.PUBLIC_ONLY
     assert rule.id == "visibility/absent-admin"
