@@ -249,8 +249,10 @@ async def after_request(response: Response) -> Response:
     snapshot: Snapshot | None = g.get("snapshot")
     if snapshot is not None:
         network = snapshot.network
-        for name, value in network.headers:
-            response.headers.setdefault(name, value)
+        # One pass over the names already set: `Headers.setdefault` lowercases and scans
+        # every header for each of the policy's dozen, on every response.
+        present = {name.lower() for name, _ in response.headers.items()}
+        response.headers.extend([(name, value) for name, value in network.headers if name.lower() not in present])
         origin = request.headers.get("Origin")
         if origin and network.cors_enabled and origin in network.allowed_origins:
             response.headers["Access-Control-Allow-Origin"] = origin

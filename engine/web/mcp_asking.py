@@ -14,7 +14,7 @@ import asyncio
 import secrets
 from typing import Any, Final
 
-from engine.federation.upstream import Answerer
+from engine.federation.upstream import Answerer, Relay
 from engine.web.state import Gateway
 
 __all__ = ["asker", "is_answer", "take_answer"]
@@ -25,8 +25,8 @@ ASK_TIMEOUT_S: Final = 300.0
 _MALFORMED: Final = {"code": -32603, "message": "the client's answer is malformed"}
 
 
-def asker(gw: Gateway, session_id: str, stream: asyncio.Queue[dict[str, Any]]) -> Answerer:
-    """Puts a question on the client's stream and waits for its answer."""
+def asker(gw: Gateway, session_id: str, say: Relay) -> Answerer:
+    """Puts a question on the client's stream with `say` and waits for its answer."""
 
     async def ask(question: dict[str, Any]) -> dict[str, Any]:
         ident = f"pg-{secrets.token_hex(8)}"
@@ -34,7 +34,7 @@ def asker(gw: Gateway, session_id: str, stream: asyncio.Queue[dict[str, Any]]) -
         waiting: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         gw.asked[key] = waiting
         try:
-            await stream.put({"jsonrpc": "2.0", "id": ident, **question})
+            await say({"jsonrpc": "2.0", "id": ident, **question})
             async with asyncio.timeout(ASK_TIMEOUT_S):
                 return await waiting
         except TimeoutError:

@@ -218,29 +218,29 @@ async def _streamed(
     the gateway several writes and a chunked body for the same single message.
     """
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    ask = asker(gateway(), session.id, queue) if session is not None else None
-    task = asyncio.ensure_future(_handle(message, server, session, version, {}, relay=queue.put, ask=ask))
-    getter = asyncio.ensure_future(queue.get())
+    spoke: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def say(note: dict[str, Any]) -> None:
+        queue.put_nowait(note)
+        if not spoke.done():
+            spoke.set_result(None)
+
+    ask = asker(gateway(), session.id, say) if session is not None else None
+    task = asyncio.ensure_future(_handle(message, server, session, version, {}, relay=say, ask=ask))
+    first: set[asyncio.Future[Any]] = {task, spoke}
     try:
-        await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         task.cancel()
-        getter.cancel()
         raise
-    first = getter.result() if getter.done() else None
-    if first is None:
-        getter.cancel()
-        # A note put in the same loop turn as the reply is queued but not yet fetched.
-        if queue.empty():
-            outcome = task.result()
-            if isinstance(outcome, Response):
-                return outcome
-            return _answer(outcome, wants_json) if outcome is not None else Response("", status=202)
+    if not spoke.done():
+        outcome = task.result()
+        if isinstance(outcome, Response):
+            return outcome
+        return _answer(outcome, wants_json) if outcome is not None else Response("", status=202)
 
     async def events() -> AsyncIterator[bytes]:
         try:
-            if first is not None:
-                yield _event(first)
             while True:
                 next_note = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait({task, next_note}, return_when=asyncio.FIRST_COMPLETED)
