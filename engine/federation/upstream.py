@@ -9,6 +9,8 @@ Failures become `UpstreamError` with a stable code the MCP endpoint maps onto JS
 
     UpstreamError
     ├── code "upstream_unavailable"  connection refused, DNS, TLS
+    ├── code "upstream_address_refused"  the host has no public address, and the
+    │                                     policy wants one (engine.federation.addresses)
     ├── code "upstream_timeout"      no answer within the timeout
     ├── code "upstream_protocol"     not JSON-RPC, wrong content type, bad status
     └── code "upstream_error"        the upstream answered with a JSON-RPC error
@@ -44,6 +46,10 @@ Answerer = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 the `result` or `error` member of the response."""
 
 _UNANSWERABLE: Final = {"code": -32601, "message": "the gateway's client cannot answer this request"}
+_NOT_PUBLIC: Final = (
+    "the upstream's host has no public address; the Network policy's "
+    "`upstreams.allowPrivateNetworks` allows such upstreams"
+)
 
 
 class UpstreamError(Exception):
@@ -56,8 +62,11 @@ class UpstreamError(Exception):
 
 
 class UpstreamClient:
-    def __init__(self, url: str, headers: Mapping[str, str], *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, headers: Mapping[str, str], *, timeout: float = 30.0, public_only: bool = False
+    ) -> None:
         self.url = url
+        self.public_only = public_only
         self._headers_fixed = dict(headers)
         self._timeout_s = timeout
         self._http: aiohttp.ClientSession | None = None
@@ -73,18 +82,24 @@ class UpstreamClient:
         if self._http is None:
             import aiohttp
 
+            from engine.federation.addresses import PublicResolver, refused_literal
+
+            if self.public_only and refused_literal(self.url):
+                raise UpstreamError("upstream_address_refused", _NOT_PUBLIC)
             timeout = aiohttp.ClientTimeout(total=self._timeout_s)
-            self._http = aiohttp.ClientSession(headers=self._headers_fixed, timeout=timeout)
+            connector = aiohttp.TCPConnector(resolver=PublicResolver()) if self.public_only else None
+            self._http = aiohttp.ClientSession(headers=self._headers_fixed, timeout=timeout, connector=connector)
         return self._http
 
-    async def close(self) -> None:
+    async def close(self, *, end_session: bool = True) -> None:
+        """Drop the pool, first telling the upstream to end the MCP session when asked."""
         for task in list(self._draining):
             task.cancel()
         if self._http is None:
             return
         import aiohttp
 
-        if self._session is not None:
+        if self._session is not None and end_session:
             with suppress(aiohttp.ClientError, TimeoutError):
                 async with self._http.delete(self.url, headers=self._headers()):
                     pass
@@ -145,9 +160,7 @@ class UpstreamClient:
         except TimeoutError as err:
             raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from err
         except aiohttp.ClientError as err:
-            raise UpstreamError(
-                "upstream_unavailable", f"the upstream cannot be reached ({type(err).__name__})"
-            ) from err
+            raise _unreachable(err) from err
 
     async def _exchange(
         self, message: Mapping[str, Any], ident: int, on_message: Relay | None, on_request: Answerer | None
@@ -162,8 +175,7 @@ class UpstreamClient:
         except TimeoutError as err:
             raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from err
         except aiohttp.ClientError as err:
-            reason = f"the upstream cannot be reached ({type(err).__name__})"
-            raise UpstreamError("upstream_unavailable", reason) from err
+            raise _unreachable(err) from err
         handed_off = False
         try:
             kind = response.headers.get("Content-Type", "").split(";")[0].strip()
@@ -200,8 +212,7 @@ class UpstreamClient:
         except TimeoutError as err:
             raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from err
         except aiohttp.ClientError as err:
-            reason = f"the upstream cannot be reached ({type(err).__name__})"
-            raise UpstreamError("upstream_unavailable", reason) from err
+            raise _unreachable(err) from err
         finally:
             if not handed_off:
                 response.release()
@@ -318,3 +329,11 @@ def _reply(status: int, kind: str, body: bytes, ident: int) -> dict[str, Any]:
         if isinstance(message, dict) and message.get("id") == ident:
             return message
     raise UpstreamError("upstream_protocol", "the upstream's answer has no reply to the request")
+
+
+def _unreachable(err: aiohttp.ClientError) -> UpstreamError:
+    from engine.federation.addresses import AddressRefused
+
+    if isinstance(getattr(err, "os_error", None), AddressRefused):
+        return UpstreamError("upstream_address_refused", _NOT_PUBLIC)
+    return UpstreamError("upstream_unavailable", f"the upstream cannot be reached ({type(err).__name__})")

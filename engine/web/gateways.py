@@ -29,7 +29,7 @@ from engine.web.inspection import check_text
 from engine.web.responses import ApiError, created
 from engine.web.state import Gateway, gateway, notify
 
-__all__ = ["blueprint", "upstream_client"]
+__all__ = ["blueprint", "pooled_client", "upstream_client"]
 
 blueprint = Blueprint("gateways", __name__)
 
@@ -107,17 +107,39 @@ async def _check_address(url: str) -> None:
             )
 
 
+def pooled_client(gw: Gateway, upstream_id: str) -> UpstreamClient | None:
+    """The pooled client for an upstream, if it was built under the request's address rule.
+
+    A client built under another rule is retired, so a reload that stops allowing private
+    networks also ends the pooled connections to them, which no resolver would see again.
+    """
+    client: UpstreamClient | None = gw.upstreams.get(upstream_id)
+    if client is not None and client.public_only == g.snapshot.network.upstream_private_ok:
+        del gw.upstreams[upstream_id]
+        _retire(gw, client)
+        return None
+    return client
+
+
 def upstream_client(gw: Gateway, row: Upstream) -> UpstreamClient:
-    """The pooled client for `row`, built from its sealed credentials on first use."""
-    client: UpstreamClient | None = gw.upstreams.get(row.id)
+    """The pooled client for `row`, built from its sealed credentials when there is none."""
+    client = pooled_client(gw, row.id)
     if client is None:
         secret = json.loads(gw.sealer.open(row.credentials) or "{}")
         headers = dict(secret.get("headers", {}))
         if secret.get("bearer_token"):
             headers["Authorization"] = f"Bearer {secret['bearer_token']}"
-        client = UpstreamClient(row.url, headers)
+        public_only = not g.snapshot.network.upstream_private_ok
+        client = UpstreamClient(row.url, headers, public_only=public_only)
         gw.upstreams[row.id] = client
     return client
+
+
+def _retire(gw: Gateway, client: UpstreamClient) -> None:
+    # Without a goodbye: the upstream may be one the policy no longer lets us reach.
+    task = asyncio.ensure_future(client.close(end_session=False))
+    gw.background.add(task)
+    task.add_done_callback(gw.background.discard)
 
 
 async def _forget_client(gw: Gateway, upstream_id: str) -> None:

@@ -27,6 +27,7 @@ _STATUS: Final = {
     "tool_changed": 409,
     "not_available": 409,
     "upstream_unavailable": 503,
+    "upstream_address_refused": 403,
     "upstream_timeout": 503,
     "upstream_protocol": 503,
     "upstream_error": 422,

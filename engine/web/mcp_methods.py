@@ -24,7 +24,7 @@ from engine.decide import Access, Decision
 from engine.federation.upstream import Answerer, Relay, UpstreamError
 from engine.store.catalog import Server, Upstream
 from engine.store.queries import visible_rows
-from engine.web.gateways import upstream_client
+from engine.web.gateways import pooled_client, upstream_client
 from engine.web.inspection import ContentRefused, check_text, sanitize_markup
 from engine.web.state import gateway
 
@@ -49,7 +49,12 @@ class RpcError(Exception):
         return error
 
 
-UPSTREAM_CODES: Final = {"upstream_unavailable": -32001, "upstream_timeout": -32002, "upstream_protocol": -32003}
+UPSTREAM_CODES: Final = {
+    "upstream_unavailable": -32001,
+    "upstream_address_refused": -32001,
+    "upstream_timeout": -32002,
+    "upstream_protocol": -32003,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +260,7 @@ async def _forward(
     if upstream_id is None:
         raise RpcError(-32013, "this item has no upstream to serve it", {"code": "not_available"})
     gw = gateway()
-    client = gw.upstreams.get(upstream_id)
+    client = pooled_client(gw, upstream_id)
     if client is None:
         row = await Upstream.filter(id=upstream_id).first()
         if row is None:

@@ -24,7 +24,7 @@ def _no_tracebacks() -> Iterator[None]:
 
 
 def start_server(folder: Path, **env: Any) -> Gateway:
-    gateway = start_gateway(folder, {k: str(v) for k, v in env.items()})
+    gateway = start_gateway(folder, {k: None if v is None else str(v) for k, v in env.items()})
     _LIVE.append(gateway)
     return gateway
 

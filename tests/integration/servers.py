@@ -90,7 +90,8 @@ class Gateway:
         return self.process.returncode
 
 
-def start_gateway(workdir: Path, env: Mapping[str, str] | None = None, *, wait: bool = True) -> Gateway:
+def start_gateway(workdir: Path, env: Mapping[str, str | None] | None = None, *, wait: bool = True) -> Gateway:
+    """A gateway process on a free port; a variable given as None is left unset."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     environment = {
@@ -106,16 +107,17 @@ def start_gateway(workdir: Path, env: Mapping[str, str] | None = None, *, wait: 
         "PLATFORM_ADMIN_PASSWORD": ADMIN_PASSWORD,
         **(env or {}),
     }
+    settled: dict[str, str] = {k: v for k, v in environment.items() if v is not None}
     log = workdir / f"gateway-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "engine", "serve"],
             cwd=workdir,
-            env=environment,
+            env=settled,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    gateway = Gateway(f"http://127.0.0.1:{port}", process, log, environment)
+    gateway = Gateway(f"http://127.0.0.1:{port}", process, log, settled)
     if wait:
         wait_until_healthy(gateway)
     return gateway

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +16,7 @@ from mcp import MCPError
 
 from tests.integration.conftest import start_server, stop_server
 from tests.integration.mcp_client import UPSTREAM_TOKEN, mcp_session, upstream_server
-from tests.integration.servers import Gateway, claims, free_port, mint
+from tests.integration.servers import ROOT, Gateway, claims, free_port, mint
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
 
@@ -304,3 +306,29 @@ def test_upstreams_on_private_addresses_are_refused_by_default(start: Any) -> No
         refused = admin.post("/gateways", json={"name": "probe", "url": url})
         assert (refused.status_code, refused.json()["error"]["code"]) == (422, "upstream_address_refused"), url
     assert admin.get("/gateways").json()["items"] == [], "nothing was stored"
+
+
+def test_a_reload_that_stops_allowing_private_networks_stops_calls_to_them(start: Any, tmp_path: Path) -> None:
+    """Checked when connecting, not only when registering: after the reload, neither the
+    upstream named by address nor the one named by a host that resolves to loopback
+    (as a rebinding name would) is reached, pooled connections included."""
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    network = policies / "network.yaml"
+    network.write_text(network.read_text().replace("allowPrivateNetworks: false", "allowPrivateNetworks: true"))
+    server = start(POLICY_PATHS=policies, MCPGATEWAY_ADMIN_API_ENABLED="true", UPSTREAMS_ALLOW_INTERNAL_NETWORKS=None)
+    admin = server.client(mint(claims(teams=None)))
+    with upstream_server(None) as url:
+        for prefix, upstream in (("lit_", url), ("named_", url.replace("127.0.0.1", "localhost"))):
+            registered = admin.post("/gateways", json={"name": prefix, "url": upstream, "prefix": prefix})
+            assert registered.status_code == 201, registered.text
+        tools = {t["name"]: t["id"] for t in admin.get("/tools").json()["items"]}
+        for name in ("lit_echo", "named_echo"):
+            answered = admin.post(f"/tools/{tools[name]}/invoke", json={"arguments": {"text": "hello"}})
+            assert answered.status_code == 200, answered.text
+
+        network.write_text(network.read_text().replace("allowPrivateNetworks: true", "allowPrivateNetworks: false"))
+        assert admin.post("/admin/policies/reload").status_code == 200
+        for name in ("lit_echo", "named_echo"):
+            refused = admin.post(f"/tools/{tools[name]}/invoke", json={"arguments": {"text": "hello"}})
+            assert (refused.status_code, refused.json()["error"]["code"]) == (403, "upstream_address_refused"), name
