@@ -8,6 +8,7 @@ and closed in `after_serving`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -38,12 +39,14 @@ from engine.web import (
     teams,
     tokens,
 )
+from engine.web.fanout import Fanout
 from engine.web.guard import after_request, guard
+from engine.web.mcp_asking import give_answer
 from engine.web.mcp_sessions import SessionStore
 from engine.web.reloading import release_free_memory, start_reload_triggers
 from engine.web.responses import ApiError, error_response
 from engine.web.startup import check_startup
-from engine.web.state import Gateway, PolicyStatus, attach, gateway
+from engine.web.state import Gateway, PolicyStatus, attach, gateway, tell_streams
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -102,6 +105,8 @@ async def _start() -> None:
     gw.cache = await _open_cache(settings)
     gw.directory = Directory(gw.cache)
     gw.sessions = SessionStore(gw.cache.client if isinstance(gw.cache, RedisCache) else None)
+    if settings.redis_url:
+        gw.fanout = await _open_fanout(gw, settings.redis_url)
     await gw.directory.start()
     start_reload_triggers(gw)
     release_free_memory()
@@ -122,10 +127,30 @@ async def _open_cache(settings: Settings) -> Cache | None:
     return None
 
 
+async def _open_fanout(gw: Gateway, redis_url: str) -> Fanout:
+    from redis.asyncio import Redis
+
+    def deliver(event: dict[str, Any]) -> None:
+        if event.get("kind") == "list_changed" and isinstance(event.get("method"), str):
+            tell_streams(gw, event["method"])
+        elif event.get("kind") == "answer" and isinstance(event.get("session"), str):
+            give_answer(gw, event["session"], event.get("message"))
+
+    # Its own connection, without the cache's socket timeout: a subscription is quiet
+    # for as long as nothing changes.
+    fanout = Fanout(Redis.from_url(redis_url, decode_responses=True), deliver)
+    subscribed = asyncio.Event()
+    gw.tasks.append(asyncio.ensure_future(fanout.listen(subscribed)))
+    await asyncio.wait_for(subscribed.wait(), timeout=5)
+    return fanout
+
+
 async def _stop() -> None:
     gw = gateway()
     for task in gw.tasks:
         task.cancel()
+    if gw.fanout is not None:
+        await gw.fanout.close()
     for client in gw.upstreams.values():
         await client.close()
     if gw.cache is not None:

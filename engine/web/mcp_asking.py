@@ -17,7 +17,7 @@ from typing import Any, Final
 from engine.federation.upstream import Answerer, Relay
 from engine.web.state import Gateway
 
-__all__ = ["asker", "is_answer", "take_answer"]
+__all__ = ["asker", "give_answer", "is_answer", "take_answer"]
 
 ASK_TIMEOUT_S: Final = 300.0
 """An elicitation waits for a person; a question unanswered after this is refused."""
@@ -51,10 +51,19 @@ def is_answer(message: Any) -> bool:
 
 
 def take_answer(gw: Gateway, session_id: str, message: dict[str, Any]) -> None:
-    """Hand an answer to the question waiting for it; an answer to nothing is dropped."""
+    """Hand an answer to the question waiting for it, in this worker or, through the
+    fanout, in another; an answer to nothing is dropped."""
+    if not give_answer(gw, session_id, message) and gw.fanout is not None:
+        gw.fanout.publish({"kind": "answer", "session": session_id, "message": message})
+
+
+def give_answer(gw: Gateway, session_id: str, message: Any) -> bool:
+    """Hand an answer to a question waiting in this worker; False when none is."""
+    if not isinstance(message, dict):
+        return False
     waiting = gw.asked.get((session_id, str(message.get("id"))))
     if waiting is None or waiting.done():
-        return
+        return False
     result, error = message.get("result"), message.get("error")
     if isinstance(result, dict):
         waiting.set_result({"result": result})
@@ -62,3 +71,4 @@ def take_answer(gw: Gateway, session_id: str, message: dict[str, Any]) -> None:
         waiting.set_result({"error": {"code": error["code"], "message": error["message"][:500]}})
     else:
         waiting.set_result({"error": _MALFORMED})
+    return True

@@ -18,7 +18,7 @@ from engine.settings import Settings
 from engine.signing import Keys
 from engine.store.reading import FileReader
 
-__all__ = ["Gateway", "PolicyStatus", "gateway", "notify"]
+__all__ = ["Gateway", "PolicyStatus", "gateway", "notify", "tell_streams"]
 
 _KEY = "policygate"
 
@@ -54,11 +54,20 @@ class Gateway:
     verified: dict[str, Any] = field(default_factory=dict)
     asked: dict[tuple[str, str], Any] = field(default_factory=dict)
     """Questions put to MCP clients for an upstream, by (session, id): see mcp_asking."""
+    fanout: Any = None
+    """Events for the other workers, when they share a Redis: see engine.web.fanout."""
     tasks: list[Any] = field(default_factory=list)
 
 
 def notify(gw: Gateway, method: str) -> None:
-    """Tell every open MCP event stream that a list changed (in this process)."""
+    """Tell every open MCP event stream that a list changed, in every worker."""
+    tell_streams(gw, method)
+    if gw.fanout is not None:
+        gw.fanout.publish({"kind": "list_changed", "method": method})
+
+
+def tell_streams(gw: Gateway, method: str) -> None:
+    """Tell this worker's open MCP event streams that a list changed."""
     for queue in list(gw.listeners):
         if not queue.full():
             queue.put_nowait(method)

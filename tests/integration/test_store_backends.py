@@ -8,6 +8,8 @@ its data, and a store outage failing closed.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.mcp_client import UPSTREAM_TOKEN, upstream_server
 from tests.integration.servers import Gateway, claims, create_database, mint, postgres_server, redis_server
 
 BACKENDS = ["sqlite", "postgres", "postgres+redis"]
@@ -90,6 +93,70 @@ def test_several_workers_share_revocations_through_redis(
     assert all(client.get("/auth/me").status_code == 200 for _ in range(10))
     server.client(server.login()).post("/admin/revocations", json={"jti": token["jti"]})
     assert {client.get("/auth/me").status_code for _ in range(20)} == {401}
+
+
+def test_every_worker_pushes_list_changes_made_in_another(
+    start: Callable[..., Gateway], postgres: str, redis_url: str
+) -> None:
+    """Event streams on both workers hear a change made through either one. Each stream
+    is its own connection, which the kernel spreads over the workers (SO_REUSEPORT);
+    eight of them all landing on one worker is a 1 in 128 chance."""
+    server = start(WORKERS="2", REDIS_URL=redis_url, DATABASE_URL=create_database(postgres, "fanout"))
+    token = mint(claims(teams=None))
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    session = httpx.post(f"{server.url}/mcp", headers=headers, json=init).headers["mcp-session-id"]
+    stream_headers = {**headers, "Accept": "text/event-stream", "Mcp-Session-Id": session}
+    with contextlib.ExitStack() as streams:
+        lines = []
+        for _ in range(8):
+            client = streams.enter_context(httpx.Client(timeout=5))
+            stream = streams.enter_context(client.stream("GET", f"{server.url}/mcp", headers=stream_headers))
+            assert stream.status_code == 200
+            line_iter = stream.iter_lines()
+            assert next(line_iter) == ": connected"
+            lines.append(line_iter)
+        created = server.client(token).post(
+            "/prompts", json={"name": "fresh", "template": "hi", "visibility": "public"}
+        )
+        assert created.status_code == 201
+        for line_iter in lines:
+            data = next(line for line in line_iter if line.startswith("data:"))
+            assert json.loads(data[5:])["method"] == "notifications/prompts/list_changed"
+
+
+def test_an_answer_reaches_the_worker_that_asked(start: Callable[..., Gateway], postgres: str, redis_url: str) -> None:
+    """The upstream's question goes out on the call's stream; the client's answer comes
+    back on a new connection, which may reach the other worker. Four rounds: all four
+    answers landing on the asking worker is a 1 in 16 chance."""
+    server = start(WORKERS="2", REDIS_URL=redis_url, DATABASE_URL=create_database(postgres, "answers"))
+    token = mint(claims(teams=None))
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    with upstream_server() as upstream:
+        up = {"name": "up", "url": upstream, "visibility": "public", "credentials": {"bearer_token": UPSTREAM_TOKEN}}
+        assert server.client(token).post("/gateways", json=up).status_code == 201
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+        session = httpx.post(f"{server.url}/mcp", headers=headers, json=init).headers["mcp-session-id"]
+        headers["Mcp-Session-Id"] = session
+        for round_ in range(4):
+            call = {"jsonrpc": "2.0", "id": 10 + round_, "method": "tools/call",
+                    "params": {"name": "up__confirm", "arguments": {}}}  # fmt: skip
+            with (
+                httpx.Client(timeout=10) as caller,
+                caller.stream("POST", f"{server.url}/mcp", headers=headers, json=call) as stream,
+            ):
+                events = (json.loads(line[5:]) for line in stream.iter_lines() if line.startswith("data:"))
+                question = next(events)
+                assert question["method"] == "elicitation/create"
+                answer = {
+                    "jsonrpc": "2.0",
+                    "id": question["id"],
+                    "result": {"action": "accept", "content": {"ok": True}},
+                }
+                assert httpx.post(f"{server.url}/mcp", headers=headers, json=answer).status_code == 202
+                reply = next(events)
+            assert reply["id"] == 10 + round_
+            assert reply["result"]["content"][0]["text"] == "accept: {'ok': True}"
 
 
 def test_a_redis_that_lost_its_data_does_not_forget_revocations(
