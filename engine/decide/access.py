@@ -364,11 +364,12 @@ def _router(routes: list[Route], method: str | None) -> Router:
     # that can start with any segment, so neither the dict nor the buckets change which
     # route matches first.
     candidates = [r for r in routes if r.methods is None or method in r.methods]
-    firsts = {s for s in map(_first_segment, candidates) if s is not None}
+    firsts = [(r, _first_segment(r)) for r in candidates]
     by_segment = {
-        segment: _branches([r for r in candidates if _first_segment(r) in (segment, None)]) for segment in firsts
+        segment: _branches([r for r, first in firsts if first in (segment, None)])
+        for segment in {first for _, first in firsts if first is not None}
     }
-    wildcards = [r for r in candidates if _first_segment(r) is None]
+    wildcards = [r for r, first in firsts if first is None]
     return Router(
         exact=MappingProxyType(_exact(candidates)),
         by_segment=MappingProxyType(by_segment),

@@ -27,7 +27,7 @@ from engine.web.catalog import visible
 from engine.web.identity import caller
 from engine.web.inspection import check_text
 from engine.web.responses import ApiError, created
-from engine.web.state import Gateway, gateway, notify
+from engine.web.state import Gateway, gateway, in_background, notify
 
 __all__ = ["blueprint", "pooled_client", "upstream_client"]
 
@@ -114,9 +114,10 @@ def pooled_client(gw: Gateway, upstream_id: str) -> UpstreamClient | None:
     networks also ends the pooled connections to them, which no resolver would see again.
     """
     client: UpstreamClient | None = gw.upstreams.get(upstream_id)
-    if client is not None and client.public_only == g.snapshot.network.upstream_private_ok:
+    if client is not None and client.public_only != _public_only():
         del gw.upstreams[upstream_id]
-        _retire(gw, client)
+        # Without a goodbye: the upstream may be one the policy no longer lets us reach.
+        in_background(gw, client.close(end_session=False))
         return None
     return client
 
@@ -129,17 +130,14 @@ def upstream_client(gw: Gateway, row: Upstream) -> UpstreamClient:
         headers = dict(secret.get("headers", {}))
         if secret.get("bearer_token"):
             headers["Authorization"] = f"Bearer {secret['bearer_token']}"
-        public_only = not g.snapshot.network.upstream_private_ok
-        client = UpstreamClient(row.url, headers, public_only=public_only)
+        client = UpstreamClient(row.url, headers, public_only=_public_only())
         gw.upstreams[row.id] = client
     return client
 
 
-def _retire(gw: Gateway, client: UpstreamClient) -> None:
-    # Without a goodbye: the upstream may be one the policy no longer lets us reach.
-    task = asyncio.ensure_future(client.close(end_session=False))
-    gw.background.add(task)
-    task.add_done_callback(gw.background.discard)
+def _public_only() -> bool:
+    """Whether the request's policy keeps upstream connections to public addresses."""
+    return not g.snapshot.network.upstream_private_ok
 
 
 async def _forget_client(gw: Gateway, upstream_id: str) -> None:

@@ -32,7 +32,7 @@ from engine.store.models import ApiToken
 from engine.store.models import User as UserRow
 from engine.store.queries import use_store
 from engine.web.responses import error_response
-from engine.web.state import Gateway, gateway
+from engine.web.state import Gateway, gateway, in_background
 
 __all__ = ["after_request", "guard", "mask_email"]
 
@@ -92,9 +92,7 @@ def _note_use(gw: Gateway, jti: str, now: float) -> None:
     if len(gw.last_used) >= _VERIFIED_MAX:
         gw.last_used.clear()
     gw.last_used[jti] = now
-    task = asyncio.ensure_future(_write_use(jti, now))
-    gw.background.add(task)
-    task.add_done_callback(gw.background.discard)
+    in_background(gw, _write_use(jti, now))
 
 
 async def _write_use(jti: str, now: float) -> None:

@@ -6,6 +6,8 @@ policy sets) can live in one process without sharing anything.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +20,7 @@ from engine.settings import Settings
 from engine.signing import Keys
 from engine.store.reading import FileReader
 
-__all__ = ["Gateway", "PolicyStatus", "gateway", "notify", "tell_streams"]
+__all__ = ["Gateway", "PolicyStatus", "gateway", "in_background", "notify", "tell_streams"]
 
 _KEY = "policygate"
 
@@ -57,6 +59,13 @@ class Gateway:
     fanout: Any = None
     """Events for the other workers, when they share a Redis: see engine.web.fanout."""
     tasks: list[Any] = field(default_factory=list)
+
+
+def in_background(gw: Gateway, work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` without making the request wait, holding the task until it ends."""
+    task = asyncio.ensure_future(work)
+    gw.background.add(task)
+    task.add_done_callback(gw.background.discard)
 
 
 def notify(gw: Gateway, method: str) -> None:
