@@ -63,7 +63,24 @@ _tuple_new = tuple.__new__
 
 
 def decide(snapshot: Snapshot, ctx: RequestContext) -> Decision:
-    """Judge `ctx` against `snapshot`."""
+    """Judge `ctx` against `snapshot`.
+
+    Admission (route, credentials, token, scopes, permission) is the same every time a
+    caller repeats a request, so it comes from the snapshot's memo after the first time.
+    Rate counters and content differ on every request and are always judged afresh.
+    """
+    memo = snapshot.memo
+    key = memo.key(ctx)
+    admitted = memo.recall(key, ctx)
+    if admitted is None:
+        admitted = _admit(snapshot, ctx)
+        memo.keep(key, ctx, snapshot.tokens, admitted)
+    if not admitted.allow or (not ctx.rate and ctx.content is None):
+        return admitted
+    return _meter_and_inspect(snapshot, ctx, admitted)
+
+
+def _admit(snapshot: Snapshot, ctx: RequestContext) -> Decision:
     access = snapshot.access
     found = match_route(access, ctx.method, ctx.path)
     if found is None:
@@ -154,7 +171,7 @@ def _finish(
     permissions: frozenset[str],
     reason: Reason,
 ) -> Decision:
-    """The checks every admitted caller goes through: permission, rate, content."""
+    """The permission check every admitted caller goes through, then its decision."""
     route_id = route.ref.id
     if route.route_class.authenticate:
         needed = route.permission
@@ -180,24 +197,29 @@ def _finish(
                 route_id,
                 principal,
             )
+    seen, seen_rule = visibility if visibility is not None else (None, None)
+    decision: Decision = _tuple_new(
+        Decision,
+        (True, 200, reason, route.ref, "", route_id, principal, seen, seen_rule, permissions, (), None),
+    )
+    return decision
+
+
+def _meter_and_inspect(snapshot: Snapshot, ctx: RequestContext, admitted: Decision) -> Decision:
+    """The rate budgets, then the content rules, for a caller already admitted."""
     # Every bucket's limit is at least 1, so a request nothing was counted for passes.
     if ctx.rate:
         limited = check_rate(snapshot.limits, ctx.rate, ctx.now)
         if limited is not None:
             denial, retry_after = limited
-            return _deny(denial, route_id, principal, retry_after=retry_after)
-    findings: tuple[Finding, ...] = ()
+            return _deny(denial, admitted.route, admitted.principal, retry_after=retry_after)
     if ctx.content is not None:
         inspection = inspect_content(snapshot.content, ctx.content)
         if inspection.denial is not None:
-            return _deny(inspection.denial, route_id, principal, findings=inspection.findings)
-        findings = inspection.findings
-    seen, seen_rule = visibility if visibility is not None else (None, None)
-    decision: Decision = _tuple_new(
-        Decision,
-        (True, 200, reason, route.ref, "", route_id, principal, seen, seen_rule, permissions, findings, None),
-    )
-    return decision
+            return _deny(inspection.denial, admitted.route, admitted.principal, findings=inspection.findings)
+        if inspection.findings:
+            return admitted._replace(findings=inspection.findings)
+    return admitted
 
 
 def _server_scope(route: Route, server: str | None, server_id: str | None) -> Denial | None:

@@ -11,6 +11,7 @@ import datetime as dt
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
+from math import inf
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from engine.errors import PolicyError
 if TYPE_CHECKING:
     from engine.policy.load import Document
 
-__all__ = ["TokenTable", "build_token_table", "check_scope_limits", "check_token"]
+__all__ = ["TokenTable", "admitted_between", "build_token_table", "check_scope_limits", "check_token"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +124,14 @@ def check_token(table: TokenTable, token: Token, now: float) -> Denial | None:
     else:
         if now > exp + skew:
             return Reason.TOKEN_EXPIRED, refs["clockSkewSeconds"], "token has expired"
-        start = token.iat if token.iat is not None else token.nbf if token.nbf is not None else now
-        if exp - start > table.max_lifetime_s:
+        # Each comparison is written as `admitted_between` bounds it, so that the two
+        # agree to the last bit of a float.
+        start = token.iat if token.iat is not None else token.nbf
+        lifetime = table.max_lifetime_s
+        # Without `iat` or `nbf` the lifetime counts from now.
+        if (now < exp - lifetime) if start is None else (exp - start > lifetime):
             return Reason.TOKEN_LIFETIME_EXCEEDED, refs["maxLifetimeMinutes"], "token lives longer than allowed"
-    if (token.nbf is not None and token.nbf > now + skew) or (token.iat is not None and token.iat > now + skew):
+    if (token.nbf is not None and now < token.nbf - skew) or (token.iat is not None and now < token.iat - skew):
         return Reason.TOKEN_NOT_YET_VALID, refs["clockSkewSeconds"], "token is not valid yet"
     if token.jti is None and table.require_jti:
         return Reason.TOKEN_MISSING_JTI, refs["requireJti"], "token has no `jti` claim"
@@ -137,6 +142,24 @@ def check_token(table: TokenTable, token: Token, now: float) -> Denial | None:
     if table.validate_environment and token.env is not None and token.env != table.environment:
         return Reason.TOKEN_ENVIRONMENT_MISMATCH, refs["environment"], "token was issued for another environment"
     return None
+
+
+def admitted_between(table: TokenTable, token: Token) -> tuple[float, float]:
+    """The times at which `check_token` lets `token` pass its time checks.
+
+    Each bound mirrors one check above: not expired (`exp` + skew), not before `nbf` or
+    `iat` (less the skew), and, for a token with neither, a lifetime counted from `now`
+    that stays within the maximum. The other checks do not depend on the time.
+    """
+    skew = table.skew_s
+    exp, nbf, iat = token.exp, token.nbf, token.iat
+    latest = inf if exp is None else exp + skew
+    if nbf is None:
+        if iat is None:
+            return (-inf if exp is None else exp - table.max_lifetime_s), latest
+        return iat - skew, latest
+    # Subtracting the skew keeps the order of floats, so this is the later of both bounds.
+    return (nbf if iat is None else max(nbf, iat)) - skew, latest
 
 
 def check_scope_limits(table: TokenTable, token: Token, client_ip: str | None, now: float) -> Denial | None:

@@ -3,17 +3,19 @@
 A snapshot is built once per policy version and never changed; a reload builds a new one
 and swaps a single reference. Everything in it is frozen (dataclasses, tuples,
 frozensets, read-only mappings) except the Hyperscan databases, which are compiled once
-and only ever scanned. No I/O in this module.
+and only ever scanned, and the decision memo, which only ever repeats what `decide`
+answered for this snapshot (see `engine.decide.memo`). No I/O in this module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.decide.access import AccessTable
 from engine.decide.content import ContentTable
 from engine.decide.limits import LimitTable
+from engine.decide.memo import DecisionMemo
 from engine.decide.tokens import TokenTable
 from engine.decide.visibility import VisibilityTable
 from engine.errors import Location, PolicyError
@@ -41,3 +43,4 @@ class Snapshot:
     well_known: WellKnownTable
     origin: Mapping[str, Location]
     warnings: tuple[PolicyError, ...]
+    memo: DecisionMemo = field(default_factory=DecisionMemo, compare=False, repr=False)
