@@ -1,5 +1,7 @@
 """`policygate serve`: Hypercorn in front of the app, with a graceful shutdown.
 
+Each worker runs its event loop on uvloop: the stdlib loop's Python-level scheduling
+and socket handling cost about a tenth of the CPU a forwarded tool call takes.
 One worker runs in this process (fastest start, exact in-process cache). Several workers
 are child processes that each open their own listening socket on the same port with
 SO_REUSEPORT, so the kernel spreads connections evenly across them; with one shared
@@ -19,6 +21,7 @@ import signal
 from contextlib import suppress
 from pathlib import Path
 
+import uvloop
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
@@ -53,7 +56,7 @@ def run_server(settings: Settings, snapshot: Snapshot | None = None) -> int:
         from engine.web.app import create_app
 
         app = create_app(settings, snapshot=snapshot)
-        asyncio.run(_serve_until_signalled(app, _config(settings)))
+        uvloop.run(_serve_until_signalled(app, _config(settings)))
         return 0
     # Fail once, here, rather than in every worker; the web stack is left to the workers.
     check_startup(settings, snapshot if snapshot is not None else gateway_snapshot(settings.policy_paths))
@@ -103,7 +106,7 @@ def _worker(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _config(settings)
     config.workers = settings.workers  # makes Hypercorn set SO_REUSEPORT on this worker's socket
-    asyncio.run(_serve_until_signalled(create_app(settings), config))
+    uvloop.run(_serve_until_signalled(create_app(settings), config))
 
 
 async def _serve_until_signalled(app: object, config: Config) -> None:
