@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Final
 
+from engine.json_bytes import dumps
+
 if TYPE_CHECKING:
     import aiohttp
 
@@ -144,17 +146,21 @@ class UpstreamClient:
             self._version = str(result.get("protocolVersion", PROTOCOL_VERSION))
             await self._notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, body: bool = False) -> dict[str, str]:
         headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": self._version}
         if self._session is not None:
             headers["Mcp-Session-Id"] = self._session
+        if body:
+            headers["Content-Type"] = "application/json"
         return headers
 
     async def _notify(self, message: Mapping[str, Any]) -> None:
         import aiohttp
 
         try:
-            post = self._client().post(self.url, json=dict(message), headers=self._headers(), allow_redirects=False)
+            post = self._client().post(
+                self.url, data=dumps(message), headers=self._headers(body=True), allow_redirects=False
+            )
             async with post as response:
                 await response.read()
         except TimeoutError as err:
@@ -170,7 +176,7 @@ class UpstreamClient:
 
         try:
             response = await self._client().post(
-                self.url, json=dict(message), headers=self._headers(), allow_redirects=False
+                self.url, data=dumps(message), headers=self._headers(body=True), allow_redirects=False
             )
         except TimeoutError as err:
             raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from err

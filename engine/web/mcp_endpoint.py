@@ -27,6 +27,7 @@ from quart import Blueprint, Response, g, request
 
 from engine.decide import Decision, RequestContext, decide
 from engine.federation.upstream import Answerer, Relay
+from engine.json_bytes import dumps
 from engine.store.catalog import Server
 from engine.web.catalog import visible
 from engine.web.mcp_asking import asker, is_answer, take_answer
@@ -264,7 +265,7 @@ async def _streamed(
 
 
 def _event(message: dict[str, Any]) -> bytes:
-    return f"event: message\ndata: {json.dumps(message)}\n\n".encode()
+    return b"event: message\ndata: " + dumps(message) + b"\n\n"
 
 
 async def _handle(
@@ -324,10 +325,10 @@ def _insufficient(decision: Decision) -> Response:
 
 
 def _answer(body: Any, wants_json: bool) -> Response:
-    text = json.dumps(body)
+    data = dumps(body)
     if wants_json:
-        return Response(text, content_type="application/json")
-    return Response(f"event: message\ndata: {text}\n\n", content_type="text/event-stream")
+        return Response(data, content_type="application/json")
+    return Response(b"event: message\ndata: " + data + b"\n\n", content_type="text/event-stream")
 
 
 def _event_stream() -> Response:

@@ -22,6 +22,7 @@ from quart import g
 from engine import __version__
 from engine.decide import Access, Decision
 from engine.federation.upstream import Answerer, Relay, UpstreamError
+from engine.json_bytes import dumps_text
 from engine.store.catalog import Server, Upstream
 from engine.store.queries import visible_rows
 from engine.web.gateways import pooled_client, upstream_client
@@ -182,22 +183,38 @@ async def call_tool(
     if tool["changed"] and g.snapshot.content.tool_changes == "block":
         message = f"tool `{tool['name']}` changed upstream since it was approved"
         raise RpcError(-32012, message, {"code": "tool_changed"})
-    text = json.dumps(arguments)
-    try:
-        checked = check_text("tool_args", text, field="arguments")
-    except ContentRefused as err:
-        raise _refused(err) from err
-    # Parsed again only when redaction changed the text.
     forwarded: dict[str, Any] = {
         "name": tool["upstream_name"],
-        "arguments": arguments if checked is text else json.loads(checked),
+        "arguments": _checked_json("tool_args", arguments, "arguments"),
     }
     if progress_token is not None and isinstance(progress_token, str | int):
         forwarded["_meta"] = {"progressToken": progress_token}
     notes = _checked_notes(relay) if relay is not None else None
     answerer = _checked_answers(ask) if ask is not None else None
     result = await _forward(tool["upstream_id"], "tools/call", forwarded, notes, answerer)
-    return _checked_contents(result, "content", "tool_result")
+    result = _checked_contents(result, "content", "tool_result")
+    if result.get("structuredContent") is not None:
+        # The same answer for clients that read JSON rather than text: checked the same way.
+        structured = _checked_json("tool_result", result["structuredContent"], "structuredContent")
+        result = {**result, "structuredContent": structured}
+    return result
+
+
+def _checked_json(context: str, value: Any, field: str) -> Any:
+    """A JSON value checked as its text; parsed again only when redaction changed it."""
+    text = dumps_text(value)
+    try:
+        checked = check_text(context, text, field=field)
+    except ContentRefused as err:
+        raise _refused(err) from err
+    if checked is text:
+        return value
+    try:
+        return json.loads(checked)
+    except ValueError as err:
+        # A redaction template with quotes or backslashes can break the JSON around it.
+        message = f"`{field}`: the redacted value is no longer valid JSON"
+        raise RpcError(-32010, message, {"code": "content_blocked"}) from err
 
 
 _RELAYED: Final = frozenset({"notifications/progress", "notifications/message"})
@@ -211,7 +228,7 @@ def _checked_notes(relay: Relay) -> Relay:
             return
         params = note.get("params") if isinstance(note.get("params"), dict) else {}
         try:
-            check_text("tool_result", json.dumps(params), field="notification")
+            check_text("tool_result", dumps_text(params), field="notification")
         except ContentRefused:
             return  # logged by the pipeline; a refused note is simply not passed on
         await relay({"jsonrpc": "2.0", "method": note["method"], "params": params})
@@ -235,9 +252,9 @@ def _checked_answers(ask: Answerer) -> Answerer:
             return {"error": {"code": -32601, "message": f"Method not found: {asked.get('method')}"}}
         params = asked.get("params") if isinstance(asked.get("params"), dict) else {}
         try:
-            check_text("tool_result", json.dumps(params), field="request")
+            check_text("tool_result", dumps_text(params), field="request")
             answer = await ask({"method": asked["method"], "params": params})
-            check_text("tool_args", json.dumps(answer), field="answer")
+            check_text("tool_args", dumps_text(answer), field="answer")
         except ContentRefused as err:
             return {"error": _refused(err).body()}
         return answer
@@ -382,7 +399,7 @@ async def prompts_get(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]
         raise RpcError(-32602, f"Unknown prompt: {name}", {"code": "not_found"})
     prompt = found[0]
     try:
-        check_text("prompt", json.dumps(arguments), field="arguments")
+        check_text("prompt", dumps_text(arguments), field="arguments")
     except ContentRefused as err:
         raise _refused(err) from err
     if prompt["upstream_id"] is not None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.integration.mcp_client import UPSTREAM_TOKEN, mcp_session, upstream_server
-from tests.integration.servers import Gateway, claims, mint
+from tests.integration.servers import ROOT, Gateway, claims, mint
 
 
 def _register_upstream(server: Gateway, url: str) -> None:
@@ -43,16 +45,36 @@ def test_moderate_mode(start: Callable[..., Gateway]) -> None:
         assert logged.status_code == 201
         assert logged.json()["template"] == "write to bob@example.com"
 
-        async def call() -> str:
+        async def call() -> tuple[str, object]:
             async with mcp_session(f"{server.url}/mcp", mint(claims(teams=None))) as client:
-                return str((await client.call_tool("leak", {})).content[0].text)
+                result = await client.call_tool("leak", {})
+                return str(result.content[0].text), result.structured_content
 
-        assert asyncio.run(call()) == "The customer's SSN is [REDACTED:ssn]."
+        redacted = "The customer's SSN is [REDACTED:ssn]."
+        assert asyncio.run(call()) == (redacted, {"result": redacted}), "both forms of the result are redacted"
         actions = {(v["field"], v["action"]) for v in _violations(server)}
         assert ("content", "block") in actions
         assert ("template", "log") in actions
         assert ("content", "redact") in actions
         assert all(v["mode"] == "moderate" for v in _violations(server))
+
+
+def test_a_redaction_that_breaks_a_json_result_refuses_it(start: Callable[..., Gateway], tmp_path: Path) -> None:
+    """Redaction works on the text of `structuredContent`; a replacement with quotes in it
+    leaves no JSON to return, and the result is refused rather than sent broken or whole."""
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    modes = policies / "content-modes.yaml"
+    modes.write_text(modes.read_text().replace('"[REDACTED:{category}]"', """'[REDACTED "{category}"]'"""))
+    with upstream_server() as url:
+        server = start(POLICY_PATHS=policies, CONTENT_PII_VALIDATION_MODE="moderate")
+        _register_upstream(server, url)
+        admin = server.client(mint(claims(teams=None)))
+        tools = {t["name"]: t["id"] for t in admin.get("/tools").json()["items"]}
+        refused = admin.post(f"/tools/{tools['leak']}/invoke", json={})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (422, "content_blocked"), refused.text
+        assert "no longer valid JSON" in refused.json()["error"]["message"]
+        assert "123-45-6789" not in refused.text
 
 
 def test_lenient_mode(start: Callable[..., Gateway]) -> None:

@@ -167,6 +167,10 @@ def test_rest_invoke_takes_the_same_path_as_tools_call(federated: tuple[Gateway,
     leaked = admin.post(f"/tools/{tools['up__leak']}/invoke", json={})
     assert (leaked.status_code, leaked.json()["error"]["code"]) == (422, "content_pii")
     assert "123-45-6789" not in leaked.text
+    # `structuredContent` is the same answer for clients that read JSON: it is checked too.
+    twin = admin.post(f"/tools/{tools['up__report']}/invoke", json={})
+    assert (twin.status_code, twin.json()["error"]["code"]) == (422, "content_blocked")
+    assert "<script>" not in twin.text
     read_only = gw.client(mint(claims(teams=None, scopes={"permissions": ["tools.read"]})))
     refused = read_only.post(f"/tools/{tools['up__add']}/invoke", json={"arguments": {"a": 1}})
     assert (refused.status_code, refused.json()["error"]["code"]) == (403, "permission_missing")

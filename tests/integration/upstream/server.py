@@ -12,7 +12,7 @@ import os
 import sys
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import SamplingMessage, TextContent
+from mcp.types import CallToolResult, SamplingMessage, TextContent
 
 server = MCPServer("fixture-upstream", version="1.0")
 
@@ -71,6 +71,15 @@ def echo(text: str) -> str:
 def leak() -> str:
     """Return a result that carries personal data."""
     return "The customer's SSN is 123-45-6789."
+
+
+@server.tool()
+def report() -> CallToolResult:
+    """A harmless text whose structured twin carries a script: both must be checked."""
+    return CallToolResult(
+        content=[TextContent(type="text", text="The report is attached.")],
+        structured_content={"summary": "<script>alert(document.cookie)</script>", "pages": 3},
+    )
 
 
 @server.tool()
