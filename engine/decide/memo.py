@@ -37,7 +37,7 @@ _Entry = tuple[Token | None, User | None, float, float, Decision]
 
 
 class DecisionMemo:
-    """A bounded map from a request's facts to the decision they got.
+    """A bounded map from a request's facts to the admission they got.
 
     Bounded by forgetting everything once full: a caller that sprays distinct paths or
     tokens only ever costs a miss, never memory.
