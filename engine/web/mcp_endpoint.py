@@ -264,7 +264,7 @@ async def _streamed(
     return response
 
 
-def _event(message: dict[str, Any]) -> bytes:
+def _event(message: Any) -> bytes:
     return b"event: message\ndata: " + dumps(message) + b"\n\n"
 
 
@@ -325,10 +325,9 @@ def _insufficient(decision: Decision) -> Response:
 
 
 def _answer(body: Any, wants_json: bool) -> Response:
-    data = dumps(body)
     if wants_json:
-        return Response(data, content_type="application/json")
-    return Response(b"event: message\ndata: " + data + b"\n\n", content_type="text/event-stream")
+        return Response(dumps(body), content_type="application/json")
+    return Response(_event(body), content_type="text/event-stream")
 
 
 def _event_stream() -> Response:
@@ -346,8 +345,7 @@ def _event_stream() -> Response:
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
-                message = json.dumps({"jsonrpc": "2.0", "method": method})
-                yield f"event: message\ndata: {message}\n\n".encode()
+                yield _event({"jsonrpc": "2.0", "method": method})
         finally:
             listeners.discard(queue)
 
