@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.federation.upstream import UpstreamClient, UpstreamError
+from engine.json_bytes import dumps_text
 from engine.store.catalog import Prompt, Resource, Tool, Upstream
 
 __all__ = ["SyncReport", "pin_hash", "sync_upstream"]
@@ -118,7 +119,7 @@ async def _sync_tools(
         name, description = str(tool.get("name", "")), str(tool.get("description") or "")
         schema = tool.get("inputSchema") if isinstance(tool.get("inputSchema"), dict) else {"type": "object"}
         if not name or not _checked(
-            check, report, name, [("description", description), ("inputSchema", json.dumps(schema))]
+            check, report, name, [("description", description), ("inputSchema", dumps_text(schema))]
         ):
             continue
         digest = pin_hash(description, schema)
