@@ -3,11 +3,13 @@
 1. `tools/list` requests/s and p50/p99 with wrk against `/mcp` (bounded time, 16 and
    50 connections), each request carrying its session id and bearer token.
 2. A forwarded `tools/call` with 10 KB of arguments and a 10 KB result, called one at a
-   time through the gateway and directly on the upstream; the difference of the medians
-   is what the gateway adds, content checks included.
+   time through the gateway and directly on the upstream, in alternating rounds. What
+   the gateway adds, content checks included, is the median over the rounds of each
+   round's difference of medians: this machine's speed drifts by a third within a
+   minute, and two runs taken one after the other would measure the drift.
 3. The content-scan cost of one such call (arguments and result), measured in-process.
 
-    python -m tests.bench.mcp [--seconds 20] [--workers 1]
+    python -m tests.bench.mcp [--seconds 20] [--workers 1] [--rounds 12] [--calls 60]
 """
 
 from __future__ import annotations
@@ -50,21 +52,52 @@ def _session(url: str, headers: dict[str, str]) -> str:
     return session
 
 
-def _call_latencies(url: str, headers: dict[str, str], name: str, count: int) -> list[float]:
-    session = _session(url, headers)
-    text = ("lorem ipsum dolor sit amet " * 400)[:10240]
-    message = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": name, "arguments": {"text": text}}}
-    samples = []
-    with httpx.Client(
-        headers={**headers, "Accept": "application/json, text/event-stream", "Mcp-Session-Id": session}
-    ) as c:
+class _Caller:
+    """One MCP session and connection calling a tool with 10 KB of arguments."""
+
+    def __init__(self, url: str, headers: dict[str, str], name: str) -> None:
+        session = _session(url, headers)
+        self.url = url
+        self.client = httpx.Client(
+            headers={**headers, "Accept": "application/json, text/event-stream", "Mcp-Session-Id": session}
+        )
+        text = ("lorem ipsum dolor sit amet " * 400)[:10240]
+        self.message = {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                        "params": {"name": name, "arguments": {"text": text}}}  # fmt: skip
+
+    def latencies(self, count: int) -> list[float]:
+        samples = []
         for _ in range(count):
             started = time.perf_counter()
-            response = c.post(url, json=message)
+            response = self.client.post(self.url, json=self.message)
             samples.append((time.perf_counter() - started) * 1000)
             assert response.status_code == 200, response.text
             assert "error" not in response.text[:200], response.text[:300]
-    return samples[count // 10 :]
+        return samples
+
+
+def _added(through: _Caller, direct: _Caller, rounds: int, calls: int) -> dict[str, float]:
+    """Alternating rounds (through, direct, direct, through, ...) and their differences."""
+    through.latencies(calls)
+    direct.latencies(calls)  # warm both paths before anything counts
+    pooled: dict[str, list[float]] = {"through": [], "direct": []}
+    differences = []
+    for i in range(rounds):
+        order = ((through, "through"), (direct, "direct"))
+        medians = {}
+        for caller, name in order if i % 2 == 0 else order[::-1]:
+            samples = caller.latencies(calls)
+            pooled[name] += samples
+            medians[name] = statistics.median(samples)
+        differences.append(medians["through"] - medians["direct"])
+    return {
+        "gateway_p50_ms": round(statistics.median(pooled["through"]), 3),
+        "gateway_p99_ms": round(statistics.quantiles(pooled["through"], n=100)[98], 3),
+        "direct_p50_ms": round(statistics.median(pooled["direct"]), 3),
+        "added_p50_ms": round(statistics.median(differences), 3),
+        "added_p50_ms_min_round": round(min(differences), 3),
+        "added_p50_ms_max_round": round(max(differences), 3),
+    }
 
 
 def _scan_cost_us() -> float:
@@ -91,7 +124,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--calls", type=int, default=60, help="tool calls per path and round")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian package wrk)")
@@ -120,14 +154,10 @@ def main() -> None:
                 results[f"tools_list_c{connections}"] = run_wrk(
                     f"{server.url}/mcp", connections, args.seconds, "-s", str(script)
                 )
-            through = _call_latencies(f"{server.url}/mcp", gateway_headers, "echo", args.calls)
-            direct = _call_latencies(upstream_url, {"Authorization": f"Bearer {UPSTREAM_TOKEN}"}, "echo", args.calls)
-            results["tools_call_10kb"] = {
-                "gateway_p50_ms": round(statistics.median(through), 3),
-                "gateway_p99_ms": round(statistics.quantiles(through, n=100)[98], 3),
-                "direct_p50_ms": round(statistics.median(direct), 3),
-                "added_p50_ms": round(statistics.median(through) - statistics.median(direct), 3),
-            }
+            through = _Caller(f"{server.url}/mcp", gateway_headers, "echo")
+            direct = _Caller(upstream_url, {"Authorization": f"Bearer {UPSTREAM_TOKEN}"}, "echo")
+            with through.client, direct.client:
+                results["tools_call_10kb"] = _added(through, direct, args.rounds, args.calls)
         finally:
             server.stop()
     results["content_scan_us_per_call"] = round(_scan_cost_us(), 1)
@@ -138,7 +168,8 @@ def main() -> None:
     call = results["tools_call_10kb"]
     print(
         f"tools/call 10 KB: gateway p50 {call['gateway_p50_ms']} ms (p99 {call['gateway_p99_ms']} ms), "
-        f"direct p50 {call['direct_p50_ms']} ms, added p50 {call['added_p50_ms']} ms"
+        f"direct p50 {call['direct_p50_ms']} ms, added p50 {call['added_p50_ms']} ms "
+        f"(rounds {call['added_p50_ms_min_round']} to {call['added_p50_ms_max_round']} ms)"
     )
     print(f"content scan per call (10 KB arguments + 10 KB result): {results['content_scan_us_per_call']} us")
     print(json.dumps(results))
