@@ -39,6 +39,9 @@ _SCHEMA: Final[dict[str, dict[str, Any]]] = {
     "PLATFORM_ADMIN_PASSWORD": {"type": "string"},
     "TOKEN_EXPIRY": {"type": "integer", "coerce": int, "min": 1, "max": 525600},
     "CACHE_TTL_SECONDS": {"type": "integer", "coerce": int, "min": 0, "max": 3600},
+    "HEALTH_CHECK_INTERVAL": {"type": "integer", "coerce": int, "min": 0, "max": 86400},
+    "HEALTH_CHECK_TIMEOUT": {"type": "integer", "coerce": int, "min": 1, "max": 300},
+    "UNHEALTHY_THRESHOLD": {"type": "integer", "coerce": int, "min": 1, "max": 100},
     "LOG_LEVEL": {"type": "string", "allowed": ["DEBUG", "INFO", "WARNING", "ERROR"]},
 }
 
@@ -74,6 +77,9 @@ class Settings:
     platform_admin_password: str = field(default=DEFAULT_ADMIN_PASSWORD, repr=False)
     token_expiry_minutes: int = 60
     cache_ttl_seconds: int = 30
+    health_check_interval: int = 60
+    health_check_timeout: int = 10
+    unhealthy_threshold: int = 3
     log_level: str = "INFO"
 
     @property
@@ -106,6 +112,9 @@ _NAMES: Final = {
     "PLATFORM_ADMIN_PASSWORD": "platform_admin_password",
     "TOKEN_EXPIRY": "token_expiry_minutes",
     "CACHE_TTL_SECONDS": "cache_ttl_seconds",
+    "HEALTH_CHECK_INTERVAL": "health_check_interval",
+    "HEALTH_CHECK_TIMEOUT": "health_check_timeout",
+    "UNHEALTHY_THRESHOLD": "unhealthy_threshold",
     "LOG_LEVEL": "log_level",
 }
 _SECRET_VARIABLES: Final = frozenset(

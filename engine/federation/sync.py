@@ -22,7 +22,7 @@ from engine.federation.upstream import UpstreamClient, UpstreamError
 from engine.json_bytes import dumps_text
 from engine.store.catalog import Prompt, Resource, Tool, Upstream
 
-__all__ = ["SyncReport", "pin_hash", "sync_upstream"]
+__all__ = ["SyncReport", "mark_unreachable", "pin_hash", "sync_upstream"]
 
 Checker = Callable[[str, str, str], str]
 """(content context, text, field) -> text to store; raises when the text is refused."""
@@ -68,10 +68,7 @@ async def sync_upstream(row: Upstream, client: UpstreamClient, check: Checker) -
         templates = await _all(client, "resources/templates/list", "resourceTemplates")
         prompts = await _all(client, "prompts/list", "prompts")
     except UpstreamError as err:
-        row.status, row.last_error = "unreachable", err.message
-        await row.save()
-        for model in (Tool, Resource, Prompt):
-            await model.filter(upstream_id=row.id).update(available=False)
+        await mark_unreachable(row, err.message)
         report.error = err.message
         return report
     prefix = _prefix(row)
@@ -83,6 +80,20 @@ async def sync_upstream(row: Upstream, client: UpstreamClient, check: Checker) -
     row.status, row.last_error = "ok", ""
     await row.save()
     return report
+
+
+async def mark_unreachable(row: Upstream, message: str) -> bool:
+    """Take an upstream's items out of every list; False when it was already marked.
+
+    The status changes by compare-and-set in the store, so of several workers that see
+    the same upstream fail, one learns it made the change.
+    """
+    changed = await Upstream.filter(id=row.id).exclude(status="unreachable").update(status="unreachable")
+    await Upstream.filter(id=row.id).update(last_error=message)
+    row.status, row.last_error = "unreachable", message
+    for model in (Tool, Resource, Prompt):
+        await model.filter(upstream_id=row.id).update(available=False)
+    return bool(changed)
 
 
 def _prefix(row: Upstream) -> str:

@@ -47,6 +47,7 @@ from engine.web.reloading import release_free_memory, start_reload_triggers
 from engine.web.responses import ApiError, error_response
 from engine.web.startup import check_startup
 from engine.web.state import Gateway, PolicyStatus, attach, gateway, tell_streams
+from engine.web.upstream_health import watch_upstreams
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -109,6 +110,8 @@ async def _start() -> None:
         gw.fanout = await _open_fanout(gw, settings.redis_url)
     await gw.directory.start()
     start_reload_triggers(gw)
+    if settings.health_check_interval:
+        gw.tasks.append(asyncio.ensure_future(watch_upstreams(gw)))
     release_free_memory()
 
 

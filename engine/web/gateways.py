@@ -29,7 +29,7 @@ from engine.web.inspection import check_text
 from engine.web.responses import ApiError, created
 from engine.web.state import Gateway, gateway, in_background, notify
 
-__all__ = ["blueprint", "pooled_client", "upstream_client"]
+__all__ = ["blueprint", "discover", "pooled_client", "upstream_client"]
 
 blueprint = Blueprint("gateways", __name__)
 
@@ -146,7 +146,9 @@ async def _forget_client(gw: Gateway, upstream_id: str) -> None:
         await client.close()
 
 
-async def _sync(row: Upstream) -> SyncReport:
+async def discover(row: Upstream) -> SyncReport:
+    """Sync `row` with what its upstream offers now, and tell MCP clients the lists changed."""
+
     def check(context: str, text: str, field: str) -> str:
         return check_text(context, text, field=field)
 
@@ -179,7 +181,7 @@ async def register_gateway() -> Response:
         row = await Upstream.create(id=uuid.uuid4().hex, owner=user.email, credentials=sealed, **body)
     except IntegrityError as err:
         raise ApiError(409, "name_taken", f"a gateway named `{body['name']}` exists") from err
-    report = await _sync(row)
+    report = await discover(row)
     return created(_json(row, report))
 
 
@@ -210,7 +212,7 @@ async def refresh_gateway(upstream_id: str) -> Response:
     row = await _owned(upstream_id)
     await _check_address(row.url)
     await _forget_client(gateway(), row.id)
-    return jsonify(_json(row, await _sync(row)))
+    return jsonify(_json(row, await discover(row)))
 
 
 @blueprint.delete("/gateways/<upstream_id>")

@@ -1,0 +1,29 @@
+"""Process settings: numbers are coerced and bounded, and a bad value names its variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.settings import SettingsError, load_settings
+
+
+def test_health_check_settings_default_and_coerce() -> None:
+    default = load_settings({})
+    assert (default.health_check_interval, default.health_check_timeout, default.unhealthy_threshold) == (60, 10, 3)
+    chosen = load_settings({"HEALTH_CHECK_INTERVAL": "0", "HEALTH_CHECK_TIMEOUT": "2", "UNHEALTHY_THRESHOLD": "5"})
+    assert (chosen.health_check_interval, chosen.health_check_timeout, chosen.unhealthy_threshold) == (0, 2, 5)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("HEALTH_CHECK_INTERVAL", "-1"), ("HEALTH_CHECK_TIMEOUT", "0"), ("UNHEALTHY_THRESHOLD", "0"), ("WORKERS", "x")],
+)
+def test_a_bad_number_names_its_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings({name: value})
+
+
+def test_a_bad_secret_is_named_but_never_shown() -> None:
+    with pytest.raises(SettingsError, match="AUTH_ENCRYPTION_SECRET") as raised:
+        load_settings({"AUTH_ENCRYPTION_SECRET": "short-secret-value"})
+    assert "short-secret-value" not in str(raised.value)
