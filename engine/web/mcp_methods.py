@@ -221,15 +221,16 @@ _RELAYED: Final = frozenset({"notifications/progress", "notifications/message"})
 
 
 def _checked_notes(relay: Relay) -> Relay:
-    """Pass on progress and log notifications whose content the policy accepts."""
+    """Pass on progress and log notifications whose content the policy accepts, redacted
+    where the policy redacts tool results."""
 
     async def checked(note: dict[str, Any]) -> None:
         if note.get("method") not in _RELAYED:
             return
         params = note.get("params") if isinstance(note.get("params"), dict) else {}
         try:
-            check_text("tool_result", dumps_text(params), field="notification")
-        except ContentRefused:
+            params = _checked_json("tool_result", params, "notification")
+        except RpcError:
             return  # logged by the pipeline; a refused note is simply not passed on
         await relay({"jsonrpc": "2.0", "method": note["method"], "params": params})
 
@@ -252,11 +253,11 @@ def _checked_answers(ask: Answerer) -> Answerer:
             return {"error": {"code": -32601, "message": f"Method not found: {asked.get('method')}"}}
         params = asked.get("params") if isinstance(asked.get("params"), dict) else {}
         try:
-            check_text("tool_result", dumps_text(params), field="request")
-            answer = await ask({"method": asked["method"], "params": params})
-            check_text("tool_args", dumps_text(answer), field="answer")
-        except ContentRefused as err:
-            return {"error": _refused(err).body()}
+            params = _checked_json("tool_result", params, "request")
+            answered = await ask({"method": asked["method"], "params": params})
+            answer: dict[str, Any] = _checked_json("tool_args", answered, "answer")
+        except RpcError as err:
+            return {"error": err.body()}
         return answer
 
     return checked

@@ -13,6 +13,11 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import httpx2
+from mcp import Client, types
+from mcp.client.streamable_http import streamable_http_client
 
 from tests.integration.mcp_client import UPSTREAM_TOKEN, mcp_session, upstream_server
 from tests.integration.servers import ROOT, Gateway, claims, mint
@@ -57,6 +62,40 @@ def test_moderate_mode(start: Callable[..., Gateway]) -> None:
         assert ("template", "log") in actions
         assert ("content", "redact") in actions
         assert all(v["mode"] == "moderate" for v in _violations(server))
+
+
+def test_moderate_mode_redacts_what_the_upstream_says_on_the_way(start: Callable[..., Gateway]) -> None:
+    """Log notes and sampling questions are upstream output: redacted like a tool result."""
+    with upstream_server() as url:
+        server = start(CONTENT_PII_VALIDATION_MODE="moderate")
+        _register_upstream(server, url)
+        heard: list[str] = []
+
+        async def log(params: types.LoggingMessageNotificationParams) -> None:
+            heard.append(str(params.data))
+
+        async def sample(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+            asked = params.messages[0].content
+            heard.append(asked.text if isinstance(asked, types.TextContent) else "")
+            answer = types.TextContent(type="text", text="ok")
+            return types.CreateMessageResult(role="assistant", content=answer, model="m")
+
+        async def calls() -> None:
+            token = mint(claims(teams=None))
+            async with (
+                httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
+                Client(
+                    streamable_http_client(f"{server.url}/mcp", http_client=http),  # type: ignore[arg-type]
+                    mode="legacy",
+                    logging_callback=log,
+                    sampling_callback=sample,
+                ) as client,
+            ):
+                await client.call_tool("whisper", {})
+                await client.call_tool("summarize", {"text": "SSN 123-45-6789"})
+
+        asyncio.run(calls())
+        assert heard == ["The customer's SSN is [REDACTED:ssn].", "Summarize: SSN [REDACTED:ssn]"]
 
 
 def test_a_redaction_that_breaks_a_json_result_refuses_it(start: Callable[..., Gateway], tmp_path: Path) -> None:

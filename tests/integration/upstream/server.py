@@ -74,6 +74,13 @@ def leak() -> str:
 
 
 @server.tool()
+async def whisper(ctx: Context) -> str:
+    """Log personal data on the way to a harmless result: notes are upstream output too."""
+    await ctx.info("The customer's SSN is 123-45-6789.")
+    return "done"
+
+
+@server.tool()
 def report() -> CallToolResult:
     """A harmless text whose structured twin carries a script: both must be checked."""
     return CallToolResult(
