@@ -88,12 +88,16 @@ async def mark_unreachable(row: Upstream, message: str) -> bool:
     The status changes by compare-and-set in the store, so of several workers that see
     the same upstream fail, one learns it made the change.
     """
-    changed = await Upstream.filter(id=row.id).exclude(status="unreachable").update(status="unreachable")
-    await Upstream.filter(id=row.id).update(last_error=message)
+    down = Upstream.filter(id=row.id).exclude(status="unreachable")
+    changed = await down.update(status="unreachable", last_error=message)
     row.status, row.last_error = "unreachable", message
+    if not changed:
+        # Already down, so its items already are: only a successful sync brings them back.
+        await Upstream.filter(id=row.id).update(last_error=message)
+        return False
     for model in (Tool, Resource, Prompt):
         await model.filter(upstream_id=row.id).update(available=False)
-    return bool(changed)
+    return True
 
 
 def _prefix(row: Upstream) -> str:

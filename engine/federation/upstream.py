@@ -163,10 +163,8 @@ class UpstreamClient:
             )
             async with post as response:
                 await response.read()
-        except TimeoutError as err:
-            raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from err
-        except aiohttp.ClientError as err:
-            raise _unreachable(err) from err
+        except (TimeoutError, aiohttp.ClientError) as err:
+            raise _failure(err) from err
 
     async def _exchange(
         self, message: Mapping[str, Any], ident: int, on_message: Relay | None, on_request: Answerer | None
@@ -178,10 +176,8 @@ class UpstreamClient:
             response = await self._client().post(
                 self.url, data=dumps(message), headers=self._headers(body=True), allow_redirects=False
             )
-        except TimeoutError as err:
-            raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from err
-        except aiohttp.ClientError as err:
-            raise _unreachable(err) from err
+        except (TimeoutError, aiohttp.ClientError) as err:
+            raise _failure(err) from err
         handed_off = False
         try:
             kind = response.headers.get("Content-Type", "").split(";")[0].strip()
@@ -215,10 +211,8 @@ class UpstreamClient:
                 elif on_message is not None and "method" in event:
                     await on_message(event)
             raise UpstreamError("upstream_protocol", "the upstream's answer has no reply to the request")
-        except TimeoutError as err:
-            raise UpstreamError("upstream_timeout", "the upstream did not answer in time") from err
-        except aiohttp.ClientError as err:
-            raise _unreachable(err) from err
+        except (TimeoutError, aiohttp.ClientError) as err:
+            raise _failure(err) from err
         finally:
             if not handed_off:
                 response.release()
@@ -303,43 +297,29 @@ def _event(data: str) -> dict[str, Any]:
     return event if isinstance(event, dict) else {}
 
 
-def _sse_data(text: str) -> list[str]:
-    """The data of each SSE event; priming events (an id and no data) are skipped."""
-    events: list[str] = []
-    lines: list[str] = []
-    for line in [*text.splitlines(), ""]:
-        if not line:
-            if lines:
-                events.append("\n".join(lines))
-            lines = []
-        elif line.startswith("data:"):
-            lines.append(line[5:].removeprefix(" "))
-    return [e for e in events if e.strip()]
-
-
 def _reply(status: int, kind: str, body: bytes, ident: int) -> dict[str, Any]:
+    """The reply to `ident` in an answer that is not a stream (streams are read as they come)."""
     if status == 404:
         raise UpstreamError("session_gone", "the upstream does not know the session")
     if status >= 400 and kind != "application/json":
         raise UpstreamError("upstream_protocol", f"the upstream answered HTTP {status}")
+    if kind != "application/json":
+        raise UpstreamError("upstream_protocol", f"the upstream answered `{kind or 'no content type'}`")
     try:
-        if kind == "application/json":
-            messages = [json.loads(body)]
-        elif kind == "text/event-stream":
-            messages = [json.loads(data) for data in _sse_data(body.decode(errors="replace"))]
-        else:
-            raise UpstreamError("upstream_protocol", f"the upstream answered `{kind or 'no content type'}`")
+        message = json.loads(body)
     except (ValueError, RecursionError) as err:
         raise UpstreamError("upstream_protocol", "the upstream's answer is not JSON") from err
-    for message in messages:
-        if isinstance(message, dict) and message.get("id") == ident:
-            return message
+    if isinstance(message, dict) and message.get("id") == ident:
+        return message
     raise UpstreamError("upstream_protocol", "the upstream's answer has no reply to the request")
 
 
-def _unreachable(err: aiohttp.ClientError) -> UpstreamError:
+def _failure(err: TimeoutError | aiohttp.ClientError) -> UpstreamError:
+    """What a failed exchange tells the caller: no answer in time, or no way through."""
     from engine.federation.addresses import AddressRefused
 
+    if isinstance(err, TimeoutError):
+        return UpstreamError("upstream_timeout", "the upstream did not answer in time")
     if isinstance(getattr(err, "os_error", None), AddressRefused):
         return UpstreamError("upstream_address_refused", _NOT_PUBLIC)
     return UpstreamError("upstream_unavailable", f"the upstream cannot be reached ({type(err).__name__})")

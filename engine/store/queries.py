@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 from tortoise import Tortoise
@@ -21,7 +20,7 @@ from engine.decide import User
 from engine.passwords import hash_password
 from engine.store.models import Revocation
 from engine.store.models import User as UserRow
-from engine.store.reading import FileReader
+from engine.store.reading import FileReader, sqlite_file
 
 __all__ = [
     "bootstrap_admin",
@@ -59,8 +58,9 @@ async def open_store(url: str) -> TortoiseContext:
     two apps in one process (tests, or a gateway and its tools) never share connections.
     Each request activates it with `use_store`.
     """
-    if url.startswith("sqlite://"):
-        Path(url.removeprefix("sqlite://")).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     context = TortoiseContext()
     use_store(context)
     await context.init(db_url=_database_url(url), modules={"models": MODELS})

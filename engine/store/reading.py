@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FileReader", "file_reader"]
+__all__ = ["FileReader", "file_reader", "sqlite_file"]
 
 
 class FileReader:
@@ -39,11 +39,17 @@ class FileReader:
         self._db.close()
 
 
-def file_reader(store_url: str) -> FileReader | None:
-    """A reader for a SQLite store kept in a file; None for anything else."""
+def sqlite_file(store_url: str) -> Path | None:
+    """The file of a SQLite store URL; None for an in-memory store or another database."""
     if not store_url.startswith("sqlite://"):
         return None
     path = store_url.removeprefix("sqlite://").split("?", 1)[0]
-    if not path or path.startswith(":memory:") or "mode=memory" in path:
+    if not path or path.startswith(":memory:") or "mode=memory" in store_url:
         return None
-    return FileReader(Path(path))
+    return Path(path)
+
+
+def file_reader(store_url: str) -> FileReader | None:
+    """A reader for a SQLite store kept in a file; None for anything else."""
+    path = sqlite_file(store_url)
+    return FileReader(path) if path is not None else None

@@ -27,7 +27,7 @@ from engine.web.catalog import visible
 from engine.web.identity import caller
 from engine.web.inspection import check_text
 from engine.web.responses import ApiError, created
-from engine.web.state import Gateway, gateway, in_background, notify
+from engine.web.state import Gateway, gateway, in_background, notify_upstream_lists
 
 __all__ = ["blueprint", "discover", "pooled_client", "upstream_client"]
 
@@ -153,8 +153,7 @@ async def discover(row: Upstream) -> SyncReport:
         return check_text(context, text, field=field)
 
     report = await sync_upstream(row, upstream_client(gateway(), row), check)
-    for kind in ("tools", "resources", "prompts"):
-        notify(gateway(), f"notifications/{kind}/list_changed")
+    notify_upstream_lists(gateway())
     return report
 
 

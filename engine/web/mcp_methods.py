@@ -421,7 +421,7 @@ async def prompts_get(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]
 
 
 async def logging_set_level(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
-    """Accepted; the gateway relays no upstream log messages, so there is nothing to filter."""
+    """Accepted, not applied: upstream log notes are relayed, checked, whatever their level."""
     if params.get("level") not in ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"):
         raise RpcError(-32602, "`level` must be a syslog level")
     return {}

@@ -20,7 +20,7 @@ from engine.settings import Settings
 from engine.signing import Keys
 from engine.store.reading import FileReader
 
-__all__ = ["Gateway", "PolicyStatus", "gateway", "in_background", "notify", "tell_streams"]
+__all__ = ["Gateway", "PolicyStatus", "gateway", "in_background", "notify", "notify_upstream_lists", "tell_streams"]
 
 _KEY = "policygate"
 
@@ -73,6 +73,12 @@ def notify(gw: Gateway, method: str) -> None:
     tell_streams(gw, method)
     if gw.fanout is not None:
         gw.fanout.publish({"kind": "list_changed", "method": method})
+
+
+def notify_upstream_lists(gw: Gateway) -> None:
+    """An upstream's items came or went: its tools, resources and prompts all changed."""
+    for kind in ("tools", "resources", "prompts"):
+        notify(gw, f"notifications/{kind}/list_changed")
 
 
 def tell_streams(gw: Gateway, method: str) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Final
+from typing import Final
 
 from quart import current_app, g
 
@@ -28,7 +28,7 @@ from engine.federation.upstream import UpstreamError
 from engine.store.catalog import Upstream
 from engine.store.queries import use_store
 from engine.web.gateways import discover, upstream_client
-from engine.web.state import Gateway, notify
+from engine.web.state import Gateway, notify_upstream_lists
 
 __all__ = ["watch_upstreams"]
 
@@ -82,7 +82,7 @@ async def _check(gw: Gateway, row: Upstream, failures: dict[str, int]) -> None:
         log.info("upstream `%s` answers again: %d tools rediscovered", row.name, report.tools)
 
 
-def _reason(err: Any) -> str:
+def _reason(err: UpstreamError | TimeoutError) -> str:
     if isinstance(err, UpstreamError):
         return str(err.message)
     return "the upstream did not answer the health check in time"
@@ -91,8 +91,7 @@ def _reason(err: Any) -> str:
 async def _went_down(gw: Gateway, row: Upstream, reason: str) -> None:
     if await mark_unreachable(row, reason):
         log.warning("upstream `%s` is unreachable: %s", row.name, reason)
-        for kind in ("tools", "resources", "prompts"):
-            notify(gw, f"notifications/{kind}/list_changed")
+        notify_upstream_lists(gw)
 
 
 async def _claim_recovery(row: Upstream) -> bool:

@@ -35,20 +35,51 @@ def test_json_reply() -> None:
     assert _reply(200, "application/json", json.dumps(RESULT).encode(), 7) == RESULT
 
 
+def _streamed(events: Callable[[int], str]) -> object:
+    """The result the client reads from an SSE answer made of `events(request id)`."""
+
+    async def mcp(request: web.Request) -> web.StreamResponse:
+        message = await request.json()
+        if message["method"] == "initialize":
+            reply = {"jsonrpc": "2.0", "id": message["id"], "result": {"protocolVersion": "2025-11-25"}}
+            return web.json_response(reply, headers={"Mcp-Session-Id": "s1"})
+        if "id" not in message:
+            return web.Response(status=202)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(events(message["id"]).encode())
+        await response.write_eof()
+        return response
+
+    async def scenario() -> object:
+        async with _upstream(mcp) as url:
+            client = UpstreamClient(url, {})
+            try:
+                return await client.request("tools/call", {"name": "x"})
+            finally:
+                await client.close()
+
+    return asyncio.run(scenario())
+
+
 def test_sse_reply_with_a_priming_event_and_a_notification_first() -> None:
     # SDK servers with an event store send an event with an id and no data first.
-    body = (
-        "id: 1\ndata:\n\n"
-        'event: message\ndata: {"jsonrpc":"2.0","method":"notifications/message","params":{}}\n\n'
-        f"id: 2\nevent: message\ndata: {json.dumps(RESULT)}\n\n"
-    ).encode()
-    assert _reply(200, "text/event-stream", body, 7) == RESULT
+    def events(ident: int) -> str:
+        return (
+            "id: 1\ndata:\n\n"
+            'event: message\ndata: {"jsonrpc":"2.0","method":"notifications/message","params":{}}\n\n'
+            f"id: 2\nevent: message\ndata: {json.dumps({**RESULT, 'id': ident})}\n\n"
+        )
+
+    assert _streamed(events) == RESULT["result"]
 
 
 def test_sse_data_split_over_lines_is_joined() -> None:
-    text = json.dumps(RESULT, indent=1)
-    body = ("event: message\n" + "".join(f"data: {line}\n" for line in text.splitlines()) + "\n").encode()
-    assert _reply(200, "text/event-stream", body, 7) == RESULT
+    def events(ident: int) -> str:
+        text = json.dumps({**RESULT, "id": ident}, indent=1)
+        return "event: message\n" + "".join(f"data: {line}\n" for line in text.splitlines()) + "\n"
+
+    assert _streamed(events) == RESULT["result"]
 
 
 @pytest.mark.parametrize(
