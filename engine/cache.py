@@ -185,8 +185,8 @@ class Directory:
     """User and revocation look-ups for the guard, through the cache when there is one."""
 
     cache: Cache | None
-    changes: dict[str, int] = field(default_factory=dict)
-    """Changes per email seen by this process; a look-up that raced one does not cache."""
+    changes: int = 0
+    """User changes seen by this process; a look-up that raced any of them does not cache."""
 
     async def start(self) -> None:
         """Load the revocation set into the cache; until then the store is asked."""
@@ -203,22 +203,20 @@ class Directory:
                 log.warning("cache look-up failed, asking the store: %s", type(err).__name__)
         if cached_user is not _MISS and revoked is not None:
             return Lookup(cached_user, revoked)
-        seen = self.changes.get(email, 0)
+        seen = self.changes
         try:
             user, stored_revoked = await fetch_principal(email, jti)
         except Exception as err:
             log.error("store look-up failed: %s", type(err).__name__)
             return Lookup(None if cached_user is _MISS else cached_user, None)
         # INVARIANT: a user changed while we read is not cached, or the old row would be.
-        if user is not None and self.cache is not None and self.changes.get(email, 0) == seen:
+        if user is not None and self.cache is not None and self.changes == seen:
             with suppress(Exception):  # caching is an optimisation only
                 await self.cache.store_user(user)
         return Lookup(user, stored_revoked)
 
     async def user_changed(self, email: str) -> None:
-        if len(self.changes) > 100_000:
-            self.changes.clear()
-        self.changes[email] = self.changes.get(email, 0) + 1
+        self.changes += 1
         if self.cache is not None:
             await self.cache.forget_user(email)
 
