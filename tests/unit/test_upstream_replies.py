@@ -35,8 +35,9 @@ def test_json_reply() -> None:
     assert _reply(200, "application/json", json.dumps(RESULT).encode(), 7) == RESULT
 
 
-def _streamed(events: Callable[[int], str]) -> object:
-    """The result the client reads from an SSE answer made of `events(request id)`."""
+def _streamed(events: Callable[[int], list[str]], heard: list[dict[str, object]] | None = None) -> object:
+    """The result the client reads from an SSE answer written in the chunks `events(request
+    id)`; notifications relayed on the way go to `heard`."""
 
     async def mcp(request: web.Request) -> web.StreamResponse:
         message = await request.json()
@@ -47,15 +48,20 @@ def _streamed(events: Callable[[int], str]) -> object:
             return web.Response(status=202)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        await response.write(events(message["id"]).encode())
+        for chunk in events(message["id"]):
+            await response.write(chunk.encode())
         await response.write_eof()
         return response
+
+    async def relay(message: dict[str, object]) -> None:
+        if heard is not None:
+            heard.append(message)
 
     async def scenario() -> object:
         async with _upstream(mcp) as url:
             client = UpstreamClient(url, {})
             try:
-                return await client.request("tools/call", {"name": "x"})
+                return await client.request("tools/call", {"name": "x"}, on_message=relay)
             finally:
                 await client.close()
 
@@ -64,20 +70,20 @@ def _streamed(events: Callable[[int], str]) -> object:
 
 def test_sse_reply_with_a_priming_event_and_a_notification_first() -> None:
     # SDK servers with an event store send an event with an id and no data first.
-    def events(ident: int) -> str:
-        return (
+    def events(ident: int) -> list[str]:
+        return [
             "id: 1\ndata:\n\n"
             'event: message\ndata: {"jsonrpc":"2.0","method":"notifications/message","params":{}}\n\n'
             f"id: 2\nevent: message\ndata: {json.dumps({**RESULT, 'id': ident})}\n\n"
-        )
+        ]
 
     assert _streamed(events) == RESULT["result"]
 
 
 def test_sse_data_split_over_lines_is_joined() -> None:
-    def events(ident: int) -> str:
+    def events(ident: int) -> list[str]:
         text = json.dumps({**RESULT, "id": ident}, indent=1)
-        return "event: message\n" + "".join(f"data: {line}\n" for line in text.splitlines()) + "\n"
+        return ["event: message\n" + "".join(f"data: {line}\n" for line in text.splitlines()) + "\n"]
 
     assert _streamed(events) == RESULT["result"]
 
@@ -100,38 +106,16 @@ def test_unusable_replies_are_protocol_errors(status: int, kind: str, body: byte
 def test_the_streaming_reader_skips_priming_events_and_relays_notifications() -> None:
     note = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}
 
-    async def mcp(request: web.Request) -> web.StreamResponse:
-        message = await request.json()
-        if message["method"] == "initialize":
-            reply = {"jsonrpc": "2.0", "id": message["id"], "result": {"protocolVersion": "2025-11-25"}}
-            return web.json_response(reply, headers={"Mcp-Session-Id": "s1"})
-        if "id" not in message:
-            return web.Response(status=202)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(b"id: 1\ndata:\n\n")
-        await response.write(f"event: message\ndata: {json.dumps(note)}\n\n".encode())
-        await response.write(f"data: {json.dumps({**RESULT, 'id': message['id']})}\n\n".encode())
-        await response.write_eof()
-        return response
+    def events(ident: int) -> list[str]:
+        return [
+            "id: 1\ndata:\n\n",
+            f"event: message\ndata: {json.dumps(note)}\n\n",
+            f"data: {json.dumps({**RESULT, 'id': ident})}\n\n",
+        ]
 
-    async def scenario() -> tuple[object, list[dict[str, object]]]:
-        seen: list[dict[str, object]] = []
-
-        async def relay(message: dict[str, object]) -> None:
-            seen.append(message)
-
-        async with _upstream(mcp) as url:
-            client = UpstreamClient(url, {})
-            try:
-                result = await client.request("tools/call", {"name": "x"}, on_message=relay)
-            finally:
-                await client.close()
-        return result, seen
-
-    result, seen = asyncio.run(scenario())
-    assert result == RESULT["result"]
-    assert seen == [note]
+    heard: list[dict[str, object]] = []
+    assert _streamed(events, heard) == RESULT["result"]
+    assert heard == [note]
 
 
 def test_timeouts_and_refused_connections_have_their_own_codes() -> None:
