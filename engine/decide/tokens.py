@@ -116,23 +116,17 @@ def check_token(table: TokenTable, token: Token, now: float) -> Denial | None:
         return Reason.TOKEN_HEADER_FORBIDDEN, refs["forbiddenHeaders"], f"header parameter {names} is not accepted"
     if token.problem is not None:
         return Reason.TOKEN_CLAIM_INVALID, refs["claims"], token.problem
-    skew = table.skew_s
     exp = token.exp
-    if exp is None:
-        if table.require_exp:
-            return Reason.TOKEN_MISSING_EXP, refs["requireExpiration"], "token has no `exp` claim"
-    else:
-        if now > exp + skew:
-            return Reason.TOKEN_EXPIRED, refs["clockSkewSeconds"], "token has expired"
-        # Each comparison is written as `admitted_between` bounds it, so that the two
-        # agree to the last bit of a float.
-        start = token.iat if token.iat is not None else token.nbf
-        lifetime = table.max_lifetime_s
-        # Without `iat` or `nbf` the lifetime counts from now.
-        if (now < exp - lifetime) if start is None else (exp - start > lifetime):
-            return Reason.TOKEN_LIFETIME_EXCEEDED, refs["maxLifetimeMinutes"], "token lives longer than allowed"
-    if (token.nbf is not None and now < token.nbf - skew) or (token.iat is not None and now < token.iat - skew):
-        return Reason.TOKEN_NOT_YET_VALID, refs["clockSkewSeconds"], "token is not valid yet"
+    if exp is None and table.require_exp:
+        return Reason.TOKEN_MISSING_EXP, refs["requireExpiration"], "token has no `exp` claim"
+    earliest, latest, too_early = _time_bounds(table, token)
+    if now > latest:
+        return Reason.TOKEN_EXPIRED, refs["clockSkewSeconds"], "token has expired"
+    start = token.iat if token.iat is not None else token.nbf
+    if exp is not None and start is not None and exp - start > table.max_lifetime_s:
+        return _lifetime_exceeded(table)
+    if now < earliest:
+        return too_early
     if token.jti is None and table.require_jti:
         return Reason.TOKEN_MISSING_JTI, refs["requireJti"], "token has no `jti` claim"
     if table.audience is not None and table.audience.isdisjoint(token.audiences):
@@ -147,19 +141,33 @@ def check_token(table: TokenTable, token: Token, now: float) -> Denial | None:
 def admitted_between(table: TokenTable, token: Token) -> tuple[float, float]:
     """The times at which `check_token` lets `token` pass its time checks.
 
-    Each bound mirrors one check above: not expired (`exp` + skew), not before `nbf` or
-    `iat` (less the skew), and, for a token with neither, a lifetime counted from `now`
-    that stays within the maximum. The other checks do not depend on the time.
+    The other checks do not depend on the time, so a decision that admitted `token`
+    once holds for as long as the time stays within these bounds.
+    """
+    earliest, latest, _ = _time_bounds(table, token)
+    return earliest, latest
+
+
+def _time_bounds(table: TokenTable, token: Token) -> tuple[float, float, Denial]:
+    """The earliest and latest times `token` passes, and the refusal of an earlier time.
+
+    The one place the time rules are written, for both `check_token` and the decision
+    memo: not expired (`exp` plus the skew), not before `nbf` or `iat` (less the skew),
+    and, for a token with neither, a lifetime counted from `now` within the maximum.
     """
     skew = table.skew_s
     exp, nbf, iat = token.exp, token.nbf, token.iat
     latest = inf if exp is None else exp + skew
-    if nbf is None:
-        if iat is None:
-            return (-inf if exp is None else exp - table.max_lifetime_s), latest
-        return iat - skew, latest
+    if nbf is None and iat is None:
+        earliest = -inf if exp is None else exp - table.max_lifetime_s
+        return earliest, latest, _lifetime_exceeded(table)
     # Subtracting the skew keeps the order of floats, so this is the later of both bounds.
-    return (nbf if iat is None else max(nbf, iat)) - skew, latest
+    start = max(t for t in (nbf, iat) if t is not None)
+    return start - skew, latest, (Reason.TOKEN_NOT_YET_VALID, table.refs["clockSkewSeconds"], "token is not valid yet")
+
+
+def _lifetime_exceeded(table: TokenTable) -> Denial:
+    return Reason.TOKEN_LIFETIME_EXCEEDED, table.refs["maxLifetimeMinutes"], "token lives longer than allowed"
 
 
 def check_scope_limits(table: TokenTable, token: Token, client_ip: str | None, now: float) -> Denial | None:
