@@ -9,7 +9,7 @@ globals; the context carries every fact.
 
 from __future__ import annotations
 
-from engine.decide.access import AccessTable, Route, ServerScope, match_route, role_permissions
+from engine.decide.access import AccessTable, Route, ServerScope, match_route, role_grant
 from engine.decide.content import inspect_content
 from engine.decide.limits import check_rate
 from engine.decide.model import (
@@ -235,11 +235,7 @@ def _server_scope(route: Route, server: str | None, server_id: str | None) -> De
 
 def _permissions(access: AccessTable, user: User, narrowed: frozenset[str] | None) -> frozenset[str]:
     """Role grants, narrowed by the token's own `permissions` scope when it has one."""
-    granted = access.grants.get((user.roles, user.admin))
-    if granted is None:
-        granted = role_permissions(access, user.roles or access.default_roles)
-        if user.admin and access.admin_role is not None:
-            granted = granted | access.roles[access.admin_role]
+    granted = role_grant(access, user.roles, user.admin)
     if narrowed is not None:
         # SECURITY: a scope narrows what the roles grant; it never adds to it.
         granted = granted & narrowed

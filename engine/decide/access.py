@@ -24,7 +24,16 @@ from engine.errors import Location, PolicyError
 if TYPE_CHECKING:
     from engine.policy.load import Document
 
-__all__ = ["AccessTable", "Route", "RouteClass", "Router", "ServerScope", "build_access_table", "match_route"]
+__all__ = [
+    "AccessTable",
+    "Route",
+    "RouteClass",
+    "Router",
+    "ServerScope",
+    "build_access_table",
+    "match_route",
+    "role_grant",
+]
 
 _PARAM: Final = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -131,15 +140,19 @@ def match_route(table: AccessTable, method: str, path: str) -> tuple[Route, str 
     return branches.routes[start], found.group(group) if group is not None else None
 
 
-def role_permissions(table: AccessTable, roles: frozenset[str]) -> frozenset[str]:
-    """Union the permissions of `roles`; unknown role names grant nothing."""
-    if len(roles) == 1:
-        (role,) = roles
-        return table.roles.get(role, frozenset())
-    granted: frozenset[str] = frozenset()
-    for role in roles:
-        granted = granted | table.roles.get(role, frozenset())
+def role_grant(table: AccessTable, roles: frozenset[str], admin: bool) -> frozenset[str]:
+    """What a user holding `roles` is granted: most users hit the table built ahead."""
+    granted = table.grants.get((roles, admin))
+    if granted is None:
+        granted = _grant(table.roles, roles or table.default_roles, table.admin_role if admin else None)
     return granted
+
+
+def _grant(roles: Mapping[str, frozenset[str]], held: frozenset[str], admin_role: str | None) -> frozenset[str]:
+    """The one statement of the grant rule: the union of the held roles' permissions,
+    and the admin role's for an admin; unknown role names grant nothing."""
+    granted = frozenset().union(*(roles.get(role, frozenset()) for role in held))
+    return granted | roles[admin_role] if admin_role is not None else granted
 
 
 def build_access_table(
@@ -190,13 +203,11 @@ def build_access_table(
         return None, errors
     default_role = permission_sets.spec.get("defaultRole")
     admin_role = permission_sets.spec.get("adminRole")
-    admin_grant = roles[admin_role] if admin_role is not None else frozenset()
+    defaults = frozenset([default_role] if default_role else ())
+    # Each single role and no role at all (the default), with and without the admin flag.
     grants = {
-        (held, admin): granted | admin_grant if admin else granted
-        for held, granted in [
-            *((frozenset([name]), granted) for name, granted in roles.items()),
-            (frozenset(), roles[default_role] if default_role else frozenset()),
-        ]
+        (held, admin): _grant(roles, held or defaults, admin_role if admin else None)
+        for held in [*(frozenset([name]) for name in roles), frozenset()]
         for admin in (False, True)
     }
     table = AccessTable(
@@ -206,7 +217,7 @@ def build_access_table(
         roles=MappingProxyType(roles),
         grants=MappingProxyType(grants),
         admin_role=admin_role,
-        default_roles=frozenset([default_role] if default_role else ()),
+        default_roles=defaults,
         anonymous_role=permission_sets.spec.get("anonymousRole"),
         permissions=known,
         mcp_methods=MappingProxyType(mcp),
