@@ -36,7 +36,7 @@ from engine.web.mcp_sessions import McpSession
 from engine.web.responses import error_response
 from engine.web.state import gateway
 
-__all__ = ["SUPPORTED_VERSIONS", "blueprint", "resource_metadata_url"]
+__all__ = ["SUPPORTED_VERSIONS", "blueprint", "notifications", "resource_metadata_url"]
 
 log = logging.getLogger("policygate")
 
@@ -241,6 +241,7 @@ async def _streamed(
         return _answer(outcome, wants_json) if outcome is not None else Response("", status=202)
 
     async def events() -> AsyncIterator[bytes]:
+        next_note: asyncio.Future[dict[str, Any]] | None = None
         try:
             while True:
                 next_note = asyncio.ensure_future(queue.get())
@@ -256,7 +257,11 @@ async def _streamed(
                     yield _event(outcome)
                 return
         finally:
+            # A client that leaves mid-stream cancels us inside `wait`: neither the
+            # call nor the pending read of its queue may outlive the stream.
             task.cancel()
+            if next_note is not None:
+                next_note.cancel()
 
     response = Response(events(), content_type="text/event-stream")
     response.headers["Cache-Control"] = "no-store"
@@ -335,21 +340,26 @@ def _event_stream() -> Response:
     queue: asyncio.Queue[str] = asyncio.Queue(maxsize=100)
     listeners = gateway().listeners
     listeners.add(queue)
-
-    async def events() -> AsyncIterator[bytes]:
-        try:
-            yield b": connected\n\n"
-            while True:
-                try:
-                    method = await asyncio.wait_for(queue.get(), timeout=15)
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
-                yield _event({"jsonrpc": "2.0", "method": method})
-        finally:
-            listeners.discard(queue)
-
-    response = Response(events(), content_type="text/event-stream")
+    response = Response(notifications(queue, listeners), content_type="text/event-stream")
     response.headers["Cache-Control"] = "no-store"
     response.timeout = None
     return response
+
+
+async def notifications(queue: asyncio.Queue[str], listeners: set[Any], keep_alive: float = 15) -> AsyncIterator[bytes]:
+    """The SSE body of an event stream; it leaves `listeners` when its consumer stops."""
+    try:
+        yield b": connected\n\n"
+        while True:
+            # Not `wait_for`: on Python 3.11 it swallows a cancellation that meets a queued
+            # message, so a stream whose client left amid a burst of notifications would
+            # live on, sending keep-alives to no one.
+            try:
+                async with asyncio.timeout(keep_alive):
+                    method = await queue.get()
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            yield _event({"jsonrpc": "2.0", "method": method})
+    finally:
+        listeners.discard(queue)

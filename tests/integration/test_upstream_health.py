@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 import time
 from collections.abc import Callable
 
+import httpx
 import pytest
 
 from tests.integration.conftest import start_server, stop_server
@@ -62,6 +65,42 @@ def test_health_checks_take_a_dead_upstream_out_and_bring_it_back(tmp_path_facto
             _wait_for(lambda: status() == "ok")
             assert "h_add" in _mcp_tools(gw)
             assert _add(gw) == "4"
+    finally:
+        stop_server(gw)
+
+
+def _listen(gw: Gateway, heard: list[str], opened: threading.Event) -> None:
+    """Hold an MCP event stream open and note each notification until tools change."""
+    token = mint(claims(teams=None))
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    session = httpx.post(f"{gw.url}/mcp", headers=headers, json=init).headers["mcp-session-id"]
+    streamed = {**headers, "Accept": "text/event-stream", "Mcp-Session-Id": session}
+    with httpx.stream("GET", f"{gw.url}/mcp", headers=streamed, timeout=30) as stream:
+        for line in stream.iter_lines():
+            opened.set()
+            if line.startswith("data:"):
+                heard.append(json.loads(line[5:])["method"])
+                if heard[-1] == "notifications/tools/list_changed":
+                    return
+
+
+def test_open_event_streams_hear_that_a_dead_upstream_took_its_tools(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    gw = start_server(tmp_path_factory.mktemp("health-events"), HEALTH_CHECK_INTERVAL=1, UNHEALTHY_THRESHOLD=1)
+    admin = gw.client(mint(claims(teams=None)))
+    body = {"name": "h", "visibility": "public", "prefix": "h_", "credentials": {"bearer_token": UPSTREAM_TOKEN}}
+    heard: list[str] = []
+    opened = threading.Event()
+    try:
+        with upstream_server() as url:
+            assert admin.post("/gateways", json={**body, "url": url}).status_code == 201
+            listener = threading.Thread(target=_listen, args=(gw, heard, opened), daemon=True)
+            listener.start()
+            assert opened.wait(10)
+        listener.join(20)
+        assert "notifications/tools/list_changed" in heard
     finally:
         stop_server(gw)
 
