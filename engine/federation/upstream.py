@@ -142,9 +142,15 @@ class UpstreamClient:
                 "capabilities": {"sampling": {}, "elicitation": {}},
                 "clientInfo": {"name": "policygate", "version": "0.1.0"},
             }
-            result = await self._call("initialize", params, initializing=True)
-            self._version = str(result.get("protocolVersion", PROTOCOL_VERSION))
-            await self._notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            try:
+                result = await self._call("initialize", params, initializing=True)
+                self._version = str(result.get("protocolVersion", PROTOCOL_VERSION))
+                await self._notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            except BaseException:
+                # A handshake cut short (an error reply, a timeout, a caller that left)
+                # must not leave the next call a session that was never initialized.
+                self._session = None
+                raise
 
     def _headers(self, body: bool = False) -> dict[str, str]:
         headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": self._version}

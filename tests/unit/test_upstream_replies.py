@@ -137,3 +137,40 @@ def test_timeouts_and_refused_connections_have_their_own_codes() -> None:
         return codes[0], codes[1]
 
     assert asyncio.run(scenario()) == ("upstream_timeout", "upstream_unavailable")
+
+
+def test_a_handshake_cut_short_is_started_again_on_the_next_call() -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    async def mcp(request: web.Request) -> web.StreamResponse:
+        message = await request.json()
+        seen.append((message["method"], request.headers.get("Mcp-Session-Id")))
+        if message["method"] == "initialize":
+            reply = {"jsonrpc": "2.0", "id": message["id"], "result": {"protocolVersion": "2025-11-25"}}
+            session = f"s{len([m for m, _ in seen if m == 'initialize'])}"
+            return web.json_response(reply, headers={"Mcp-Session-Id": session})
+        if message["method"] == "notifications/initialized" and request.headers["Mcp-Session-Id"] == "s1":
+            await asyncio.sleep(2)  # the first handshake never completes in time
+        if "id" not in message:
+            return web.Response(status=202)
+        return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {}})
+
+    async def scenario() -> str:
+        async with _upstream(mcp) as url:
+            client = UpstreamClient(url, {}, timeout=0.3)
+            try:
+                with pytest.raises(UpstreamError) as caught:
+                    await client.request("ping")
+                await client.request("ping")
+                return caught.value.code
+            finally:
+                await client.close(end_session=False)
+
+    assert asyncio.run(scenario()) == "upstream_timeout"
+    assert seen == [
+        ("initialize", None),
+        ("notifications/initialized", "s1"),
+        ("initialize", None),
+        ("notifications/initialized", "s2"),
+        ("ping", "s2"),
+    ]
