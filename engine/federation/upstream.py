@@ -175,15 +175,38 @@ class UpstreamClient:
     async def _exchange(
         self, message: Mapping[str, Any], ident: int, on_message: Relay | None, on_request: Answerer | None
     ) -> tuple[str, dict[str, Any]]:
-        """The session header and the reply to `ident`, reading SSE as it streams."""
+        """The session header and the reply to `ident`, within the upstream's timeout.
+
+        The deadline is ours rather than aiohttp's, so that the time a question of the
+        upstream's waits for the client's answer (a person, for elicitation) is not
+        counted against the upstream.
+        """
         import aiohttp
 
         try:
-            response = await self._client().post(
-                self.url, data=dumps(message), headers=self._headers(body=True), allow_redirects=False
-            )
+            async with asyncio.timeout(self._timeout_s) as deadline:
+                return await self._read_reply(message, ident, on_message, on_request, deadline)
         except (TimeoutError, aiohttp.ClientError) as err:
             raise _failure(err) from err
+
+    async def _read_reply(
+        self,
+        message: Mapping[str, Any],
+        ident: int,
+        on_message: Relay | None,
+        on_request: Answerer | None,
+        deadline: asyncio.Timeout,
+    ) -> tuple[str, dict[str, Any]]:
+        """Post `message` and read the answer, JSON or SSE as it streams."""
+        import aiohttp
+
+        response = await self._client().post(
+            self.url,
+            data=dumps(message),
+            headers=self._headers(body=True),
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(),
+        )
         handed_off = False
         try:
             kind = response.headers.get("Content-Type", "").split(";")[0].strip()
@@ -213,19 +236,31 @@ class UpstreamClient:
                     handed_off = True
                     return session, event
                 if "method" in event and "id" in event:
-                    await self._answer(event, on_request)
+                    await self._answer(event, on_request, deadline)
                 elif on_message is not None and "method" in event:
                     await on_message(event)
             raise UpstreamError("upstream_protocol", "the upstream's answer has no reply to the request")
-        except (TimeoutError, aiohttp.ClientError) as err:
-            raise _failure(err) from err
         finally:
             if not handed_off:
                 response.release()
 
-    async def _answer(self, request: dict[str, Any], on_request: Answerer | None) -> None:
-        """Send the upstream the response to a request it made while a call runs."""
-        answer = await on_request(request) if on_request is not None else {"error": _UNANSWERABLE}
+    async def _answer(self, request: dict[str, Any], on_request: Answerer | None, deadline: asyncio.Timeout) -> None:
+        """Send the upstream the response to a request it made while a call runs.
+
+        The call's deadline stands still while the client answers (mcp_asking bounds
+        that wait itself), and runs again for sending the answer.
+        """
+        if on_request is None:
+            answer: dict[str, Any] = {"error": _UNANSWERABLE}
+        else:
+            loop = asyncio.get_running_loop()
+            when = deadline.when()
+            remaining = when - loop.time() if when is not None else None
+            deadline.reschedule(None)
+            try:
+                answer = await on_request(request)
+            finally:
+                deadline.reschedule(loop.time() + remaining if remaining is not None else None)
         await self._notify({"jsonrpc": "2.0", "id": request["id"], **answer})
 
     def _finish_later(self, response: aiohttp.ClientResponse) -> None:

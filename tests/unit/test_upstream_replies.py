@@ -174,3 +174,43 @@ def test_a_handshake_cut_short_is_started_again_on_the_next_call() -> None:
         ("notifications/initialized", "s2"),
         ("ping", "s2"),
     ]
+
+
+def test_the_time_a_question_waits_for_its_answer_is_not_the_upstreams() -> None:
+    answered = asyncio.Event()
+    answers: list[dict[str, object]] = []
+    question = {"jsonrpc": "2.0", "id": "q1", "method": "elicitation/create", "params": {"message": "go?"}}
+
+    async def mcp(request: web.Request) -> web.StreamResponse:
+        message = await request.json()
+        if message.get("method") == "initialize":
+            reply = {"jsonrpc": "2.0", "id": message["id"], "result": {"protocolVersion": "2025-11-25"}}
+            return web.json_response(reply, headers={"Mcp-Session-Id": "s1"})
+        if "method" not in message:  # the client's answer to the question
+            answers.append(message)
+            answered.set()
+            return web.Response(status=202)
+        if "id" not in message:
+            return web.Response(status=202)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(f"data: {json.dumps(question)}\n\n".encode())
+        await answered.wait()
+        await response.write(f"data: {json.dumps({**RESULT, 'id': message['id']})}\n\n".encode())
+        await response.write_eof()
+        return response
+
+    async def slow_person(request: dict[str, object]) -> dict[str, object]:
+        await asyncio.sleep(1.0)  # well past the upstream's timeout of 0.3 s
+        return {"result": {"action": "accept"}}
+
+    async def scenario() -> object:
+        async with _upstream(mcp) as url:
+            client = UpstreamClient(url, {}, timeout=0.3)
+            try:
+                return await client.request("tools/call", {"name": "x"}, on_request=slow_person)
+            finally:
+                await client.close(end_session=False)
+
+    assert asyncio.run(scenario()) == RESULT["result"]
+    assert answers == [{"jsonrpc": "2.0", "id": "q1", "result": {"action": "accept"}}]
