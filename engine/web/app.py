@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,11 @@ async def _open_fanout(gw: Gateway, redis_url: str) -> Fanout:
 
     # Its own connection, without the cache's socket timeout: a subscription is quiet
     # for as long as nothing changes.
-    fanout = Fanout(Redis.from_url(redis_url, decode_responses=True), deliver)
+    # TCP keep-alives: a connection a NAT or failover drops without a reset would
+    # otherwise leave the subscription waiting for ever, silently deaf.
+    keepalive = {socket.TCP_KEEPIDLE: 30, socket.TCP_KEEPINTVL: 10, socket.TCP_KEEPCNT: 3}
+    client = Redis.from_url(redis_url, decode_responses=True, socket_keepalive=True, socket_keepalive_options=keepalive)
+    fanout = Fanout(client, deliver)
     subscribed = asyncio.Event()
     gw.tasks.append(asyncio.ensure_future(fanout.listen(subscribed)))
     await asyncio.wait_for(subscribed.wait(), timeout=5)
@@ -150,8 +155,12 @@ async def _open_fanout(gw: Gateway, redis_url: str) -> Fanout:
 
 async def _stop() -> None:
     gw = gateway()
-    for task in gw.tasks:
+    # Every task of ours ends before what it uses is closed: a token-use write or a
+    # reload must not meet a closed store, nor be destroyed while still pending.
+    running = [*gw.tasks, *gw.background]
+    for task in running:
         task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
     if gw.fanout is not None:
         await gw.fanout.close()
     for client in gw.upstreams.values():

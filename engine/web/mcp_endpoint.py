@@ -338,17 +338,20 @@ def _answer(body: Any, wants_json: bool) -> Response:
 def _event_stream() -> Response:
     """Server-to-client messages: `list_changed` notifications, with keep-alives."""
     queue: asyncio.Queue[str] = asyncio.Queue(maxsize=100)
-    listeners = gateway().listeners
-    listeners.add(queue)
-    response = Response(notifications(queue, listeners), content_type="text/event-stream")
+    response = Response(notifications(queue, gateway().listeners), content_type="text/event-stream")
     response.headers["Cache-Control"] = "no-store"
     response.timeout = None
     return response
 
 
 async def notifications(queue: asyncio.Queue[str], listeners: set[Any], keep_alive: float = 15) -> AsyncIterator[bytes]:
-    """The SSE body of an event stream; it leaves `listeners` when its consumer stops."""
+    """The SSE body of an event stream, listening from its first byte to its consumer's end.
+
+    It joins `listeners` only once it runs: a generator that never starts (a response
+    abandoned before its body) never runs its `finally` either, and would stay listed.
+    """
     try:
+        listeners.add(queue)
         yield b": connected\n\n"
         while True:
             # Not `wait_for`: on Python 3.11 it swallows a cancellation that meets a queued

@@ -18,7 +18,7 @@ from contextlib import suppress
 from engine.errors import Location, PolicyError, PolicyErrors
 from engine.policy_files import gateway_snapshot
 from engine.sources import MissingPath
-from engine.web.state import Gateway
+from engine.web.state import Gateway, in_background
 
 __all__ = ["release_free_memory", "reload_policies", "start_reload_triggers"]
 
@@ -67,7 +67,7 @@ def start_reload_triggers(gw: Gateway) -> None:
     """SIGHUP (when the loop can take signals) and, if enabled, a watch on the folders."""
     loop = asyncio.get_running_loop()
     with suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGHUP, lambda: gw.tasks.append(loop.create_task(_on_signal(gw))))
+        loop.add_signal_handler(signal.SIGHUP, lambda: in_background(gw, _on_signal(gw)))
     if gw.settings.policy_watch:
         gw.tasks.append(loop.create_task(_watch(gw)))
 

@@ -7,9 +7,9 @@ import asyncio
 from engine.web.mcp_endpoint import notifications
 
 
-async def _cancelled_as_a_message_lands() -> tuple[bool, set[object]]:
+async def _cancelled_as_a_message_lands() -> tuple[bool, bool, set[object]]:
     queue: asyncio.Queue[str] = asyncio.Queue()
-    listeners: set[object] = {queue}
+    listeners: set[object] = set()
     heard: list[bytes] = []
 
     async def consume() -> None:
@@ -19,6 +19,7 @@ async def _cancelled_as_a_message_lands() -> tuple[bool, set[object]]:
     consumer = asyncio.ensure_future(consume())
     while not heard:
         await asyncio.sleep(0)
+    joined = queue in listeners
     await asyncio.sleep(0)  # the stream now waits on the queue
     queue.put_nowait("notifications/tools/list_changed")
     await asyncio.sleep(0)  # the queue's getter has its message; the stream has not resumed
@@ -26,18 +27,19 @@ async def _cancelled_as_a_message_lands() -> tuple[bool, set[object]]:
     await asyncio.wait({consumer}, timeout=1)
     ended = consumer.done()
     consumer.cancel()
-    return ended, listeners
+    return joined, ended, listeners
 
 
 def test_a_stream_whose_client_left_ends_even_when_a_message_meets_the_cancellation() -> None:
-    ended, listeners = asyncio.run(_cancelled_as_a_message_lands())
+    joined, ended, listeners = asyncio.run(_cancelled_as_a_message_lands())
+    assert joined, "a running stream must hear notifications"
     assert ended, "the stream outlived its consumer"
     assert not listeners
 
 
 async def _idle_then_message() -> list[bytes]:
     queue: asyncio.Queue[str] = asyncio.Queue()
-    stream = notifications(queue, {queue}, keep_alive=0.01)
+    stream = notifications(queue, set(), keep_alive=0.01)
     chunks = [await anext(stream), await anext(stream)]
     queue.put_nowait("notifications/prompts/list_changed")
     chunks.append(await anext(stream))
