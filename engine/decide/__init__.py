@@ -4,7 +4,8 @@ The checks run in a fixed order, and the first one that fails decides: route, fe
 switch, credentials, token rules, store facts (revocation, user), token scopes, admin
 requirement, permission, rate limit, content. A request that no route serves is refused
 (default deny). Every decision names the rule that made it. Pure: no I/O, no clock, no
-globals; the context carries every fact.
+globals; the context carries every fact. The snapshot's memo only remembers answers
+already given (engine.decide.memo), so the same context always gets the same decision.
 """
 
 from __future__ import annotations
@@ -207,12 +208,10 @@ def _finish(
 
 def _meter_and_inspect(snapshot: Snapshot, ctx: RequestContext, admitted: Decision) -> Decision:
     """The rate budgets, then the content rules, for a caller already admitted."""
-    # Every bucket's limit is at least 1, so a request nothing was counted for passes.
-    if ctx.rate:
-        limited = check_rate(snapshot.limits, ctx.rate, ctx.now)
-        if limited is not None:
-            denial, retry_after = limited
-            return _deny(denial, admitted.route, admitted.principal, retry_after=retry_after)
+    limited = check_rate(snapshot.limits, ctx.rate, ctx.now)
+    if limited is not None:
+        denial, retry_after = limited
+        return _deny(denial, admitted.route, admitted.principal, retry_after=retry_after)
     if ctx.content is not None:
         inspection = inspect_content(snapshot.content, ctx.content)
         if inspection.denial is not None:
@@ -222,9 +221,7 @@ def _meter_and_inspect(snapshot: Snapshot, ctx: RequestContext, admitted: Decisi
     return admitted
 
 
-def _server_scope(route: Route, server: str | None, server_id: str | None) -> Denial | None:
-    if server_id is None:
-        return None
+def _server_scope(route: Route, server: str | None, server_id: str) -> Denial | None:
     scope = route.route_class.server_scope
     if scope is _SCOPE_DENY:
         return Reason.SERVER_SCOPE_DENIED, route.ref, f"a token scoped to server `{server_id}` cannot use this route"

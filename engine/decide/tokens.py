@@ -122,9 +122,6 @@ def check_token(table: TokenTable, token: Token, now: float) -> Denial | None:
     earliest, latest, too_early = _time_bounds(table, token)
     if now > latest:
         return Reason.TOKEN_EXPIRED, refs["clockSkewSeconds"], "token has expired"
-    start = token.iat if token.iat is not None else token.nbf
-    if exp is not None and start is not None and exp - start > table.max_lifetime_s:
-        return _lifetime_exceeded(table)
     if now < earliest:
         return too_early
     if token.jti is None and table.require_jti:
@@ -152,22 +149,23 @@ def _time_bounds(table: TokenTable, token: Token) -> tuple[float, float, Denial]
     """The earliest and latest times `token` passes, and the refusal of an earlier time.
 
     The one place the time rules are written, for both `check_token` and the decision
-    memo: not expired (`exp` plus the skew), not before `nbf` or `iat` (less the skew),
-    and, for a token with neither, a lifetime counted from `now` within the maximum.
+    memo: not expired (`exp` plus the skew); a lifetime within the maximum, counted from
+    `iat` (else `nbf`), or from `now` for a token with neither; not before `nbf` or `iat`
+    (less the skew). A token that lives too long from its own start never passes.
     """
     skew = table.skew_s
     exp, nbf, iat = token.exp, token.nbf, token.iat
     latest = inf if exp is None else exp + skew
+    lifetime = table.max_lifetime_s
+    too_long = Reason.TOKEN_LIFETIME_EXCEEDED, table.refs["maxLifetimeMinutes"], "token lives longer than allowed"
     if nbf is None and iat is None:
-        earliest = -inf if exp is None else exp - table.max_lifetime_s
-        return earliest, latest, _lifetime_exceeded(table)
+        return (-inf if exp is None else exp - lifetime), latest, too_long
+    start = iat if iat is not None else nbf
+    if exp is not None and start is not None and exp - start > lifetime:
+        return inf, latest, too_long
     # Subtracting the skew keeps the order of floats, so this is the later of both bounds.
-    start = max(t for t in (nbf, iat) if t is not None)
-    return start - skew, latest, (Reason.TOKEN_NOT_YET_VALID, table.refs["clockSkewSeconds"], "token is not valid yet")
-
-
-def _lifetime_exceeded(table: TokenTable) -> Denial:
-    return Reason.TOKEN_LIFETIME_EXCEEDED, table.refs["maxLifetimeMinutes"], "token lives longer than allowed"
+    earliest = max(t for t in (nbf, iat) if t is not None) - skew
+    return earliest, latest, (Reason.TOKEN_NOT_YET_VALID, table.refs["clockSkewSeconds"], "token is not valid yet")
 
 
 def check_scope_limits(table: TokenTable, token: Token, client_ip: str | None, now: float) -> Denial | None:
