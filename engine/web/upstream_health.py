@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final
 
 from quart import current_app, g
 
@@ -34,8 +33,6 @@ __all__ = ["watch_upstreams"]
 
 log = logging.getLogger("policygate")
 
-_DOWN: Final = frozenset({"unreachable", "recovering"})
-
 
 async def watch_upstreams(gw: Gateway) -> None:
     """Ping every upstream each interval until cancelled; one bad round never ends it.
@@ -44,6 +41,7 @@ async def watch_upstreams(gw: Gateway) -> None:
     context of its own, so `g` starts empty every time.
     """
     failures: dict[str, int] = {}
+    recovering: set[str] = set()
     while True:
         await asyncio.sleep(gw.settings.health_check_interval)
         async with current_app.app_context():
@@ -52,9 +50,12 @@ async def watch_upstreams(gw: Gateway) -> None:
             rows = await _upstreams()
             present = {row.id for row in rows}
             failures = {k: n for k, n in failures.items() if k in present}
+            # Recovering then and now: the worker rediscovering it has gone.
+            stuck, recovering = recovering, {row.id for row in rows if row.status == "recovering"}
+            stuck &= recovering
             for row in rows:
                 try:
-                    await _check(gw, row, failures)
+                    await _check(gw, row, failures, stuck)
                 except Exception as err:  # the store, or credentials that no longer open
                     log.warning("health check of upstream `%s` failed: %s", row.name, type(err).__name__)
 
@@ -67,7 +68,7 @@ async def _upstreams() -> list[Upstream]:
         return []
 
 
-async def _check(gw: Gateway, row: Upstream, failures: dict[str, int]) -> None:
+async def _check(gw: Gateway, row: Upstream, failures: dict[str, int], stuck: set[str]) -> None:
     try:
         async with asyncio.timeout(gw.settings.health_check_timeout):
             await upstream_client(gw, row).request("ping")
@@ -77,7 +78,7 @@ async def _check(gw: Gateway, row: Upstream, failures: dict[str, int]) -> None:
             await _went_down(gw, row, _reason(err))
         return
     failures.pop(row.id, None)
-    if row.status in _DOWN and await _claim_recovery(row):
+    if (row.status == "unreachable" or row.id in stuck) and await _claim_recovery(row):
         report = await discover(row)
         log.info("upstream `%s` answers again: %d tools rediscovered", row.name, report.tools)
 
@@ -97,7 +98,9 @@ async def _went_down(gw: Gateway, row: Upstream, reason: str) -> None:
 async def _claim_recovery(row: Upstream) -> bool:
     """Whether this worker is the one to rediscover `row` (compare-and-set on its status).
 
-    A row still `recovering` at the next round lost the worker rediscovering it, and is
-    claimed again.
+    Called for an `unreachable` row, or one this worker has seen `recovering` for a whole
+    round: that one lost the worker rediscovering it, and is claimed again. A row another
+    worker has only just claimed is left to it. (Workers that all saw a row stuck may
+    each rediscover it; the sync is idempotent, so that costs only time.)
     """
     return bool(await Upstream.filter(id=row.id, status=row.status).update(status="recovering"))
