@@ -47,7 +47,7 @@ from engine.web.mcp_sessions import SessionStore
 from engine.web.reloading import release_free_memory, start_reload_triggers
 from engine.web.responses import ApiError, error_response
 from engine.web.startup import check_startup
-from engine.web.state import Gateway, PolicyStatus, attach, gateway, tell_streams
+from engine.web.state import Gateway, PolicyStatus, attach, gateway, in_background, tell_streams
 from engine.web.upstream_health import watch_upstreams
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -112,7 +112,7 @@ async def _start() -> None:
     await gw.directory.start()
     start_reload_triggers(gw)
     if settings.health_check_interval:
-        gw.tasks.append(asyncio.ensure_future(watch_upstreams(gw)))
+        in_background(gw, watch_upstreams(gw))
     release_free_memory()
 
 
@@ -146,9 +146,9 @@ async def _open_fanout(gw: Gateway, redis_url: str) -> Fanout:
     # otherwise leave the subscription waiting for ever, silently deaf.
     keepalive = {socket.TCP_KEEPIDLE: 30, socket.TCP_KEEPINTVL: 10, socket.TCP_KEEPCNT: 3}
     client = Redis.from_url(redis_url, decode_responses=True, socket_keepalive=True, socket_keepalive_options=keepalive)
-    fanout = Fanout(client, deliver)
+    fanout = Fanout(client, deliver, lambda work: in_background(gw, work))
     subscribed = asyncio.Event()
-    gw.tasks.append(asyncio.ensure_future(fanout.listen(subscribed)))
+    in_background(gw, fanout.listen(subscribed))
     await asyncio.wait_for(subscribed.wait(), timeout=5)
     return fanout
 
@@ -157,7 +157,7 @@ async def _stop() -> None:
     gw = gateway()
     # Every task of ours ends before what it uses is closed: a token-use write or a
     # reload must not meet a closed store, nor be destroyed while still pending.
-    running = [*gw.tasks, *gw.background]
+    running = list(gw.background)
     for task in running:
         task.cancel()
     await asyncio.gather(*running, return_exceptions=True)

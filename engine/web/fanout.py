@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -28,6 +28,7 @@ _CHANNEL: Final = "policygate:events"
 _RETRY_S: Final = 1.0
 
 Deliver = Callable[[dict[str, Any]], None]
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 
 @dataclass
@@ -37,14 +38,13 @@ class Fanout:
     client: Any
     """A `redis.asyncio.Redis` without a socket timeout: the subscription waits for ever."""
     deliver: Deliver
+    spawn: Spawn
+    """Runs a coroutine on a task the gateway holds and ends at shutdown."""
     origin: str = field(default_factory=lambda: secrets.token_hex(8))
-    pending: set[asyncio.Task[None]] = field(default_factory=set)
 
     def publish(self, event: dict[str, Any]) -> None:
         """Send `event` to the other workers, without making the caller wait for Redis."""
-        task = asyncio.ensure_future(self._send(json.dumps({**event, "origin": self.origin})))
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
+        self.spawn(self._send(json.dumps({**event, "origin": self.origin})))
 
     async def _send(self, text: str) -> None:
         try:
@@ -77,6 +77,4 @@ class Fanout:
             self.deliver(event)
 
     async def close(self) -> None:
-        for task in list(self.pending):
-            task.cancel()
         await self.client.aclose()

@@ -69,7 +69,7 @@ def start_reload_triggers(gw: Gateway) -> None:
     with suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(signal.SIGHUP, lambda: in_background(gw, _on_signal(gw)))
     if gw.settings.policy_watch:
-        gw.tasks.append(loop.create_task(_watch(gw)))
+        in_background(gw, _watch(gw))
 
 
 async def _on_signal(gw: Gateway) -> None:

@@ -53,16 +53,22 @@ class Gateway:
     last_used: dict[str, float] = field(default_factory=dict)
     counters: Any = field(default_factory=lambda: LocalCache(0))
     background: set[Any] = field(default_factory=set)
+    """Every task of ours that outlives a request: held so it is not collected, and
+    cancelled and awaited at shutdown (see in_background)."""
     verified: dict[str, Any] = field(default_factory=dict)
     asked: dict[tuple[str, str], Any] = field(default_factory=dict)
     """Questions put to MCP clients for an upstream, by (session, id): see mcp_asking."""
     fanout: Any = None
     """Events for the other workers, when they share a Redis: see engine.web.fanout."""
-    tasks: list[Any] = field(default_factory=list)
 
 
 def in_background(gw: Gateway, work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` without making the request wait, holding the task until it ends."""
+    """Run `work` on its own task, held until it ends and cancelled at shutdown.
+
+    For work no request waits for (a token-use write, a reload, an event to publish) and
+    for the watchers that run as long as the worker (health checks, policy folders, the
+    Redis subscription).
+    """
     task = asyncio.ensure_future(work)
     gw.background.add(task)
     task.add_done_callback(gw.background.discard)
