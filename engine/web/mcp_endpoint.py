@@ -178,8 +178,9 @@ async def _post(server: Server | None, session: McpSession | None, header_versio
     messages = payload if batch else [payload]
     if session is None and not any(isinstance(m, dict) and m.get("method") == "initialize" for m in messages):
         return error_response(400, "session_required", "`Mcp-Session-Id` is required after `initialize`")
-    if not batch and _streamable(payload, accept):
-        return await _streamed(payload, server, session, version, wants_json)
+    allowed = _streamable(payload, accept) if not batch else None
+    if allowed is not None:
+        return await _streamed(payload, server, session, version, wants_json, allowed)
     replies: list[dict[str, Any]] = []
     headers: dict[str, str] = {}
     for message in messages:
@@ -198,19 +199,24 @@ async def _post(server: Server | None, session: McpSession | None, header_versio
     return response
 
 
-def _streamable(message: Any, accept: str) -> bool:
-    """A tool call whose client takes SSE, and which the policy allows, is streamed."""
-    return (
-        "text/event-stream" in accept
-        and isinstance(message, dict)
-        and message.get("method") == "tools/call"
-        and "id" in message
-        and _judge("tools/call").allow
-    )
+def _streamable(message: Any, accept: str) -> Decision | None:
+    """A tool call whose client takes SSE, and which the policy allows, is streamed: the
+    decision that allows it, or None."""
+    if "text/event-stream" not in accept or not isinstance(message, dict):
+        return None
+    if message.get("method") != "tools/call" or "id" not in message:
+        return None
+    decision = _judge("tools/call")
+    return decision if decision.allow else None
 
 
 async def _streamed(
-    message: dict[str, Any], server: Server | None, session: McpSession | None, version: str, wants_json: bool
+    message: dict[str, Any],
+    server: Server | None,
+    session: McpSession | None,
+    version: str,
+    wants_json: bool,
+    allowed: Decision,
 ) -> Response:
     """Answer a tool call, streaming only once the upstream has something to say first.
 
@@ -227,7 +233,7 @@ async def _streamed(
             spoke.set_result(None)
 
     ask = asker(gateway(), session.id, say) if session is not None else None
-    task = asyncio.ensure_future(_handle(message, server, session, version, {}, relay=say, ask=ask))
+    task = asyncio.ensure_future(_handle(message, server, session, version, {}, say, ask, allowed))
     first: set[asyncio.Future[Any]] = {task, spoke}
     try:
         await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
@@ -281,13 +287,16 @@ async def _handle(
     headers: dict[str, str],
     relay: Relay | None = None,
     ask: Answerer | None = None,
+    decision: Decision | None = None,
 ) -> dict[str, Any] | Response | None:
+    """Answer one JSON-RPC message; `decision` is the policy's, when already asked."""
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(message.get("method"), str):
         ident = message.get("id") if isinstance(message, dict) else None
         return _rpc_error(ident, RpcError(-32600, "Invalid Request"))
     method, ident = message["method"], message.get("id")
     is_request = "id" in message
-    decision = _judge(method)
+    if decision is None:
+        decision = _judge(method)
     if not decision.allow:
         if str(decision.reason) == "mcp_method_unknown":
             return _rpc_error(ident, RpcError(-32601, f"Method not found: {method}")) if is_request else None
