@@ -30,7 +30,7 @@ from engine.json_bytes import dumps
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["PROTOCOL_VERSION", "Answerer", "Relay", "UpstreamClient", "UpstreamError"]
+__all__ = ["PRIVATE_NETWORKS_HINT", "PROTOCOL_VERSION", "Answerer", "Relay", "UpstreamClient", "UpstreamError"]
 
 PROTOCOL_VERSION: Final = "2025-11-25"
 
@@ -48,10 +48,9 @@ Answerer = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 the `result` or `error` member of the response."""
 
 _UNANSWERABLE: Final = {"code": -32601, "message": "the gateway's client cannot answer this request"}
-_NOT_PUBLIC: Final = (
-    "the upstream's host has no public address; the Network policy's "
-    "`upstreams.allowPrivateNetworks` allows such upstreams"
-)
+PRIVATE_NETWORKS_HINT: Final = "the Network policy's `upstreams.allowPrivateNetworks` allows such upstreams"
+"""How a refusal of a non-public upstream address says what would allow it."""
+_NOT_PUBLIC: Final = f"the upstream's host has no public address; {PRIVATE_NETWORKS_HINT}"
 
 
 class UpstreamError(Exception):

@@ -20,7 +20,7 @@ from quart import Blueprint, Response, g, jsonify
 from tortoise.exceptions import IntegrityError
 
 from engine.federation.sync import SyncReport, sync_upstream
-from engine.federation.upstream import UpstreamClient
+from engine.federation.upstream import PRIVATE_NETWORKS_HINT, UpstreamClient
 from engine.store.catalog import Prompt, Resource, Tool, Upstream
 from engine.web.bodies import read_body
 from engine.web.catalog import visible
@@ -88,7 +88,7 @@ def _shown_url(url: str) -> str:
 
 async def _check_address(url: str) -> None:
     """Refuse an upstream whose host resolves to a non-public address, unless allowed."""
-    if g.snapshot.network.upstream_private_ok:
+    if not _public_only():
         return
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -99,12 +99,8 @@ async def _check_address(url: str) -> None:
     for *_, address in found:
         ip = ipaddress.ip_address(address[0])
         if not ip.is_global:
-            raise ApiError(
-                422,
-                "upstream_address_refused",
-                f"`{host}` resolves to a non-public address; the Network policy's "
-                "`upstreams.allowPrivateNetworks` allows such upstreams",
-            )
+            message = f"`{host}` resolves to a non-public address; {PRIVATE_NETWORKS_HINT}"
+            raise ApiError(422, "upstream_address_refused", message)
 
 
 def pooled_client(gw: Gateway, upstream_id: str) -> UpstreamClient | None:
