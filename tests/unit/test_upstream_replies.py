@@ -31,6 +31,12 @@ async def _upstream(handler: Callable[[web.Request], Awaitable[web.StreamRespons
         await runner.cleanup()
 
 
+def _initialized(message: dict[str, object], session: str) -> web.Response:
+    """The upstream's answer to `initialize`, opening MCP session `session`."""
+    reply = {"jsonrpc": "2.0", "id": message["id"], "result": {"protocolVersion": "2025-11-25"}}
+    return web.json_response(reply, headers={"Mcp-Session-Id": session})
+
+
 def test_json_reply() -> None:
     assert _reply(200, "application/json", json.dumps(RESULT).encode(), 7) == RESULT
 
@@ -42,8 +48,7 @@ def _streamed(events: Callable[[int], list[str]], heard: list[dict[str, object]]
     async def mcp(request: web.Request) -> web.StreamResponse:
         message = await request.json()
         if message["method"] == "initialize":
-            reply = {"jsonrpc": "2.0", "id": message["id"], "result": {"protocolVersion": "2025-11-25"}}
-            return web.json_response(reply, headers={"Mcp-Session-Id": "s1"})
+            return _initialized(message, "s1")
         if "id" not in message:
             return web.Response(status=202)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -146,9 +151,7 @@ def test_a_handshake_cut_short_is_started_again_on_the_next_call() -> None:
         message = await request.json()
         seen.append((message["method"], request.headers.get("Mcp-Session-Id")))
         if message["method"] == "initialize":
-            reply = {"jsonrpc": "2.0", "id": message["id"], "result": {"protocolVersion": "2025-11-25"}}
-            session = f"s{len([m for m, _ in seen if m == 'initialize'])}"
-            return web.json_response(reply, headers={"Mcp-Session-Id": session})
+            return _initialized(message, f"s{len([m for m, _ in seen if m == 'initialize'])}")
         if message["method"] == "notifications/initialized" and request.headers["Mcp-Session-Id"] == "s1":
             await asyncio.sleep(2)  # the first handshake never completes in time
         if "id" not in message:
@@ -184,8 +187,7 @@ def test_the_time_a_question_waits_for_its_answer_is_not_the_upstreams() -> None
     async def mcp(request: web.Request) -> web.StreamResponse:
         message = await request.json()
         if message.get("method") == "initialize":
-            reply = {"jsonrpc": "2.0", "id": message["id"], "result": {"protocolVersion": "2025-11-25"}}
-            return web.json_response(reply, headers={"Mcp-Session-Id": "s1"})
+            return _initialized(message, "s1")
         if "method" not in message:  # the client's answer to the question
             answers.append(message)
             answered.set()
