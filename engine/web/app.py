@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quart import Quart, Response
-from tortoise.exceptions import BaseORMException, DoesNotExist, IntegrityError
-from werkzeug.exceptions import HTTPException
+from quart import Quart
 
 from engine.cache import Cache, Directory, LocalCache, RedisCache
 from engine.federation.sealing import sealer_for
@@ -40,12 +38,13 @@ from engine.web import (
     teams,
     tokens,
 )
+from engine.web.failures import failure_response
 from engine.web.fanout import Fanout
 from engine.web.guard import after_request, guard
 from engine.web.mcp_asking import give_answer
+from engine.web.mcp_lane import McpLane
 from engine.web.mcp_sessions import SessionStore
 from engine.web.reloading import release_free_memory, start_reload_triggers
-from engine.web.responses import ApiError, error_response
 from engine.web.startup import check_startup
 from engine.web.state import Gateway, PolicyStatus, attach, gateway, in_background, tell_streams
 from engine.web.upstream_health import watch_upstreams
@@ -56,8 +55,6 @@ log = logging.getLogger("policygate")
 
 MAX_BODY_BYTES = 1 << 20
 """REST bodies are small; MCP bodies get their own limit from the policy."""
-
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
 def create_app(settings: Settings, *, snapshot: Snapshot | None = None) -> Quart:
@@ -85,14 +82,11 @@ def create_app(settings: Settings, *, snapshot: Snapshot | None = None) -> Quart
         app.register_blueprint(module.blueprint)
     app.before_request(guard)
     app.after_request(after_request)
-    app.register_error_handler(ApiError, _api_error)
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(DoesNotExist, _missing)
-    app.register_error_handler(IntegrityError, _conflict)
-    app.register_error_handler(BaseORMException, _store_error)
-    app.register_error_handler(Exception, _unexpected)
+    app.register_error_handler(Exception, failure_response)
     app.before_serving(_start)
     app.after_serving(_stop)
+    # Quart's documented place for ASGI middleware: servers and test clients both call it.
+    app.asgi_app = McpLane(app, app.asgi_app)  # type: ignore[method-assign]
     return app
 
 
@@ -171,36 +165,3 @@ async def _stop() -> None:
         gw.reader.close()
     if gw.store is not None:
         await close_store(gw.store)
-
-
-async def _api_error(err: ApiError) -> Response:
-    return error_response(err.status, err.code, err.message, details=err.details)
-
-
-async def _http_error(err: HTTPException) -> Response:
-    status = err.code or 500
-    code = _HTTP_CODES.get(status, "http_error")
-    return error_response(status, code, (err.description or code).rstrip(".").lower()[:200])
-
-
-async def _missing(err: DoesNotExist) -> Response:
-    return error_response(404, "not_found", "no such item")
-
-
-async def _conflict(err: IntegrityError) -> Response:
-    return error_response(409, "conflict", "the change conflicts with the stored data")
-
-
-async def _store_error(err: BaseORMException) -> Response:
-    log.error("store error: %s", type(err).__name__)
-    return error_response(503, "store_unavailable", "the store cannot answer right now")
-
-
-async def _unexpected(err: Exception) -> Response:
-    from redis.exceptions import RedisError
-
-    if isinstance(err, (ConnectionError, OSError, RedisError)):
-        log.error("dependency unavailable: %s", type(err).__name__)
-        return error_response(503, "unavailable", "a dependency of the gateway is unavailable")
-    log.exception("unexpected error")
-    return error_response(500, "internal_error", "the gateway failed to handle this request")

@@ -31,10 +31,11 @@ from engine.signing import read_token, verify_signature
 from engine.store.models import ApiToken
 from engine.store.models import User as UserRow
 from engine.store.queries import use_store
+from engine.web.incoming import Incoming, metadata_url
 from engine.web.responses import error_response
 from engine.web.state import Gateway, gateway, in_background
 
-__all__ = ["after_request", "guard", "mask_email"]
+__all__ = ["admit", "after_request", "finish_response", "guard", "mask_email"]
 
 log = logging.getLogger("policygate.decision")
 
@@ -45,17 +46,21 @@ _MCP_ROUTES: Final = frozenset({"routes/mcp", "routes/server-mcp"})
 
 
 async def guard() -> Response | None:
-    gw = gateway()
+    return await admit(gateway(), Incoming.from_request(request))
+
+
+async def admit(gw: Gateway, incoming: Incoming) -> Response | None:
+    """The refusal of `incoming`, or None with its facts and decision kept on `g`."""
     if gw.store is not None:
         use_store(gw.store)
-    supplied = request.headers.get("X-Request-ID", "")
+    supplied = incoming.header("x-request-id") or ""
     g.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
     snapshot = gw.engine.current
     g.snapshot = snapshot
-    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-        return _preflight(snapshot)
+    if incoming.method == "OPTIONS" and incoming.header("access-control-request-method") is not None:
+        return _preflight(snapshot, incoming)
     now = time.time()
-    ctx, early = await _context(gw, snapshot, now)
+    ctx, early = await _context(gw, snapshot, now, incoming)
     if early is not None:
         return early
     decision = decide(snapshot, ctx)
@@ -64,15 +69,14 @@ async def guard() -> Response | None:
     g.user = ctx.user
     g.token = ctx.token
     if not decision.allow:
-        _log(decision, snapshot)
+        _log(decision, snapshot, incoming)
         headers = {"Retry-After": str(decision.retry_after)} if decision.retry_after is not None else {}
         if decision.status == 401 and decision.route in _MCP_ROUTES:
             # MCP clients find the authorization server through the resource metadata.
-            metadata = f"{request.host_url.rstrip('/')}/.well-known/oauth-protected-resource{request.path}"
-            headers["WWW-Authenticate"] = f'Bearer realm="policygate", resource_metadata="{metadata}"'
+            headers["WWW-Authenticate"] = f'Bearer realm="policygate", resource_metadata="{metadata_url(incoming)}"'
         return error_response(decision.status, str(decision.reason), decision.message, headers=headers)
     if log.isEnabledFor(logging.DEBUG):
-        _log(decision, snapshot)
+        _log(decision, snapshot, incoming)
     if ctx.token is not None and ctx.token.jti and ctx.token.claims.get("token_use") == "api":
         _note_use(gw, ctx.token.jti, ctx.now)
     return None
@@ -102,20 +106,20 @@ async def _write_use(jti: str, now: float) -> None:
         log.warning("could not record token use: %s", type(err).__name__)
 
 
-async def _context(gw: Gateway, snapshot: Snapshot, now: float) -> tuple[RequestContext, _Early]:
-    method, path = request.method, request.path
-    client_ip = request.remote_addr
+async def _context(gw: Gateway, snapshot: Snapshot, now: float, incoming: Incoming) -> tuple[RequestContext, _Early]:
+    method, path = incoming.method, incoming.path
+    client_ip = incoming.remote_addr
     base = RequestContext(method, path, now, client_ip)
     found = match_route(snapshot.access, method, path)
     if found is None or not found[0].route_class.authenticate:
         if found is not None and snapshot.limits.enabled and method not in ("GET", "HEAD"):
             # Unauthenticated writes (login, registration) are counted per address, so
             # password guessing meets the same budgets; health checks are not.
-            rate = await _count(gw, snapshot, now, client_ip, None, None)
+            rate = await _count(gw, snapshot, now, client_ip, None, None, incoming.tool_id)
             return RequestContext(method, path, now, client_ip, rate=rate), None
         return base, None
     route = found[0]
-    header = request.headers.get("Authorization", "")
+    header = incoming.header("authorization") or ""
     scheme, _, credential = header.partition(" ")
     scheme, credential = scheme.lower(), credential.strip()
     tokens = snapshot.tokens
@@ -145,13 +149,13 @@ async def _context(gw: Gateway, snapshot: Snapshot, now: float) -> tuple[Request
     elif header:
         refusal = error_response(401, "auth_scheme_unsupported", "use `Authorization: Bearer <token>`")
         return base, await _refused(gw, snapshot, now, client_ip, refusal)
-    elif tokens.proxy_trusted and request.headers.get(tokens.proxy_header):
+    elif tokens.proxy_trusted and (proxied := incoming.header(tokens.proxy_header)):
         auth = AuthMethod.PROXY
-        found_user = await gw.directory.lookup(request.headers[tokens.proxy_header], None)
+        found_user = await gw.directory.lookup(proxied, None)
         user, revoked = found_user.user, found_user.revoked
     else:
         auth = AuthMethod.NONE
-    rate = await _count(gw, snapshot, now, client_ip, token, user) if snapshot.limits.enabled else {}
+    rate = await _count(gw, snapshot, now, client_ip, token, user, incoming.tool_id) if snapshot.limits.enabled else {}
     return RequestContext(method, path, now, client_ip, auth, token, user, revoked, rate=rate), None
 
 
@@ -195,7 +199,7 @@ async def _refused(gw: Gateway, snapshot: Snapshot, now: float, client_ip: str |
     against the address's budget, so guessing is throttled like everything else."""
     if not snapshot.limits.enabled:
         return refusal
-    limited = check_rate(snapshot.limits, await _count(gw, snapshot, now, client_ip, None, None), now)
+    limited = check_rate(snapshot.limits, await _count(gw, snapshot, now, client_ip, None, None, None), now)
     if limited is None:
         return refusal
     (reason, _, message), retry_after = limited
@@ -203,14 +207,20 @@ async def _refused(gw: Gateway, snapshot: Snapshot, now: float, client_ip: str |
 
 
 async def _count(
-    gw: Gateway, snapshot: Snapshot, now: float, client_ip: str | None, token: Token | None, user: User | None
+    gw: Gateway,
+    snapshot: Snapshot,
+    now: float,
+    client_ip: str | None,
+    token: Token | None,
+    user: User | None,
+    tool_id: str | None,
 ) -> dict[str, int]:
     keys = {
         "token": token.jti if token is not None else None,
         "user": user.email if user is not None else None,
         "ip": client_ip,
         "server": token.server_id if token is not None else None,
-        "tool": _tool_id(),
+        "tool": tool_id,
     }
     counts: dict[str, int] = {}
     # Without a shared cache each process counts alone: budgets then hold per worker.
@@ -222,17 +232,9 @@ async def _count(
     return counts
 
 
-def _tool_id() -> str | None:
-    args = request.view_args or {}
-    if not request.path.startswith("/tools/"):
-        return None
-    value = args.get("item_id") or args.get("tool_id")
-    return str(value) if value is not None else None
-
-
-def _preflight(snapshot: Snapshot) -> Response:
+def _preflight(snapshot: Snapshot, incoming: Incoming) -> Response:
     network = snapshot.network
-    origin = request.headers.get("Origin", "")
+    origin = incoming.header("origin") or ""
     if not network.cors_enabled or origin not in network.allowed_origins:
         return error_response(403, "origin_not_allowed", "this origin may not call the gateway")
     response = Response("", status=204)
@@ -243,15 +245,18 @@ def _preflight(snapshot: Snapshot) -> Response:
 
 
 async def after_request(response: Response) -> Response:
+    finish_response(response, g.get("snapshot"), request.headers.get("Origin"), g.get("request_id", ""))
+    return response
+
+
+def finish_response(response: Response, snapshot: Snapshot | None, origin: str | None, request_id: str) -> None:
     """Security headers from the policy, CORS for allowed origins, the request id."""
-    snapshot: Snapshot | None = g.get("snapshot")
     if snapshot is not None:
         network = snapshot.network
         # One pass over the names already set: `Headers.setdefault` lowercases and scans
         # every header for each of the policy's dozen, on every response.
         present = {name.lower() for name, _ in response.headers.items()}
         response.headers.extend([(name, value) for name, value in network.headers if name.lower() not in present])
-        origin = request.headers.get("Origin")
         if origin and network.cors_enabled and origin in network.allowed_origins:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
@@ -259,16 +264,15 @@ async def after_request(response: Response) -> Response:
                 response.headers["Access-Control-Allow-Credentials"] = "true"
             if network.exposed_headers:
                 response.headers["Access-Control-Expose-Headers"] = ", ".join(network.exposed_headers)
-    response.headers["X-Request-ID"] = g.get("request_id", "")
-    return response
+    response.headers["X-Request-ID"] = request_id
 
 
-def _log(decision: Decision, snapshot: Snapshot) -> None:
+def _log(decision: Decision, snapshot: Snapshot, incoming: Incoming) -> None:
     record: dict[str, Any] = {
         "event": "decision",
         "request_id": g.get("request_id"),
-        "method": request.method,
-        "path": request.path,
+        "method": incoming.method,
+        "path": incoming.path,
         "allow": decision.allow,
         "status": decision.status,
         "reason": str(decision.reason),

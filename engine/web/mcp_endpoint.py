@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from quart import Blueprint, Response, g, request
@@ -30,13 +30,14 @@ from engine.federation.upstream import Answerer, Relay
 from engine.json_bytes import dumps
 from engine.store.catalog import Server
 from engine.web.catalog import visible
+from engine.web.incoming import Incoming, metadata_url
 from engine.web.mcp_asking import asker, is_answer, take_answer
 from engine.web.mcp_methods import METHODS, McpContext, RpcError
 from engine.web.mcp_sessions import McpSession
 from engine.web.responses import error_response
 from engine.web.state import gateway
 
-__all__ = ["SUPPORTED_VERSIONS", "blueprint", "notifications", "resource_metadata_url"]
+__all__ = ["SUPPORTED_VERSIONS", "blueprint", "notifications", "post"]
 
 log = logging.getLogger("policygate")
 
@@ -45,10 +46,6 @@ blueprint = Blueprint("mcp", __name__)
 SUPPORTED_VERSIONS: Final = ("2025-11-25", "2025-06-18", "2025-03-26")
 _DEFAULT_VERSION: Final = "2025-03-26"
 _NO_BATCHES_FROM: Final = "2025-06-18"
-
-
-def resource_metadata_url(path: str) -> str:
-    return f"{request.host_url.rstrip('/')}/.well-known/oauth-protected-resource{path}"
 
 
 @blueprint.get("/.well-known/oauth-protected-resource")
@@ -85,16 +82,16 @@ def _rpc_error(ident: Any, error: RpcError) -> dict[str, Any]:
 _LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
 
 
-def _origin_refused() -> Response | None:
+def _origin_refused(incoming: Incoming) -> Response | None:
     """Refuse DNS rebinding: a loopback gateway answers loopback Host names only, and a
     browser Origin must be the gateway itself or one the policy allows."""
-    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    host = incoming.host.rsplit(":", 1)[0] if not incoming.host.endswith("]") else incoming.host
     if gateway().settings.bind.rsplit(":", 1)[0] in _LOOPBACK and host not in _LOOPBACK:
         return error_response(403, "host_not_allowed", "this endpoint answers loopback host names only")
-    origin = request.headers.get("Origin")
+    origin = incoming.header("origin")
     if origin is None:
         return None
-    own = request.host_url.rstrip("/")
+    own = incoming.host_url.rstrip("/")
     if origin == own or origin in g.snapshot.network.allowed_origins:
         return None
     return error_response(403, "origin_not_allowed", f"origin `{origin[:200]}` may not use this endpoint")
@@ -109,20 +106,36 @@ async def _server(server_id: str | None) -> Server | Response | None:
     return server
 
 
-@blueprint.route("/mcp", methods=["POST", "GET", "DELETE"])
+@blueprint.route("/mcp", methods=["GET", "DELETE"])
 async def mcp_all() -> Response:
-    """MCP over everything the caller may see (Streamable HTTP)."""
-    return await _endpoint(None)
+    """MCP over everything the caller may see (Streamable HTTP); POSTs take the lane."""
+    return await _endpoint(None, Incoming.from_request(request), b"")
 
 
-@blueprint.route("/servers/<server_id>/mcp", methods=["POST", "GET", "DELETE"])
+@blueprint.route("/servers/<server_id>/mcp", methods=["GET", "DELETE"])
 async def mcp_server(server_id: str) -> Response:
-    """MCP over one virtual server's tools, resources and prompts (Streamable HTTP)."""
-    return await _endpoint(server_id)
+    """MCP over one virtual server's tools, resources and prompts; POSTs take the lane."""
+    return await _endpoint(server_id, Incoming.from_request(request), b"")
 
 
-async def _endpoint(server_id: str | None) -> Response:
-    refused = _origin_refused()
+async def post(server_id: str | None, incoming: Incoming, body: bytes) -> Response:
+    """Answer a POST of JSON-RPC `body` to an MCP endpoint the guard let through (see
+    engine.web.mcp_lane): `server_id` names a virtual server's endpoint, None `/mcp`."""
+    return await _endpoint(server_id, incoming, body)
+
+
+@dataclass(frozen=True, slots=True)
+class _At:
+    """Where a message was posted: the request, its virtual server, its MCP session."""
+
+    incoming: Incoming
+    server: Server | None
+    session: McpSession | None
+    version: str
+
+
+async def _endpoint(server_id: str | None, incoming: Incoming, body: bytes) -> Response:
+    refused = _origin_refused(incoming)
     if refused is not None:
         return refused
     if g.get("user") is None:
@@ -131,48 +144,49 @@ async def _endpoint(server_id: str | None) -> Response:
     server = await _server(server_id)
     if isinstance(server, Response):
         return server
-    header_version = request.headers.get("MCP-Protocol-Version")
+    header_version = incoming.header("mcp-protocol-version")
     if header_version is not None and header_version not in SUPPORTED_VERSIONS:
         return error_response(
             400, "protocol_version_unsupported", f"unsupported MCP-Protocol-Version `{header_version}`"
         )
-    session = await _session()
+    session = await _session(incoming)
     if isinstance(session, Response):
         return session
-    if request.method == "DELETE":
+    if incoming.method == "DELETE":
         if session is None:
             return error_response(400, "session_required", "`Mcp-Session-Id` is required")
         await gateway().sessions.close(session)
         return Response("", status=204)
-    if request.method == "GET":
+    if incoming.method == "GET":
         if session is None:
             return error_response(400, "session_required", "`Mcp-Session-Id` is required")
         return _event_stream()
-    return await _post(server, session, header_version)
+    version = session.version if session is not None else header_version or _DEFAULT_VERSION
+    return await _post(_At(incoming, server, session, version), body)
 
 
-async def _session() -> McpSession | Response | None:
-    session_id = request.headers.get("Mcp-Session-Id")
+async def _session(incoming: Incoming) -> McpSession | Response | None:
+    session_id = incoming.header("mcp-session-id")
     if session_id is None:
         return None
-    found: McpSession | None = await gateway().sessions.find(session_id, g.user.email, request.path)
+    found: McpSession | None = await gateway().sessions.find(session_id, g.user.email, incoming.path)
     if found is None:
         return error_response(404, "session_not_found", "no such MCP session")
     return found
 
 
-async def _post(server: Server | None, session: McpSession | None, header_version: str | None) -> Response:
-    accept = request.headers.get("Accept", "*/*")
+async def _post(at: _At, body: bytes) -> Response:
+    accept = at.incoming.header("accept") or "*/*"
     wants_json = "application/json" in accept or "*/*" in accept
     if not wants_json and "text/event-stream" not in accept:
         return error_response(406, "not_acceptable", "accept `application/json` or `text/event-stream`")
     try:
-        payload = json.loads(await request.get_data())
+        payload = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return _answer({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}}, wants_json)
-    version = session.version if session is not None else header_version or _DEFAULT_VERSION
+    session = at.session
     batch = isinstance(payload, list)
-    if batch and (not payload or version >= _NO_BATCHES_FROM):
+    if batch and (not payload or at.version >= _NO_BATCHES_FROM):
         message = "batches are not accepted; send one message per request"
         return error_response(400, "batch_not_supported", message, details={"code": -32600, "message": message})
     messages = payload if batch else [payload]
@@ -180,14 +194,14 @@ async def _post(server: Server | None, session: McpSession | None, header_versio
         return error_response(400, "session_required", "`Mcp-Session-Id` is required after `initialize`")
     allowed = _streamable(payload, accept) if not batch else None
     if allowed is not None:
-        return await _streamed(payload, server, session, version, wants_json, allowed)
+        return await _streamed(payload, at, wants_json, allowed)
     replies: list[dict[str, Any]] = []
     headers: dict[str, str] = {}
     for message in messages:
         if session is not None and is_answer(message):
             take_answer(gateway(), session.id, message)
             continue
-        outcome = await _handle(message, server, session, version, headers)
+        outcome = await _handle(message, at, headers)
         if isinstance(outcome, Response):
             return outcome
         if outcome is not None:
@@ -210,14 +224,7 @@ def _streamable(message: Any, accept: str) -> Decision | None:
     return decision if decision.allow else None
 
 
-async def _streamed(
-    message: dict[str, Any],
-    server: Server | None,
-    session: McpSession | None,
-    version: str,
-    wants_json: bool,
-    allowed: Decision,
-) -> Response:
+async def _streamed(message: dict[str, Any], at: _At, wants_json: bool, allowed: Decision) -> Response:
     """Answer a tool call, streaming only once the upstream has something to say first.
 
     A call that finishes before any progress or log notification is answered like any
@@ -232,8 +239,8 @@ async def _streamed(
         if not spoke.done():
             spoke.set_result(None)
 
-    ask = asker(gateway(), session.id, say) if session is not None else None
-    task = asyncio.ensure_future(_handle(message, server, session, version, {}, say, ask, allowed))
+    ask = asker(gateway(), at.session.id, say) if at.session is not None else None
+    task = asyncio.ensure_future(_handle(message, at, {}, say, ask, allowed))
     first: set[asyncio.Future[Any]] = {task, spoke}
     try:
         await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
@@ -281,9 +288,7 @@ def _event(message: Any) -> bytes:
 
 async def _handle(
     message: Any,
-    server: Server | None,
-    session: McpSession | None,
-    version: str,
+    at: _At,
     headers: dict[str, str],
     relay: Relay | None = None,
     ask: Answerer | None = None,
@@ -300,7 +305,7 @@ async def _handle(
     if not decision.allow:
         if str(decision.reason) == "mcp_method_unknown":
             return _rpc_error(ident, RpcError(-32601, f"Method not found: {method}")) if is_request else None
-        return _insufficient(decision)
+        return _insufficient(decision, at.incoming)
     if not is_request:
         return None  # notifications need no answer
     handler = METHODS.get(method)
@@ -309,13 +314,14 @@ async def _handle(
     params = message.get("params") or {}
     if not isinstance(params, dict):
         return _rpc_error(ident, RpcError(-32602, "`params` must be an object"))
+    version = at.version
     if method == "initialize":
         requested = params.get("protocolVersion")
         version = requested if requested in SUPPORTED_VERSIONS else SUPPORTED_VERSIONS[0]
-        opened = await gateway().sessions.open(g.user.email, request.path, version)
+        opened = await gateway().sessions.open(g.user.email, at.incoming.path, version)
         headers["Mcp-Session-Id"] = opened.id
     try:
-        result = await handler(McpContext(decision, server, version, relay, ask), params)
+        result = await handler(McpContext(decision, at.server, version, relay, ask), params)
     except RpcError as err:
         return _rpc_error(ident, err)
     return {"jsonrpc": "2.0", "id": ident, "result": result}
@@ -327,13 +333,12 @@ def _judge(method: str) -> Decision:
     return decision
 
 
-def _insufficient(decision: Decision) -> Response:
+def _insufficient(decision: Decision, incoming: Incoming) -> Response:
     permission = decision.message.split("`")[1] if decision.message.count("`") >= 2 else ""
     response = error_response(decision.status, str(decision.reason), decision.message)
     if decision.status == 403:
         response.headers["WWW-Authenticate"] = (
-            f'Bearer error="insufficient_scope", scope="{permission}", '
-            f'resource_metadata="{resource_metadata_url(request.path)}"'
+            f'Bearer error="insufficient_scope", scope="{permission}", resource_metadata="{metadata_url(incoming)}"'
         )
     return response
 

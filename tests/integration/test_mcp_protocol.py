@@ -332,3 +332,33 @@ def test_a_reload_that_stops_allowing_private_networks_stops_calls_to_them(start
         for name in ("lit_echo", "named_echo"):
             refused = admin.post(f"/tools/{tools[name]}/invoke", json={"arguments": {"text": "hello"}})
             assert (refused.status_code, refused.json()["error"]["code"]) == (403, "upstream_address_refused"), name
+
+
+def test_posts_are_answered_like_every_other_request(env: dict[str, Any]) -> None:
+    """MCP POSTs skip Quart (engine.web.mcp_lane): the same headers, limits and errors."""
+    gw, token = env["gw"], mint(claims(teams=None))
+    rest = httpx.get(f"{gw.url}/tools", headers={"Authorization": f"Bearer {token}"})
+    own = {"content-length", "content-type", "date", "x-request-id", "server"}
+    policy_headers = {name: value for name, value in rest.headers.items() if name not in own}
+    assert "content-security-policy" in policy_headers
+    answer = httpx.post(f"{gw.url}/mcp", headers=_headers(token, **{"X-Request-ID": "trace-0001"}), json=INIT)
+    assert answer.status_code == 200
+    assert {name: answer.headers.get(name) for name in policy_headers} == policy_headers
+    assert answer.headers["x-request-id"] == "trace-0001"
+
+    session = answer.headers["mcp-session-id"]
+    big = {"jsonrpc": "2.0", "id": 2, "method": "ping", "params": {"pad": "x" * (1 << 20)}}
+    too_large = _call(gw, token, session, big, **{"X-Request-ID": "trace-0002"})
+    assert too_large.status_code == 413
+    assert too_large.json()["error"] == {
+        "code": "payload_too_large", "message": too_large.json()["error"]["message"], "request_id": "trace-0002"
+    }  # fmt: skip
+    assert too_large.headers["content-security-policy"] == policy_headers["content-security-policy"]
+
+    garbled = httpx.post(f"{gw.url}/mcp", headers=_headers(token, **{"Mcp-Session-Id": session}), content=b"{nope")
+    assert garbled.json()["error"]["code"] == -32700
+
+    anonymous = httpx.post(f"{gw.url}/mcp", headers=_headers("").copy() | {"Authorization": ""}, json=INIT)
+    assert anonymous.status_code == 401
+    assert "resource_metadata=" in anonymous.headers["www-authenticate"]
+    assert anonymous.headers["content-security-policy"] == policy_headers["content-security-policy"]

@@ -1,0 +1,159 @@
+"""The MCP lane: POSTs to an MCP endpoint, served beside Quart rather than through it.
+
+Every MCP message is a POST, and a forwarded tool call is the request whose latency an
+agent feels on each step. Around a handler Quart spends about half a millisecond per
+request on this machine: a request object with its own parsed headers, a request
+context, two tasks watching the connection, and one more task each for reading the body
+and for sending the answer. The lane runs the same guard, the same endpoint code, the
+same error mapping and the same response headers on the facts of the ASGI scope, inside
+an app context (so `g` and the gateway's state read as they do under Quart), and sends
+the answer in two ASGI events.
+
+Everything else (event streams, session ends, the REST API) goes to Quart. One
+difference remains: a client that leaves while a message is answered as JSON does not
+cancel the work; it ends within the upstream's timeout and its answer is dropped. A
+streamed answer stops as soon as its client leaves, as under Quart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
+from typing import Any, Final
+
+from hypercorn.typing import ASGIReceiveCallable as Receive
+from hypercorn.typing import ASGISendCallable as Send
+from hypercorn.typing import HTTPResponseBodyEvent, HTTPResponseStartEvent, HTTPScope, Scope
+from quart import Quart, Response, g
+from quart.utils import encode_headers
+from quart.wrappers.response import IterableBody
+from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
+
+from engine.web.failures import failure_response
+from engine.web.guard import admit, finish_response
+from engine.web.incoming import Incoming
+from engine.web.mcp_endpoint import post
+from engine.web.state import gateway
+
+__all__ = ["McpLane"]
+
+Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_SERVER_ENDPOINT: Final = re.compile(r"/servers/([^/]+)/mcp")
+
+
+class _Gone(Exception):
+    """The client closed the connection before its request was whole."""
+
+
+class McpLane:
+    """ASGI middleware taking MCP POSTs off `inner`, the Quart app's own ASGI callable."""
+
+    def __init__(self, app: Quart, inner: Asgi) -> None:
+        self.app = app
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            path = scope["path"]
+            if path == "/mcp":
+                return await self._serve(None, scope, receive, send)
+            server = _SERVER_ENDPOINT.fullmatch(path)
+            if server is not None:
+                return await self._serve(server[1], scope, receive, send)
+        return await self.inner(scope, receive, send)
+
+    async def _serve(self, server_id: str | None, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        incoming = Incoming.from_scope(scope)
+        async with self.app.app_context():
+            try:
+                response = await self._answer(server_id, incoming, receive)
+            except _Gone:
+                return
+            finish_response(response, g.get("snapshot"), incoming.header("origin"), g.get("request_id", ""))
+            if isinstance(response.response, IterableBody):
+                await _stream(response, send, receive)
+                return
+            body = await response.get_data(as_text=False)
+            # A reader too slow for the whole answer is left behind, as Quart leaves it.
+            with suppress(TimeoutError):
+                async with asyncio.timeout(self.app.config["RESPONSE_TIMEOUT"]):
+                    await send(_start(response))
+                    await send(_body_event(body, more=False))
+
+    async def _answer(self, server_id: str | None, incoming: Incoming, receive: Receive) -> Response:
+        try:
+            # As under Quart, the guard judges the request before its body is read.
+            refusal = await admit(gateway(), incoming)
+            if refusal is not None:
+                return refusal
+            config = self.app.config
+            body = await _body(receive, incoming, config["MAX_CONTENT_LENGTH"], config["BODY_TIMEOUT"])
+            return await post(server_id, incoming, body)
+        except _Gone:
+            raise
+        except Exception as err:
+            return await failure_response(err)
+
+
+async def _body(receive: Receive, incoming: Incoming, limit: int, timeout: float) -> bytes:
+    """The whole request body, refused once it passes `limit` (413) or `timeout` (408)."""
+    declared = incoming.header("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestEntityTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    raise _Gone()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise RequestEntityTooLarge()
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError as err:
+        raise RequestTimeout() from err
+
+
+def _start(response: Response) -> HTTPResponseStartEvent:
+    return {"type": "http.response.start", "status": response.status_code, "headers": encode_headers(response.headers)}
+
+
+def _body_event(chunk: bytes, *, more: bool) -> HTTPResponseBodyEvent:
+    return {"type": "http.response.body", "body": chunk, "more_body": more}
+
+
+async def _stream(response: Response, send: Send, receive: Receive) -> None:
+    """Send a streamed answer as it comes, and stop it as soon as its client leaves."""
+    gone = asyncio.ensure_future(_disconnected(receive))
+    body = response.response
+    try:
+        async with body as chunks:  # closes the generator, however the stream ends
+            await send(_start(response))
+            iterator: AsyncIterator[Any] = aiter(chunks)
+            while True:
+                following = asyncio.ensure_future(anext(iterator))
+                await asyncio.wait({following, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not following.done():
+                    following.cancel()
+                    await asyncio.wait({following})  # its generator ends before it is closed
+                    return
+                if isinstance(following.exception(), StopAsyncIteration):
+                    break
+                chunk = following.result()
+                await send(_body_event(chunk, more=True))
+            await send(_body_event(b"", more=False))
+    finally:
+        gone.cancel()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
