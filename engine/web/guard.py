@@ -15,8 +15,8 @@ import datetime as dt
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from typing import Any, Final
 
 from quart import Response, g, request
@@ -54,7 +54,7 @@ async def admit(gw: Gateway, incoming: Incoming) -> Response | None:
     if gw.store is not None:
         use_store(gw.store)
     supplied = incoming.header("x-request-id") or ""
-    g.request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    g.request_id = supplied if _REQUEST_ID.match(supplied) else secrets.token_hex(16)
     snapshot = gw.engine.current
     g.snapshot = snapshot
     if incoming.method == "OPTIONS" and incoming.header("access-control-request-method") is not None:

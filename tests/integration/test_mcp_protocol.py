@@ -338,7 +338,8 @@ def test_posts_are_answered_like_every_other_request(env: dict[str, Any]) -> Non
     """MCP POSTs skip Quart (engine.web.mcp_lane): the same headers, limits and errors."""
     gw, token = env["gw"], mint(claims(teams=None))
     rest = httpx.get(f"{gw.url}/tools", headers={"Authorization": f"Bearer {token}"})
-    own = {"content-length", "content-type", "date", "x-request-id", "server"}
+    own = {"content-length", "content-type", "date", "x-request-id"}
+    assert "server" not in rest.headers, "the gateway does not name its server software"
     policy_headers = {name: value for name, value in rest.headers.items() if name not in own}
     assert "content-security-policy" in policy_headers
     answer = httpx.post(f"{gw.url}/mcp", headers=_headers(token, **{"X-Request-ID": "trace-0001"}), json=INIT)
