@@ -60,15 +60,16 @@ class Incoming:
             # The first of repeated headers, as werkzeug's `get` gives it.
             headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
         scheme = scope.get("scheme", "http")
-        server = scope.get("server")
         client = scope.get("client")
         return cls(
             scope["method"],
             scope["path"],
             headers,
-            client[0] if client else None,
+            # As Quart reads them: no Host header means no host (never the server's own
+            # address, which a loopback check would accept), no peer means "<local>".
+            client[0] if client else "<local>",
             scheme,
-            get_host(scheme, headers.get("host"), tuple(server) if server else None),
+            get_host(scheme, headers.get("host")),
         )
 
 

@@ -106,16 +106,23 @@ async def _server(server_id: str | None) -> Server | Response | None:
     return server
 
 
-@blueprint.route("/mcp", methods=["GET", "DELETE"])
+@blueprint.route("/mcp", methods=["POST", "GET", "DELETE"])
 async def mcp_all() -> Response:
-    """MCP over everything the caller may see (Streamable HTTP); POSTs take the lane."""
-    return await _endpoint(None, Incoming.from_request(request), b"")
+    """MCP over everything the caller may see (Streamable HTTP).
+
+    Most POSTs never get here: engine.web.mcp_lane answers them with the same code.
+    """
+    return await _endpoint(None, Incoming.from_request(request), await _body())
 
 
-@blueprint.route("/servers/<server_id>/mcp", methods=["GET", "DELETE"])
+@blueprint.route("/servers/<server_id>/mcp", methods=["POST", "GET", "DELETE"])
 async def mcp_server(server_id: str) -> Response:
-    """MCP over one virtual server's tools, resources and prompts; POSTs take the lane."""
-    return await _endpoint(server_id, Incoming.from_request(request), b"")
+    """MCP over one virtual server's tools, resources and prompts (see mcp_all)."""
+    return await _endpoint(server_id, Incoming.from_request(request), await _body())
+
+
+async def _body() -> bytes:
+    return await request.get_data(cache=False, as_text=False, parse_form_data=False)
 
 
 async def post(server_id: str | None, incoming: Incoming, body: bytes) -> Response:
@@ -176,7 +183,8 @@ async def _session(incoming: Incoming) -> McpSession | Response | None:
 
 
 async def _post(at: _At, body: bytes) -> Response:
-    accept = at.incoming.header("accept") or "*/*"
+    accept = at.incoming.header("accept")
+    accept = "*/*" if accept is None else accept
     wants_json = "application/json" in accept or "*/*" in accept
     if not wants_json and "text/event-stream" not in accept:
         return error_response(406, "not_acceptable", "accept `application/json` or `text/event-stream`")

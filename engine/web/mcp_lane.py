@@ -9,10 +9,13 @@ same error mapping and the same response headers on the facts of the ASGI scope,
 an app context (so `g` and the gateway's state read as they do under Quart), and sends
 the answer in two ASGI events.
 
-Everything else (event streams, session ends, the REST API) goes to Quart. One
-difference remains: a client that leaves while a message is answered as JSON does not
-cancel the work; it ends within the upstream's timeout and its answer is dropped. A
-streamed answer stops as soon as its client leaves, as under Quart.
+As under Quart, a client that leaves cancels the work on its message, and a request
+answered before its body was read (a refusal, a body over the limit) has the rest of
+its body read and dropped while the answer goes out: Hypercorn holds only a few body
+messages for the app, and with that queue full the connection would stall.
+
+Everything else (event streams, session ends, the REST API) goes to Quart, whose MCP
+routes answer a POST the lane does not take (a `root_path`, an odd path form) the same.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import suppress
+from contextlib import asynccontextmanager, suppress
 from typing import Any, Final
 
 from hypercorn.typing import ASGIReceiveCallable as Receive
@@ -69,7 +72,7 @@ class McpLane:
         incoming = Incoming.from_scope(scope)
         async with self.app.app_context():
             try:
-                response = await self._answer(server_id, incoming, receive)
+                response, whole = await self._answer(server_id, incoming, receive)
             except _Gone:
                 return
             finish_response(response, g.get("snapshot"), incoming.header("origin"), g.get("request_id", ""))
@@ -77,25 +80,64 @@ class McpLane:
                 await _stream(response, send, receive)
                 return
             body = await response.get_data(as_text=False)
-            # A reader too slow for the whole answer is left behind, as Quart leaves it.
-            with suppress(TimeoutError):
-                async with asyncio.timeout(self.app.config["RESPONSE_TIMEOUT"]):
-                    await send(_start(response))
-                    await send(_body_event(body, more=False))
+            rest = None if whole else asyncio.ensure_future(_disconnected(receive))
+            try:
+                # A reader too slow for the whole answer is left behind, as Quart leaves it.
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(self.app.config["RESPONSE_TIMEOUT"]):
+                        await send(_start(response))
+                        await send(_body_event(body, more=False))
+            finally:
+                if rest is not None:
+                    rest.cancel()
 
-    async def _answer(self, server_id: str | None, incoming: Incoming, receive: Receive) -> Response:
+    async def _answer(self, server_id: str | None, incoming: Incoming, receive: Receive) -> tuple[Response, bool]:
+        """The answer, and whether the request's body was read to its end."""
+        whole = False
         try:
             # As under Quart, the guard judges the request before its body is read.
             refusal = await admit(gateway(), incoming)
             if refusal is not None:
-                return refusal
+                return refusal, whole
             config = self.app.config
             body = await _body(receive, incoming, config["MAX_CONTENT_LENGTH"], config["BODY_TIMEOUT"])
-            return await post(server_id, incoming, body)
+            whole = True
+            async with _cancelled_if_the_client_leaves(receive):
+                return await post(server_id, incoming, body), whole
         except _Gone:
             raise
         except Exception as err:
-            return await failure_response(err)
+            return await failure_response(err), whole
+
+
+@asynccontextmanager
+async def _cancelled_if_the_client_leaves(receive: Receive) -> AsyncIterator[None]:
+    """Cancel the work inside when the client disconnects, as Quart cancels a handler, so
+    work in flight stays bounded by the connections open (raises _Gone then).
+
+    The watcher can only act while the work waits: once the block ends it is cancelled
+    before the loop runs again, so it never cancels what follows.
+    """
+    work = asyncio.current_task()
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        await _disconnected(receive)
+        if work is not None:
+            left = True
+            work.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not left or work is None:
+            raise
+        work.uncancel()
+        raise _Gone() from None
+    finally:
+        watcher.cancel()
 
 
 async def _body(receive: Receive, incoming: Incoming, limit: int, timeout: float) -> bytes:

@@ -363,3 +363,19 @@ def test_posts_are_answered_like_every_other_request(env: dict[str, Any]) -> Non
     assert anonymous.status_code == 401
     assert "resource_metadata=" in anonymous.headers["www-authenticate"]
     assert anonymous.headers["content-security-policy"] == policy_headers["content-security-policy"]
+
+
+def test_a_post_answered_before_its_body_is_read_leaves_the_connection_usable(env: dict[str, Any]) -> None:
+    """A refusal or a 413 comes before the body is read; the rest is read and dropped,
+    so the connection neither stalls nor is lost for the next request."""
+    gw, token = env["gw"], mint(claims(teams=None))
+    padding = {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": "x" * (16 << 20)}}
+    with httpx.Client(base_url=gw.url, timeout=10) as client:
+        refused = client.post("/mcp", headers={"Accept": "application/json"}, json=padding)
+        assert refused.status_code == 401
+        assert client.get("/health").status_code == 200
+        session = client.post("/mcp", headers=_headers(token), json=INIT).headers["mcp-session-id"]
+        over = {**padding, "params": {"pad": "x" * (2 << 20)}}
+        too_large = client.post("/mcp", headers=_headers(token, **{"Mcp-Session-Id": session}), json=over)
+        assert too_large.status_code == 413
+        assert client.get("/health").status_code == 200
