@@ -37,7 +37,7 @@ from engine.web.mcp_sessions import McpSession
 from engine.web.responses import error_response
 from engine.web.state import gateway
 
-__all__ = ["SUPPORTED_VERSIONS", "blueprint", "notifications", "post"]
+__all__ = ["SUPPORTED_VERSIONS", "blueprint", "notifications", "serve_endpoint"]
 
 log = logging.getLogger("policygate")
 
@@ -112,23 +112,17 @@ async def mcp_all() -> Response:
 
     Most POSTs never get here: engine.web.mcp_lane answers them with the same code.
     """
-    return await _endpoint(None, Incoming.from_request(request), await _body())
+    return await serve_endpoint(None, Incoming.from_request(request), await _body())
 
 
 @blueprint.route("/servers/<server_id>/mcp", methods=["POST", "GET", "DELETE"])
 async def mcp_server(server_id: str) -> Response:
     """MCP over one virtual server's tools, resources and prompts (see mcp_all)."""
-    return await _endpoint(server_id, Incoming.from_request(request), await _body())
+    return await serve_endpoint(server_id, Incoming.from_request(request), await _body())
 
 
 async def _body() -> bytes:
     return await request.get_data(cache=False, as_text=False, parse_form_data=False)
-
-
-async def post(server_id: str | None, incoming: Incoming, body: bytes) -> Response:
-    """Answer a POST of JSON-RPC `body` to an MCP endpoint the guard let through (see
-    engine.web.mcp_lane): `server_id` names a virtual server's endpoint, None `/mcp`."""
-    return await _endpoint(server_id, incoming, body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +135,9 @@ class _At:
     version: str
 
 
-async def _endpoint(server_id: str | None, incoming: Incoming, body: bytes) -> Response:
+async def serve_endpoint(server_id: str | None, incoming: Incoming, body: bytes) -> Response:
+    """Answer a request the guard let through to an MCP endpoint, from Quart or from
+    engine.web.mcp_lane: `server_id` names a virtual server's endpoint, None `/mcp`."""
     refused = _origin_refused(incoming)
     if refused is not None:
         return refused

@@ -24,7 +24,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any, Final
+from typing import Final
 
 from hypercorn.typing import ASGIReceiveCallable as Receive
 from hypercorn.typing import ASGISendCallable as Send
@@ -37,7 +37,7 @@ from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 from engine.web.failures import failure_response
 from engine.web.guard import admit, finish_response
 from engine.web.incoming import Incoming
-from engine.web.mcp_endpoint import post
+from engine.web.mcp_endpoint import serve_endpoint
 from engine.web.state import gateway
 
 __all__ = ["McpLane"]
@@ -103,7 +103,7 @@ class McpLane:
             body = await _body(receive, incoming, config["MAX_CONTENT_LENGTH"], config["BODY_TIMEOUT"])
             whole = True
             async with _cancelled_if_the_client_leaves(receive):
-                return await post(server_id, incoming, body), whole
+                return await serve_endpoint(server_id, incoming, body), whole
         except _Gone:
             raise
         except Exception as err:
@@ -174,26 +174,13 @@ def _body_event(chunk: bytes, *, more: bool) -> HTTPResponseBodyEvent:
 
 async def _stream(response: Response, send: Send, receive: Receive) -> None:
     """Send a streamed answer as it comes, and stop it as soon as its client leaves."""
-    gone = asyncio.ensure_future(_disconnected(receive))
-    body = response.response
-    try:
-        async with body as chunks:  # closes the generator, however the stream ends
+    with suppress(_Gone):
+        async with _cancelled_if_the_client_leaves(receive), response.response as chunks:
+            # Leaving `async with` closes the generator, and with it the call behind it.
             await send(_start(response))
-            iterator: AsyncIterator[Any] = aiter(chunks)
-            while True:
-                following = asyncio.ensure_future(anext(iterator))
-                await asyncio.wait({following, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if not following.done():
-                    following.cancel()
-                    await asyncio.wait({following})  # its generator ends before it is closed
-                    return
-                if isinstance(following.exception(), StopAsyncIteration):
-                    break
-                chunk = following.result()
+            async for chunk in chunks:
                 await send(_body_event(chunk, more=True))
             await send(_body_event(b"", more=False))
-    finally:
-        gone.cancel()
 
 
 async def _disconnected(receive: Receive) -> None:
