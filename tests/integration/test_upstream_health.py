@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -67,6 +70,56 @@ def test_health_checks_take_a_dead_upstream_out_and_bring_it_back(tmp_path_facto
             assert _add(gw) == "4"
     finally:
         stop_server(gw)
+
+
+def _workers_talking_to(gw: Gateway, port: int) -> set[int]:
+    """The gateway's worker processes holding an open connection to `port` on loopback."""
+    remote = f"0100007F:{port:04X}"
+    rows = (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+    sockets = {f"socket:[{row[9]}]" for row in rows if row[2] == remote and row[3] == "01"}
+    talking = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == gw.process.pid and any(os.readlink(fd) in sockets for fd in (entry / "fd").iterdir()):
+                talking.add(int(entry.name))
+    return talking
+
+
+def test_of_several_workers_one_acts_on_each_change(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every worker pings the upstream; the store's compare-and-set lets one of them
+    take it out and one bring it back, so each change is made, logged and announced once."""
+    port = free_port()
+    gw = start_server(
+        tmp_path_factory.mktemp("health-workers"),
+        WORKERS=2, HEALTH_CHECK_INTERVAL=1, HEALTH_CHECK_TIMEOUT=2, UNHEALTHY_THRESHOLD=1,
+    )  # fmt: skip
+    admin = gw.client(mint(claims(teams=None)))
+    body = {"name": "h", "visibility": "public", "prefix": "h_", "credentials": {"bearer_token": UPSTREAM_TOKEN}}
+
+    def status() -> str:
+        return str(admin.get(f"/gateways/{up['id']}").json()["status"])
+
+    try:
+        with upstream_server(port=port) as url:
+            up = admin.post("/gateways", json={**body, "url": url}).json()
+            _wait_for(lambda: len(_workers_talking_to(gw, port)) == 2)
+        _wait_for(lambda: status() == "unreachable")
+        time.sleep(3)  # both workers have failed pings of their own by now
+        with upstream_server(port=port):
+            _wait_for(lambda: status() == "ok")
+            _wait_for(lambda: len(_workers_talking_to(gw, port)) == 2)
+            time.sleep(3)  # and both have pinged it back up
+            # Over REST: without Redis, an MCP session is known only to the worker that made it.
+            listed = {t["name"]: t["available"] for t in admin.get("/tools").json()["items"]}
+            assert listed["h_add"] is True
+    finally:
+        stop_server(gw)
+    log = gw.log.read_text()
+    assert log.count("upstream `h` is unreachable") == 1
+    assert log.count("upstream `h` answers again") == 1
 
 
 def _listen(gw: Gateway, heard: list[str], opened: threading.Event) -> None:
