@@ -6,16 +6,23 @@ encoder spends about 0.1 ms per call; orjson, under 5 µs. orjson refuses intege
 64 bits, which JSON allows and `json.loads` keeps exact; such a document goes through
 the standard encoder instead, so the gateway never alters a number it forwards. For the
 same reason decoding stays with `json.loads`: orjson would read those integers as floats.
+
+`json.loads` also accepts a lone surrogate escape (`"\\ud800"`), a string that is not
+text: UTF-8, the store and orjson all refuse it later, far from where it came in. `loads`
+refuses it where it comes in instead.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Any, Final
 
 import orjson
 
-__all__ = ["dumps", "dumps_text"]
+__all__ = ["dumps", "dumps_text", "loads"]
+
+_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def dumps(value: Any) -> bytes:
@@ -29,3 +36,30 @@ def dumps(value: Any) -> bytes:
 def dumps_text(value: Any) -> str:
     """`value` as compact JSON text, for the content checks, which scan `str`."""
     return dumps(value).decode()
+
+
+def loads(raw: bytes) -> Any:
+    """`raw` (UTF-8) parsed as JSON whose every string is text.
+
+    Raises:
+        ValueError: not JSON, or a string in it holds a lone surrogate.
+    """
+    value = json.loads(raw)
+    # In valid UTF-8 only an escape can carry a surrogate; paired ones (emoji) pass the walk.
+    if _SURROGATE_ESCAPE.search(raw) and not _is_text(value):
+        raise ValueError("a string holds a lone surrogate, which is not text")
+    return value
+
+
+def _is_text(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_is_text(k) and _is_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_is_text(v) for v in value)
+    return True

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Final
 
-from engine.json_bytes import dumps
+from engine.json_bytes import dumps, loads
 
 if TYPE_CHECKING:
     import aiohttp
@@ -331,7 +330,7 @@ async def _drain(response: aiohttp.ClientResponse) -> None:
 
 def _event(data: str) -> dict[str, Any]:
     try:
-        event = json.loads(data)
+        event = loads(data.encode())
     except (ValueError, RecursionError) as err:
         raise UpstreamError("upstream_protocol", "the upstream's answer is not JSON") from err
     return event if isinstance(event, dict) else {}
@@ -346,7 +345,7 @@ def _reply(status: int, kind: str, body: bytes, ident: int) -> dict[str, Any]:
     if kind != "application/json":
         raise UpstreamError("upstream_protocol", f"the upstream answered `{kind or 'no content type'}`")
     try:
-        message = json.loads(body)
+        message = loads(body)
     except (ValueError, RecursionError) as err:
         raise UpstreamError("upstream_protocol", "the upstream's answer is not JSON") from err
     if isinstance(message, dict) and message.get("id") == ident:

@@ -7,13 +7,13 @@ ignored, so a misspelt security setting (`ip_restriction`) cannot silently do no
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from cerberus import Validator
 from quart import request
 
+from engine.json_bytes import loads
 from engine.web.responses import ApiError
 
 __all__ = ["read_body"]
@@ -25,9 +25,9 @@ async def read_body(schema: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         ApiError: 400 `invalid_json` or 422 `invalid_body`.
     """
-    raw = await request.get_data(as_text=False)
+    raw = cast(bytes, await request.get_data(as_text=False))
     try:
-        data = json.loads(raw or b"{}")
+        data = loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from err
     if not isinstance(data, dict):

@@ -27,7 +27,7 @@ from quart import Blueprint, Response, g, request
 
 from engine.decide import Decision, RequestContext, decide
 from engine.federation.upstream import Answerer, Relay
-from engine.json_bytes import dumps
+from engine.json_bytes import dumps, loads
 from engine.store.catalog import Server
 from engine.web.catalog import visible
 from engine.web.incoming import Incoming, metadata_url
@@ -185,7 +185,7 @@ async def _post(at: _At, body: bytes) -> Response:
     if not wants_json and "text/event-stream" not in accept:
         return error_response(406, "not_acceptable", "accept `application/json` or `text/event-stream`")
     try:
-        payload = json.loads(body)
+        payload = loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return _answer({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}}, wants_json)
     session = at.session

@@ -379,3 +379,14 @@ def test_a_post_answered_before_its_body_is_read_leaves_the_connection_usable(en
         too_large = client.post("/mcp", headers=_headers(token, **{"Mcp-Session-Id": session}), json=over)
         assert too_large.status_code == 413
         assert client.get("/health").status_code == 200
+
+
+def test_a_message_whose_text_is_not_unicode_is_a_parse_error(env: dict[str, Any]) -> None:
+    gw, token = env["gw"], mint(claims(teams=None))
+    session = _open(gw, token)
+    headers = _headers(token, **{"Mcp-Session-Id": session, "Content-Type": "application/json"})
+    call = b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{"text":"%s"}}}'
+    lone = httpx.post(f"{gw.url}/mcp", headers=headers, content=call % b"\\ud800")
+    assert lone.json()["error"]["code"] == -32700
+    paired = httpx.post(f"{gw.url}/mcp", headers=headers, content=call % b"\\ud83d\\ude00")
+    assert paired.json()["result"]["content"][0]["text"] == "\U0001f600"
