@@ -11,12 +11,14 @@ import base64
 import logging
 import os
 import secrets
-import stat
+import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from engine.settings import SettingsError
 
 __all__ = ["Sealer", "sealer_for"]
 
@@ -45,15 +47,35 @@ class Sealer:
 
 
 def sealer_for(secret: str | None, data_dir: Path) -> Sealer:
+    """The sealer for AUTH_ENCRYPTION_SECRET, or for the data folder's own secret.
+
+    Raises:
+        SettingsError: the data folder's secret file is empty.
+    """
     if secret:
         return Sealer(secret)
     path = data_dir / "encryption-secret"
-    if path.exists():
-        return Sealer(path.read_text().strip())
-    data_dir.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-    with os.fdopen(descriptor, "w") as out:
-        out.write(value)
-    log.warning("no AUTH_ENCRYPTION_SECRET set: generated one in %s", path)
-    return Sealer(value)
+    if not path.exists():
+        _generate(path)
+    stored = path.read_text().strip()
+    if not stored:
+        # A key anyone could derive would seal nothing.
+        raise SettingsError(f"{path} is empty: remove it to generate a secret, or set AUTH_ENCRYPTION_SECRET")
+    return Sealer(stored)
+
+
+def _generate(path: Path) -> None:
+    """A new secret, written privately and linked into place only once whole: of two
+    instances starting on one data folder, the first link wins and both read that one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, draft = tempfile.mkstemp(dir=path.parent, prefix=".encryption-secret.")  # mode 0600
+    try:
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            return
+        log.warning("no AUTH_ENCRYPTION_SECRET set: generated one in %s", path)
+    finally:
+        os.unlink(draft)
