@@ -5,8 +5,11 @@ description and input schema seen first is kept, and a later difference marks th
 `changed` (tool poisoning: an upstream that rewrites a tool's instructions after it was
 reviewed). What the policy does with a changed tool, flag or block, is decided when it
 is called. Discovered text passes the same content checks as anything registered by
-hand; an item that fails them is left out and reported. An unreachable upstream marks
-its items unavailable and leaves every other upstream alone.
+hand, and is stored as they leave it (redacted where the policy redacts); an item that
+fails them, does not fit the catalog or would take a name already in use is left out
+and reported. What is left is written in one transaction, so a sync that fails midway
+leaves the catalog as it was. An unreachable upstream marks its items unavailable and
+leaves every other upstream alone.
 """
 
 from __future__ import annotations
@@ -16,16 +19,28 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
+
+from tortoise.transactions import in_transaction
 
 from engine.federation.upstream import UpstreamClient, UpstreamError
 from engine.json_bytes import dumps_text
-from engine.store.catalog import Prompt, Resource, Tool, Upstream
+from engine.store.catalog import CatalogItem, Prompt, Resource, Tool, Upstream
 
 __all__ = ["SyncReport", "mark_unreachable", "pin_hash", "sync_upstream"]
 
 Checker = Callable[[str, str, str], str]
 """(content context, text, field) -> text to store; raises when the text is refused."""
+
+_SHORT: Final = 255
+"""The longest name, upstream name or media type the catalog holds."""
+
+
+class _Refused(Exception):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
 
 
 @dataclass
@@ -43,6 +58,17 @@ def pin_hash(description: str, schema: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """A discovered item as it will be stored, under its upstream's own name for it."""
+
+    model: type[CatalogItem]
+    upstream_name: str
+    values: dict[str, Any]
+    pin: str = ""
+    """For a tool, the hash of what the upstream says it does."""
+
+
 async def _all(client: UpstreamClient, method: str, key: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     cursor: str | None = None
@@ -53,14 +79,23 @@ async def _all(client: UpstreamClient, method: str, key: str) -> list[dict[str, 
             if err.code == "upstream_error" and err.rpc_code == -32601:
                 return items  # the upstream does not offer this kind
             raise
-        items += [i for i in result.get(key, []) if isinstance(i, dict)]
+        listed = result.get(key)
+        if not isinstance(listed, list):
+            raise UpstreamError("upstream_protocol", f"the upstream's `{method}` answer has no `{key}` list")
+        items += [i for i in listed if isinstance(i, dict)]
         cursor = result.get("nextCursor")
-        if not cursor:
+        if not cursor or not isinstance(cursor, str):
             break
     return items
 
 
-async def sync_upstream(row: Upstream, client: UpstreamClient, check: Checker) -> SyncReport:
+async def sync_upstream(row: Upstream, client: UpstreamClient, check: Checker, *, new: bool = False) -> SyncReport:
+    """Bring `row`'s items in step with what its upstream offers now.
+
+    A `new` row is stored by the sync itself, in the same transaction as its items (or
+    as `unreachable` when the upstream cannot be asked), so a registration that fails
+    leaves nothing behind.
+    """
     report = SyncReport()
     try:
         tools = await _all(client, "tools/list", "tools")
@@ -68,17 +103,29 @@ async def sync_upstream(row: Upstream, client: UpstreamClient, check: Checker) -
         templates = await _all(client, "resources/templates/list", "resourceTemplates")
         prompts = await _all(client, "prompts/list", "prompts")
     except UpstreamError as err:
-        await mark_unreachable(row, err.message)
         report.error = err.message
+        if new:
+            row.status, row.last_error = "unreachable", err.message
+            await row.save()
+        else:
+            await mark_unreachable(row, err.message)
         return report
-    prefix = _prefix(row)
-    seen_tools = await _sync_tools(row, prefix, tools, check, report)
-    seen_resources = await _sync_resources(row, prefix, resources, templates, check, report)
-    seen_prompts = await _sync_prompts(row, prefix, prompts, check, report)
-    for model, seen in ((Tool, seen_tools), (Resource, seen_resources), (Prompt, seen_prompts)):
-        await model.filter(upstream_id=row.id).exclude(id__in=seen).update(available=False)
-    row.status, row.last_error = "ok", ""
-    await row.save()
+    planned = [_tool(row.prefix, raw, check) for raw in tools]
+    planned += [_resource(row.prefix, raw, "uri", check) for raw in resources]
+    planned += [_resource(row.prefix, raw, "uriTemplate", check) for raw in templates]
+    planned += [_prompt(row.prefix, raw, check) for raw in prompts]
+    items = await _named_freely(row, _accepted(planned, report), report)
+    async with in_transaction():
+        row.status, row.last_error = "ok", ""
+        if new:
+            await row.save()
+        else:
+            await Upstream.filter(id=row.id).update(status="ok", last_error="")
+        seen: dict[type[CatalogItem], list[str]] = {Tool: [], Resource: [], Prompt: []}
+        for item in items:
+            seen[item.model].append(await _upsert(row, item, report))
+        for model, ids in seen.items():
+            await model.filter(upstream_id=row.id).exclude(id__in=ids).update(available=False)
     return report
 
 
@@ -100,98 +147,134 @@ async def mark_unreachable(row: Upstream, message: str) -> bool:
     return True
 
 
-def _prefix(row: Upstream) -> str:
-    return row.prefix
+def _accepted(planned: list[tuple[str, _Item | _Refused]], report: SyncReport) -> list[_Item]:
+    items = []
+    for name, outcome in planned:
+        if isinstance(outcome, _Refused):
+            report.refused.append({"name": name, "field": outcome.field, "reason": outcome.reason})
+        else:
+            items.append(outcome)
+    return items
 
 
-def _checked(check: Checker, report: SyncReport, name: str, texts: list[tuple[str, str]]) -> bool:
-    for field_name, text in texts:
-        try:
-            check("resource", text, field_name)
-        except Exception as err:
-            report.refused.append({"name": name, "field": field_name, "reason": getattr(err, "code", "refused")})
-            return False
-    return True
+async def _named_freely(row: Upstream, items: list[_Item], report: SyncReport) -> list[_Item]:
+    """The items whose catalog name is free, or already theirs; the others are reported.
 
-
-async def _upsert(model: Any, row: Upstream, upstream_name: str, values: dict[str, Any]) -> Any:
-    existing = await model.filter(upstream_id=row.id, upstream_name=upstream_name).first()
-    if existing is None:
-        common = {"owner": row.owner, "team_id": row.team_id, "visibility": row.visibility, "upstream_id": row.id}
-        return await model.create(id=uuid.uuid4().hex, upstream_name=upstream_name, **common, **values)
-    for key, value in values.items():
-        setattr(existing, key, value)
-    existing.available = True
-    await existing.save()
-    return existing
-
-
-async def _sync_tools(
-    row: Upstream, prefix: str, tools: list[dict[str, Any]], check: Checker, report: SyncReport
-) -> list[str]:
-    seen = []
-    for tool in tools:
-        name, description = str(tool.get("name", "")), str(tool.get("description") or "")
-        schema = tool.get("inputSchema") if isinstance(tool.get("inputSchema"), dict) else {"type": "object"}
-        if not name or not _checked(
-            check, report, name, [("description", description), ("inputSchema", dumps_text(schema))]
-        ):
-            continue
-        digest = pin_hash(description, schema)
-        existing = await Tool.filter(upstream_id=row.id, upstream_name=name).first()
-        values: dict[str, Any] = {"name": prefix + name, "description": description, "input_schema": schema,
-                                  "current_hash": digest}  # fmt: skip
-        if existing is None:
-            values["pinned_hash"] = digest
-        elif existing.pinned_hash != digest:
-            values["changed"] = True
-            report.changed.append(prefix + name)
-        item = await _upsert(Tool, row, name, values)
-        seen.append(item.id)
-        report.tools += 1
-    return seen
-
-
-async def _sync_resources(
-    row: Upstream,
-    prefix: str,
-    resources: list[dict[str, Any]],
-    templates: list[dict[str, Any]],
-    check: Checker,
-    report: SyncReport,
-) -> list[str]:
-    seen = []
-    entries = [(r, str(r.get("uri", "")), False) for r in resources]
-    entries += [(t, str(t.get("uriTemplate", "")), True) for t in templates]
-    for raw, uri, template in entries:
-        description = str(raw.get("description") or "")
-        if not uri or not _checked(check, report, uri, [("description", description)]):
-            continue
-        values = {
-            "name": prefix + str(raw.get("name") or uri),
-            "description": description,
-            "uri": uri,
-            "mime_type": str(raw.get("mimeType") or "text/plain"),
-            "template": template,
-        }
-        item = await _upsert(Resource, row, uri, values)
-        seen.append(item.id)
-        report.resources += 1
-    return seen
-
-
-async def _sync_prompts(
-    row: Upstream, prefix: str, prompts: list[dict[str, Any]], check: Checker, report: SyncReport
-) -> list[str]:
-    seen = []
-    for raw in prompts:
-        name, description = str(raw.get("name", "")), str(raw.get("description") or "")
-        if not name or not _checked(check, report, name, [("description", description)]):
-            continue
-        arguments = [a for a in raw.get("arguments") or [] if isinstance(a, dict)]
-        item = await _upsert(
-            Prompt, row, name, {"name": prefix + name, "description": description, "arguments": arguments}
+    Names are unique across the catalog: a discovered item never takes over the name of
+    one registered by hand or discovered from another upstream.
+    """
+    kept = []
+    for model in (Tool, Resource, Prompt):
+        mine = [item for item in items if item.model is model]
+        held = await model.filter(name__in=[item.values["name"] for item in mine]).values_list(
+            "name", "upstream_id", "upstream_name"
         )
-        seen.append(item.id)
+        owner = {name: (upstream_id, upstream_name) for name, upstream_id, upstream_name in held}
+        claimed: set[str] = set()
+        for item in mine:
+            name = item.values["name"]
+            if name in claimed or owner.get(name, (row.id, item.upstream_name)) != (row.id, item.upstream_name):
+                report.refused.append({"name": item.upstream_name, "field": "name", "reason": "name_taken"})
+                continue
+            claimed.add(name)
+            kept.append(item)
+    return kept
+
+
+def _text(check: Checker, context: str, field_name: str, text: str) -> str:
+    try:
+        return check(context, text, field_name)
+    except Exception as err:  # the content pipeline's refusal
+        raise _Refused(field_name, getattr(err, "code", "refused")) from err
+
+
+def _json(check: Checker, context: str, field_name: str, value: Any) -> Any:
+    text = dumps_text(value)
+    checked = _text(check, context, field_name, text)
+    if checked is text:
+        return value
+    try:
+        return json.loads(checked)
+    except ValueError as err:  # a redaction that broke the JSON around it
+        raise _Refused(field_name, "content_blocked") from err
+
+
+def _short(field_name: str, value: str, limit: int = _SHORT) -> str:
+    if not value:
+        raise _Refused(field_name, "missing")
+    if len(value) > limit:
+        raise _Refused(field_name, "too_long")
+    return value
+
+
+def _tool(prefix: str, raw: dict[str, Any], check: Checker) -> tuple[str, _Item | _Refused]:
+    name = str(raw.get("name") or "")
+    try:
+        description = str(raw.get("description") or "")
+        schema = raw.get("inputSchema") if isinstance(raw.get("inputSchema"), dict) else {"type": "object"}
+        values = {
+            "name": _short("name", prefix + _short("name", name)),
+            "description": _text(check, "resource", "description", description),
+            "input_schema": _json(check, "resource", "inputSchema", schema),
+        }
+    except _Refused as refused:
+        return name, refused
+    return name, _Item(Tool, name, values, pin_hash(description, schema))
+
+
+def _resource(prefix: str, raw: dict[str, Any], key: str, check: Checker) -> tuple[str, _Item | _Refused]:
+    uri = str(raw.get(key) or "")
+    try:
+        values = {
+            "name": _short("name", prefix + str(raw.get("name") or uri)),
+            "description": _text(check, "resource", "description", str(raw.get("description") or "")),
+            "uri": uri,
+            "mime_type": _short("mimeType", str(raw.get("mimeType") or "text/plain")),
+            "template": key == "uriTemplate",
+        }
+        # The URI is the resource's identity upstream, kept where the catalog keeps names.
+        return uri, _Item(Resource, _short(key, uri), values)
+    except _Refused as refused:
+        return uri, refused
+
+
+def _prompt(prefix: str, raw: dict[str, Any], check: Checker) -> tuple[str, _Item | _Refused]:
+    name = str(raw.get("name") or "")
+    arguments = (
+        [a for a in raw.get("arguments") or [] if isinstance(a, dict)] if isinstance(raw.get("arguments"), list) else []
+    )
+    try:
+        values = {
+            "name": _short("name", prefix + _short("name", name)),
+            "description": _text(check, "prompt", "description", str(raw.get("description") or "")),
+            "arguments": _json(check, "prompt", "arguments", arguments),
+        }
+    except _Refused as refused:
+        return name, refused
+    return name, _Item(Prompt, name, values)
+
+
+async def _upsert(row: Upstream, item: _Item, report: SyncReport) -> str:
+    """Store one item; a tool whose description or schema moved off its pin is flagged."""
+    values = dict(item.values)
+    existing = await item.model.filter(upstream_id=row.id, upstream_name=item.upstream_name).first()
+    if item.model is Tool:
+        values["current_hash"] = item.pin
+        if existing is None:
+            values["pinned_hash"] = item.pin
+        elif isinstance(existing, Tool) and existing.pinned_hash != item.pin:
+            values["changed"] = True
+            report.changed.append(values["name"])
+        report.tools += 1
+    elif item.model is Resource:
+        report.resources += 1
+    else:
         report.prompts += 1
-    return seen
+    if existing is None:
+        common: dict[str, Any] = {
+            "owner": row.owner, "team_id": row.team_id, "visibility": row.visibility, "upstream_id": row.id
+        }  # fmt: skip
+        created = await item.model.create(id=uuid.uuid4().hex, upstream_name=item.upstream_name, **common, **values)
+        return str(created.id)
+    await item.model.filter(id=existing.id).update(available=True, **values)
+    return str(existing.id)

@@ -15,7 +15,7 @@ from quart import Blueprint, Response, g
 from tortoise.transactions import in_transaction
 
 from engine.web.bodies import read_body
-from engine.web.catalog import KINDS, checked_fields, item_json
+from engine.web.catalog import KINDS, check_team, checked_fields, item_json, notify_changed
 from engine.web.identity import caller
 from engine.web.responses import ApiError, created
 
@@ -56,12 +56,9 @@ async def bulk_import() -> Response:
             continue
         try:
             values = checked_fields(kind, dict(validator.document))
+            check_team(user, values)
         except ApiError as err:
             problems.append({"index": index, "code": err.code, "message": err.message})
-            continue
-        team = values.get("team_id")
-        if team is not None and not user.admin and team not in user.teams:
-            problems.append({"index": index, "code": "not_team_member", "message": f"you are not in `{team}`"})
             continue
         key = (kind_name, values["name"])
         if key in names or await kind.model.filter(name=values["name"]).exists():
@@ -77,4 +74,6 @@ async def bulk_import() -> Response:
         for kind_name, values in accepted:
             item = await KINDS[kind_name].model.create(id=uuid.uuid4().hex, owner=user.email, **values)
             stored.append({"kind": kind_name, **item_json(KINDS[kind_name], item)})
+    for kind_name in sorted({kind_name for kind_name, _ in accepted}):
+        notify_changed(KINDS[kind_name])
     return created({"imported": len(stored), "items": stored})

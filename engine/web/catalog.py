@@ -3,8 +3,9 @@
 The guard has checked the verb's permission (`tools.read`, `tools.create`, ...); this
 module applies the truth table's answer to the data: a caller only ever loads items
 they may see, so an invisible item answers 404 and never appears in a list. Changing an
-item takes its owner or a platform admin. Stored text goes through the content pipeline
-first, and nothing is written when any check fails.
+item takes its owner or a platform admin, and a token only writes into the teams it
+reaches. Stored text goes through the content pipeline first, and nothing is written
+when any check fails.
 """
 
 from __future__ import annotations
@@ -26,11 +27,20 @@ from engine.decide import Access, Decision, User
 from engine.store.catalog import CatalogItem, Prompt, Resource, Server, Tool
 from engine.web.bodies import read_body
 from engine.web.identity import caller
-from engine.web.inspection import check_text, sanitize_markup
+from engine.web.inspection import check_json, check_text, sanitize_markup
 from engine.web.responses import ApiError, created
 from engine.web.state import gateway, notify
 
-__all__ = ["blueprint", "item_json", "visible", "visible_filter"]
+__all__ = [
+    "KINDS",
+    "blueprint",
+    "check_team",
+    "checked_fields",
+    "item_json",
+    "notify_changed",
+    "visible",
+    "visible_filter",
+]
 
 blueprint = Blueprint("catalog", __name__)
 
@@ -38,7 +48,7 @@ _NAME: Final = {"type": "string", "regex": r"^[A-Za-z0-9_.-]{1,128}$"}
 _COMMON: Final = {
     "name": {**_NAME, "required": True},
     "description": {"type": "string", "maxlength": 65536, "default": ""},
-    "team_id": {"type": "string", "nullable": True, "default": None},
+    "team_id": {"type": "string", "maxlength": 64, "nullable": True, "default": None},
     "visibility": {"type": "string", "allowed": ["public", "team", "private"], "default": "private"},
 }
 _IDS: Final = {"type": "list", "schema": {"type": "string"}, "default": []}
@@ -50,20 +60,22 @@ class Kind:
     model: type[CatalogItem]
     schema: Mapping[str, Any]
     texts: tuple[tuple[str, str], ...]
-    """(field, content context) pairs that pass the content pipeline before storing."""
+    """(field, content context) pairs that pass the content pipeline before storing; a
+    JSON field (an input schema, prompt arguments) is checked as its JSON text."""
     details: Callable[[Any], dict[str, Any]]
 
 
 KINDS: Final = {
     "tools": Kind(
         "tools", Tool, {**_COMMON, "input_schema": {"type": "dict", "default": {"type": "object"}}},
-        (("description", "resource"),),
+        (("description", "resource"), ("input_schema", "resource")),
         lambda t: {"input_schema": t.input_schema, "changed": t.changed},
     ),
     "resources": Kind(
         "resources", Resource,
         {**_COMMON, "uri": {"type": "string", "required": True, "maxlength": 2048, "regex": r"^[a-zA-Z][\w+.-]*:.+"},
-         "mime_type": {"type": "string", "default": "text/plain"}, "content": {"type": "string", "default": ""}},
+         "mime_type": {"type": "string", "maxlength": 255, "default": "text/plain"},
+         "content": {"type": "string", "default": ""}},
         (("description", "resource"), ("content", "resource")),
         lambda r: {"uri": r.uri, "mime_type": r.mime_type, "content": sanitize_markup(r.mime_type, r.content)},
     ),
@@ -73,7 +85,7 @@ KINDS: Final = {
          "arguments": {"type": "list", "default": [], "schema": {"type": "dict", "schema": {
              "name": {"type": "string", "required": True}, "description": {"type": "string"},
              "required": {"type": "boolean"}}}}},
-        (("description", "prompt"), ("template", "prompt")),
+        (("description", "prompt"), ("template", "prompt"), ("arguments", "prompt")),
         lambda p: {"template": p.template, "arguments": p.arguments},
     ),
     "servers": Kind(
@@ -130,30 +142,63 @@ def _page(limit_text: str | None, cursor: str | None) -> tuple[int, str | None]:
     return limit, after
 
 
-async def _check_team(user: User, body: dict[str, Any]) -> None:
+def check_team(user: User, body: Mapping[str, Any]) -> None:
+    """An item goes into a team only by a member, and only with a token that reaches it.
+
+    Raises:
+        ApiError: 422 for a team item without its team, 403 otherwise.
+    """
     if body.get("visibility") == "team" and not body.get("team_id"):
         raise ApiError(422, "invalid_body", "`team_id`: a team item needs its team")
     team = body.get("team_id")
-    if team is not None and not user.admin and team not in user.teams:
+    if team is None:
+        return
+    if not user.admin and team not in user.teams:
         raise ApiError(403, "not_team_member", f"you are not a member of `{team}`")
+    seen = g.decision.visibility
+    if seen is not None and seen.access is not Access.UNRESTRICTED and team not in seen.teams:
+        # The token was narrowed to other teams: what it wrote, it could not read back.
+        raise ApiError(403, "team_not_in_token", f"this token does not reach team `{team}`")
+
+
+_MEMBERS: Final = (("tool_ids", Tool), ("resource_ids", Resource), ("prompt_ids", Prompt))
+
+
+async def _visible_ids(model: type[CatalogItem], ids: set[str]) -> set[str]:
+    if not ids:
+        return set()
+    return {str(x) for x in await visible(model).filter(id__in=sorted(ids)).values_list("id", flat=True)}
 
 
 async def _check_members(body: dict[str, Any]) -> None:
     """A virtual server may only bundle items its creator can see."""
-    for field, model in (("tool_ids", Tool), ("resource_ids", Resource), ("prompt_ids", Prompt)):
+    for field, model in _MEMBERS:
         wanted = set(body.get(field, []))
-        if wanted:
-            found = set(await visible(model).filter(id__in=sorted(wanted)).values_list("id", flat=True))
-            missing = sorted(wanted - {str(x) for x in found})
-            if missing:
-                raise ApiError(422, "invalid_body", f"`{field}`: no such item `{missing[0]}`")
+        missing = sorted(wanted - await _visible_ids(model, wanted))
+        if missing:
+            raise ApiError(422, "invalid_body", f"`{field}`: no such item `{missing[0]}`")
+
+
+async def _shown(kind: Kind, rows: list[Any]) -> list[dict[str, Any]]:
+    """Items as the caller may see them: a server lists only the members the caller can
+    see, since the id of a hidden item is itself something hidden."""
+    items = [item_json(kind, row) for row in rows]
+    if kind.model is Server:
+        for field, model in _MEMBERS:
+            seen = await _visible_ids(model, {i for item in items for i in item[field]})
+            for item in items:
+                item[field] = [i for i in item[field] if i in seen]
+    return items
 
 
 def checked_fields(kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
-    """Run the content pipeline on every text field; returns the values to store."""
+    """Run the content pipeline on every text and JSON field; returns the values to store."""
     for field, context in kind.texts:
-        if isinstance(body.get(field), str):
-            body[field] = check_text(context, body[field], field=field)
+        value = body.get(field)
+        if isinstance(value, str):
+            body[field] = check_text(context, value, field=field)
+        elif isinstance(value, dict | list):
+            body[field] = check_json(context, value, field=field)
     return body
 
 
@@ -166,7 +211,7 @@ def _register(kind: Kind) -> None:
         if after is not None:
             query = query.filter(id__gt=after)
         rows = await query.order_by("id").limit(limit + 1)
-        body: dict[str, Any] = {"items": [item_json(kind, r) for r in rows[:limit]]}
+        body: dict[str, Any] = {"items": await _shown(kind, rows[:limit])}
         if len(rows) > limit:
             body["next_cursor"] = base64.urlsafe_b64encode(rows[limit - 1].id.encode()).decode()
         return jsonify(body)
@@ -174,18 +219,18 @@ def _register(kind: Kind) -> None:
     async def create_item() -> Response:
         user = caller()
         body = checked_fields(kind, await read_body(kind.schema))
-        await _check_team(user, body)
+        check_team(user, body)
         if kind.model is Server:
             await _check_members(body)
         try:
             item = await kind.model.create(id=uuid.uuid4().hex, owner=user.email, **body)
         except IntegrityError as err:
             raise ApiError(409, "name_taken", f"a {kind.name[:-1]} named `{body['name']}` exists") from err
-        _changed(kind)
-        return created(item_json(kind, item))
+        notify_changed(kind)
+        return created((await _shown(kind, [item]))[0])
 
     async def read_item(item_id: str) -> Response:
-        return jsonify(item_json(kind, await _find(kind, item_id)))
+        return jsonify((await _shown(kind, [await _find(kind, item_id)]))[0])
 
     async def update_item(item_id: str) -> Response:
         user = caller()
@@ -201,7 +246,7 @@ def _register(kind: Kind) -> None:
             if not user.admin:
                 raise ApiError(403, "admin_required", "only platform admins approve a changed upstream tool")
             item.pinned_hash, item.changed = item.current_hash, False
-        await _check_team(user, {"team_id": item.team_id, "visibility": item.visibility, **body})
+        check_team(user, {"team_id": item.team_id, "visibility": item.visibility, **body})
         if kind.model is Server:
             await _check_members(body)
         for name, value in body.items():
@@ -210,14 +255,14 @@ def _register(kind: Kind) -> None:
             await item.save()
         except IntegrityError as err:
             raise ApiError(409, "name_taken", f"a {kind.name[:-1]} named `{body.get('name')}` exists") from err
-        _changed(kind)
-        return jsonify(item_json(kind, item))
+        notify_changed(kind)
+        return jsonify((await _shown(kind, [item]))[0])
 
     async def delete_item(item_id: str) -> Response:
         item = await _find(kind, item_id)
         _require_owner(caller(), item)
         await item.delete()
-        _changed(kind)
+        notify_changed(kind)
         return Response("", status=204)
 
     for view, rule, methods in (
@@ -231,7 +276,7 @@ def _register(kind: Kind) -> None:
         blueprint.add_url_rule(rule, f"{kind.name}_{view.__name__}", view, methods=methods)
 
 
-def _changed(kind: Kind) -> None:
+def notify_changed(kind: Kind) -> None:
     if kind.name != "servers":
         notify(gateway(), f"notifications/{kind.name}/list_changed")
 

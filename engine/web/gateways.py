@@ -3,7 +3,8 @@
 The credentials the gateway holds for an upstream are sealed before they are stored and
 never appear in any answer; the API only says whether there are some. Registering an
 upstream discovers what it offers right away; an upstream that cannot be reached is
-stored as `unreachable` with its items unavailable, and can be refreshed later.
+stored as `unreachable` with its items unavailable, and can be refreshed later. A
+registration whose discovery fails stores nothing at all.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from quart import Blueprint, Response, g, jsonify
-from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
 
 from engine.federation.sync import SyncReport, sync_upstream
 from engine.federation.upstream import PRIVATE_NETWORKS_HINT, UpstreamClient
 from engine.store.catalog import Prompt, Resource, Tool, Upstream
 from engine.web.bodies import read_body
-from engine.web.catalog import visible
+from engine.web.catalog import check_team, visible
 from engine.web.identity import caller
 from engine.web.inspection import check_text
 from engine.web.responses import ApiError, created
@@ -33,18 +34,28 @@ __all__ = ["blueprint", "discover", "pooled_client", "upstream_client"]
 
 blueprint = Blueprint("gateways", __name__)
 
+_HEADER_NAME: Final = (
+    # An HTTP token, and none of the headers the gateway itself sets to speak MCP.
+    r"(?i)(?!(?:host|content-length|content-type|transfer-encoding|connection|accept|mcp-session-id"
+    r"|mcp-protocol-version)$)[!#$%&'*+.^_`|~0-9a-z-]{1,128}"
+)
 _CREATE: Final = {
-    "name": {"type": "string", "required": True, "regex": r"^[A-Za-z0-9_.-]{1,64}$"},
+    # 62 leaves room for the default prefix, the name and `__`, in the catalog's 64.
+    "name": {"type": "string", "required": True, "regex": r"^[A-Za-z0-9_.-]{1,62}$"},
     "url": {"type": "string", "required": True, "regex": r"^https?://[^\s]+$", "maxlength": 2048},
     "description": {"type": "string", "default": "", "maxlength": 4096},
     "prefix": {"type": "string", "regex": r"^[A-Za-z0-9_.-]{0,32}$"},
-    "team_id": {"type": "string", "nullable": True, "default": None},
+    "team_id": {"type": "string", "maxlength": 64, "nullable": True, "default": None},
     "visibility": {"type": "string", "allowed": ["public", "team", "private"], "default": "private"},
     "credentials": {
         "type": "dict",
         "schema": {
-            "bearer_token": {"type": "string", "maxlength": 8192},
-            "headers": {"type": "dict", "keysrules": {"type": "string"}, "valuesrules": {"type": "string"}},
+            "bearer_token": {"type": "string", "maxlength": 8192, "regex": r"[\x21-\x7e]+"},
+            "headers": {
+                "type": "dict",
+                "keysrules": {"type": "string", "regex": _HEADER_NAME},
+                "valuesrules": {"type": "string", "regex": r"[\t\x20-\x7e]{0,8192}"},
+            },
         },
     },
 }
@@ -80,10 +91,29 @@ def _shown_url(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
+    port = _port(url)
+    if port is not None:
+        netloc += f":{port}"
     query = "&".join(f"{k}=***" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _port(url: str) -> int | None:
+    """The URL's port; registration refuses a URL whose port is not a number in range."""
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        return None
+
+
+def _check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- parsing it is the check
+    except ValueError as err:
+        raise ApiError(422, "invalid_body", "`url`: not a valid URL (host or port)") from err
+    if not parts.hostname:
+        raise ApiError(422, "invalid_body", "`url`: the URL names no host")
 
 
 async def _check_address(url: str) -> None:
@@ -93,7 +123,7 @@ async def _check_address(url: str) -> None:
     parts = urlsplit(url)
     host = parts.hostname or ""
     try:
-        found = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+        found = await asyncio.get_running_loop().getaddrinfo(host, _port(url) or 443, type=socket.SOCK_STREAM)
     except OSError as err:
         raise ApiError(422, "upstream_unresolvable", f"`{host}` does not resolve") from err
     for *_, address in found:
@@ -142,14 +172,23 @@ async def _forget_client(gw: Gateway, upstream_id: str) -> None:
         await client.close()
 
 
-async def discover(row: Upstream) -> SyncReport:
-    """Sync `row` with what its upstream offers now, and tell MCP clients the lists changed."""
+async def discover(row: Upstream, *, new: bool = False) -> SyncReport:
+    """Sync `row` with what its upstream offers now, and tell MCP clients the lists changed.
+
+    A `new` row is stored by the sync; when that fails, its pooled client goes too.
+    """
 
     def check(context: str, text: str, field: str) -> str:
         return check_text(context, text, field=field)
 
-    report = await sync_upstream(row, upstream_client(gateway(), row), check)
-    notify_upstream_lists(gateway())
+    gw = gateway()
+    try:
+        report = await sync_upstream(row, upstream_client(gw, row), check, new=new)
+    except BaseException:
+        if new and (client := gw.upstreams.pop(row.id, None)) is not None:
+            in_background(gw, client.close(end_session=False))
+        raise
+    notify_upstream_lists(gw)
     return report
 
 
@@ -165,18 +204,18 @@ async def register_gateway() -> Response:
     """Register an upstream MCP server and discover its tools, resources and prompts."""
     user = caller()
     body = await read_body(_CREATE)
-    team = body.get("team_id")
-    if team is not None and not user.admin and team not in user.teams:
-        raise ApiError(403, "not_team_member", f"you are not a member of `{team}`")
+    check_team(user, body)
+    _check_url(body["url"])
     await _check_address(body["url"])
+    if await Upstream.filter(name=body["name"]).exists():
+        raise ApiError(409, "name_taken", f"a gateway named `{body['name']}` exists")
     credentials = body.pop("credentials", None)
     body.setdefault("prefix", f"{body['name']}__")
     sealed = gateway().sealer.seal(json.dumps(credentials)) if credentials else ""
-    try:
-        row = await Upstream.create(id=uuid.uuid4().hex, owner=user.email, credentials=sealed, **body)
-    except IntegrityError as err:
-        raise ApiError(409, "name_taken", f"a gateway named `{body['name']}` exists") from err
-    report = await discover(row)
+    # Stored by the sync, with its items; one registered meanwhile under the same name
+    # makes the store refuse it (409), with nothing written.
+    row = Upstream(id=uuid.uuid4().hex, owner=user.email, credentials=sealed, **body)
+    report = await discover(row, new=True)
     return created(_json(row, report))
 
 
@@ -214,8 +253,10 @@ async def refresh_gateway(upstream_id: str) -> Response:
 async def remove_gateway(upstream_id: str) -> Response:
     """Remove an upstream and everything discovered from it."""
     row = await _owned(upstream_id)
-    for model in (Tool, Resource, Prompt):
-        await model.filter(upstream_id=row.id).delete()
-    await row.delete()
+    async with in_transaction():
+        for model in (Tool, Resource, Prompt):
+            await model.filter(upstream_id=row.id).delete()
+        await row.delete()
     await _forget_client(gateway(), upstream_id)
+    notify_upstream_lists(gateway())
     return Response("", status=204)

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Final
+from typing import Any, Final
 
 import nh3
 from quart import g
 
 from engine.decide import Action, Content, Reason
 from engine.decide.content import inspect_content, redact
+from engine.json_bytes import dumps_text
 from engine.policy import Snapshot
 from engine.web.guard import mask_email
 from engine.web.responses import ApiError
 
-__all__ = ["ContentRefused", "check_text", "sanitize_markup"]
+__all__ = ["ContentRefused", "check_json", "check_text", "sanitize_markup"]
 
 log = logging.getLogger("policygate.content")
 
@@ -54,6 +55,24 @@ def check_text(context: str, text: str, *, field: str) -> str:
     if any(f.action is Action.REDACT for f in inspection.findings):
         return redact(snapshot.content, text, inspection.findings)
     return text
+
+
+def check_json(context: str, value: Any, *, field: str) -> Any:
+    """A JSON value checked as its text; parsed again only when redaction changed it.
+
+    Raises:
+        ContentRefused: the text is refused, or its redaction broke the JSON around it
+            (a redaction template with quotes or backslashes can).
+    """
+    text = dumps_text(value)
+    checked = check_text(context, text, field=field)
+    if checked is text:
+        return value
+    try:
+        return json.loads(checked)
+    except ValueError as err:
+        message = f"`{field}`: the redacted value is no longer valid JSON"
+        raise ContentRefused(422, "content_blocked", message) from err
 
 
 def sanitize_markup(mime_type: str, text: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -26,7 +25,7 @@ from engine.json_bytes import dumps_text
 from engine.store.catalog import Server, Upstream
 from engine.store.queries import visible_rows
 from engine.web.gateways import pooled_client, upstream_client
-from engine.web.inspection import ContentRefused, check_text, sanitize_markup
+from engine.web.inspection import ContentRefused, check_json, check_text, sanitize_markup
 from engine.web.state import gateway
 
 __all__ = ["METHODS", "McpContext", "RpcError", "call_tool", "find_tool"]
@@ -201,20 +200,10 @@ async def call_tool(
 
 
 def _checked_json(context: str, value: Any, field: str) -> Any:
-    """A JSON value checked as its text; parsed again only when redaction changed it."""
-    text = dumps_text(value)
     try:
-        checked = check_text(context, text, field=field)
+        return check_json(context, value, field=field)
     except ContentRefused as err:
         raise _refused(err) from err
-    if checked is text:
-        return value
-    try:
-        return json.loads(checked)
-    except ValueError as err:
-        # A redaction template with quotes or backslashes can break the JSON around it.
-        message = f"`{field}`: the redacted value is no longer valid JSON"
-        raise RpcError(-32010, message, {"code": "content_blocked"}) from err
 
 
 _RELAYED: Final = frozenset({"notifications/progress", "notifications/message"})

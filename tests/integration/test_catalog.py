@@ -158,3 +158,77 @@ def test_bulk_import_is_all_or_nothing(server: Gateway) -> None:
     good = [{"kind": "tools", "name": "b-tool"}, {"kind": "prompts", "name": "b-prompt", "template": "Hi {{ x }}"}]
     accepted = dev.post("/bulk-import", json={"items": good})
     assert accepted.json()["imported"] == 2
+
+
+def test_a_server_shows_only_the_members_its_reader_can_see(server: Gateway) -> None:
+    admin = server.client(mint(claims(teams=None)))
+    hidden = admin.post("/tools", json={"name": "s-hidden"}).json()  # private to the admin
+    shown = admin.post("/tools", json={"name": "s-shown", "visibility": "public"}).json()
+    bundle = admin.post("/servers", json={"name": "s-bundle", "visibility": "public",
+                                          "tool_ids": [hidden["id"], shown["id"]]})  # fmt: skip
+    assert bundle.status_code == 201
+    assert bundle.json()["tool_ids"] == [hidden["id"], shown["id"]]
+    other = server.client(mint(claims("other@example.com", teams=[])))
+    assert other.get(f"/servers/{bundle.json()['id']}").json()["tool_ids"] == [shown["id"]]
+    listed = {s["name"]: s for s in other.get("/servers").json()["items"]}
+    assert listed["s-bundle"]["tool_ids"] == [shown["id"]]
+
+
+def test_json_fields_pass_the_content_pipeline(server: Gateway) -> None:
+    dev = server.client(mint(claims("dev@example.com", teams=[])))
+    arguments = [{"name": "ssn", "description": "for example 123-45-6789"}]
+    prompt = dev.post("/prompts", json={"name": "p-args", "template": "hi", "arguments": arguments})
+    assert (prompt.status_code, prompt.json()["error"]["code"]) == (422, "content_pii")
+    schema = {"type": "object", "properties": {"q": {"description": "<script>alert(1)</script>"}}}
+    tool = dev.post("/tools", json={"name": "t-schema", "input_schema": schema})
+    assert (tool.status_code, tool.json()["error"]["code"]) == (422, "content_blocked")
+    assert "p-args" not in {p["name"] for p in dev.get("/prompts").json()["items"]}
+    assert "t-schema" not in {t["name"] for t in dev.get("/tools").json()["items"]}
+
+
+def test_input_the_store_cannot_hold_is_refused_clearly(server: Gateway) -> None:
+    dev = server.client(mint(claims("dev@example.com", teams=[])))
+    surrogate = dev.post("/tools", content=b'{"name": "t-odd", "description": "a\\ud800"}')
+    assert (surrogate.status_code, surrogate.json()["error"]["code"]) == (400, "invalid_json")
+    emoji = dev.post("/tools", content=b'{"name": "t-emoji", "description": "\\ud83d\\ude00"}')
+    assert emoji.json()["description"] == "\U0001f600"
+    mime = dev.post("/resources", json={"name": "r-mime", "uri": "a:b", "mime_type": "x" * 300})
+    assert (mime.status_code, mime.json()["error"]["code"]) == (422, "invalid_body")
+    team = dev.post("/tools", json={"name": "t-team", "team_id": "t" * 100, "visibility": "team"})
+    assert (team.status_code, team.json()["error"]["code"]) == (422, "invalid_body")
+    names = {t["name"] for t in dev.get("/tools").json()["items"]}
+    assert not names & {"t-odd", "t-team"}
+
+
+def test_a_token_writes_only_into_teams_it_reaches(server: Gateway) -> None:
+    session = server.client(server.login())
+    green = session.post("/teams", json={"name": "green"}).json()["id"]
+    assert session.post(f"/teams/{green}/members", json={"email": "dev@example.com"}).status_code == 201
+    elsewhere = server.client(mint(claims("dev@example.com", teams=[])))
+    item = {"name": "t-green", "team_id": green, "visibility": "team"}
+    refused = elsewhere.post("/tools", json=item)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "team_not_in_token")
+    items = [{"kind": "tools", **item}, {"kind": "tools", "name": "t-teamless", "visibility": "team"}]
+    bulk = elsewhere.post("/bulk-import", json={"items": items})
+    details = [(d["index"], d["code"]) for d in bulk.json()["error"]["details"]]
+    assert details == [(0, "team_not_in_token"), (1, "invalid_body")]
+    reaching = server.client(mint(claims("dev@example.com", teams=[green])))
+    assert reaching.post("/tools", json=item).status_code == 201
+
+
+def test_gateway_registration_refuses_what_it_could_not_use(server: Gateway) -> None:
+    admin = server.client(mint(claims(teams=None)))
+    cases = [
+        ({"url": "http://127.0.0.1:99999/mcp"}, "`url`"),
+        ({"url": "http://127.0.0.1:port/mcp"}, "`url`"),
+        ({"credentials": {"headers": {"X-Key": "a\r\nInjected: 1"}}}, "`credentials`"),
+        ({"credentials": {"headers": {"Host": "elsewhere.example"}}}, "`credentials`"),
+        ({"name": "g" * 63}, "`name`"),
+        ({"visibility": "team"}, "`team_id`"),
+    ]
+    for change, field in cases:
+        answer = admin.post("/gateways", json={"name": "g-bad", "url": "http://127.0.0.1:9/mcp", **change})
+        assert answer.status_code == 422, (change, answer.text)
+        assert answer.json()["error"]["message"].startswith(field), (change, answer.text)
+        assert "Injected" not in answer.text
+    assert "g-bad" not in {g["name"] for g in admin.get("/gateways").json()["items"]}

@@ -1,0 +1,179 @@
+"""Discovery: what an upstream offers, as it is stored (checked, fitted, named) or reported."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from aiohttp import web
+
+from engine.federation.sync import SyncReport, sync_upstream
+from engine.federation.upstream import UpstreamClient
+from engine.store.catalog import Prompt, Resource, Tool, Upstream
+from engine.store.queries import close_store, open_store
+from tests.integration.servers import free_port
+
+T = TypeVar("T")
+
+
+class _Refused(Exception):
+    code = "content_pii"
+
+
+def _checker(contexts: list[tuple[str, str]]) -> Callable[[str, str, str], str]:
+    """A content check that redacts `SECRET`, refuses `FORBIDDEN` and notes each context."""
+
+    def check(context: str, text: str, field: str) -> str:
+        contexts.append((field, context))
+        if "FORBIDDEN" in text:
+            raise _Refused()
+        return text.replace("SECRET", "[REDACTED]")
+
+    return check
+
+
+def _offering(lists: dict[str, Any]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An upstream answering each list method with `lists[method]` (JSON answers)."""
+
+    async def mcp(request: web.Request) -> web.StreamResponse:
+        message = await request.json()
+        if "id" not in message:
+            return web.Response(status=202)
+        if message["method"] == "initialize":
+            result: Any = {"protocolVersion": "2025-11-25"}
+        elif message["method"] in lists:
+            result = lists[message["method"]]
+        else:
+            error = {"code": -32601, "message": "no such method"}
+            return web.json_response({"jsonrpc": "2.0", "id": message["id"], "error": error})
+        return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": result})
+
+    return mcp
+
+
+@contextlib.asynccontextmanager
+async def _world(tmp: Path, lists: dict[str, Any]) -> AsyncIterator[UpstreamClient]:
+    """A fresh SQLite store, and a client for an upstream offering `lists`."""
+    store = await open_store(f"sqlite://{tmp / f'{uuid.uuid4().hex}.db'}")
+    app = web.Application()
+    app.router.add_post("/mcp", _offering(lists))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    client = UpstreamClient(f"http://127.0.0.1:{port}/mcp", {})
+    try:
+        yield client
+    finally:
+        await client.close(end_session=False)
+        await runner.cleanup()
+        await close_store(store)
+
+
+def _row(name: str = "up") -> Upstream:
+    return Upstream(id=uuid.uuid4().hex, name=name, owner="a@example.com", url="http://x/mcp", prefix=f"{name}__")
+
+
+def _run(scenario: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+def test_discovered_text_is_stored_as_the_checks_leave_it(tmp_path: Path) -> None:
+    schema = {"type": "object", "properties": {"key": {"type": "string", "description": "SECRET here"}}}
+    prompt = {"name": "p", "description": "Hi {{ x }}", "arguments": [{"name": "a", "description": "the SECRET"}]}
+    lists = {
+        "tools/list": {"tools": [{"name": "t", "description": "uses SECRET", "inputSchema": schema}]},
+        "prompts/list": {"prompts": [prompt]},
+    }
+    contexts: list[tuple[str, str]] = []
+
+    async def scenario() -> tuple[Tool, Prompt, SyncReport]:
+        async with _world(tmp_path, lists) as client:
+            row = _row()
+            await sync_upstream(row, client, _checker(contexts), new=True)
+            again = await sync_upstream(row, client, _checker(contexts))
+            return await Tool.get(upstream_id=row.id), await Prompt.get(upstream_id=row.id), again
+
+    tool, prompt, again = _run(scenario)
+    assert tool.description == "uses [REDACTED]"
+    assert tool.input_schema["properties"]["key"]["description"] == "[REDACTED] here"
+    assert prompt.arguments == [{"name": "a", "description": "the [REDACTED]"}]
+    # The pin is what the upstream said: redacting it does not make the tool look changed.
+    assert again.changed == []
+    assert not tool.changed
+    assert ("description", "prompt") in contexts
+    assert ("arguments", "prompt") in contexts
+
+
+def test_items_that_do_not_fit_or_collide_are_reported_and_the_rest_stored(tmp_path: Path) -> None:
+    lists = {
+        "tools/list": {"tools": [
+            {"name": "ok"}, {"name": "mine"}, {"name": "x" * 300}, {"name": ""},
+            {"name": "bad", "description": "FORBIDDEN"},
+        ]},
+        "resources/list": {"resources": [
+            {"uri": "a://1", "name": "same"}, {"uri": "a://2", "name": "same"},
+            {"uri": "a://" + "u" * 300, "name": "long"}, {"uri": "a://3", "name": "m", "mimeType": "t/" + "x" * 300},
+        ]},
+    }  # fmt: skip
+
+    async def scenario() -> tuple[SyncReport, set[str], set[str]]:
+        async with _world(tmp_path, lists) as client:
+            await Tool.create(id="hand", name="up__mine", owner="b@example.com")  # registered by hand
+            row = _row()
+            report = await sync_upstream(row, client, _checker([]), new=True)
+            tools = set(await Tool.filter(upstream_id=row.id).values_list("name", flat=True))
+            resources = set(await Resource.filter(upstream_id=row.id).values_list("name", flat=True))
+            return report, {str(t) for t in tools}, {str(r) for r in resources}
+
+    report, tools, resources = _run(scenario)
+    assert tools == {"up__ok"}
+    assert resources == {"up__same"}
+    refused = {(r["name"][:8], r["field"], r["reason"]) for r in report.refused}
+    assert refused == {
+        ("mine", "name", "name_taken"),
+        ("x" * 8, "name", "too_long"),
+        ("", "name", "missing"),
+        ("bad", "description", "content_pii"),
+        ("a://2", "name", "name_taken"),
+        ("a://uuuu", "uri", "too_long"),
+        ("a://3", "mimeType", "too_long"),
+    }
+
+
+def test_an_answer_without_its_list_marks_the_upstream_unreachable(tmp_path: Path) -> None:
+    async def scenario() -> tuple[SyncReport, str, int]:
+        async with _world(tmp_path, {"tools/list": {"tools": None}}) as client:
+            row = _row()
+            report = await sync_upstream(row, client, _checker([]), new=True)
+            stored = await Upstream.get(id=row.id)
+            return report, stored.status, await Tool.all().count()
+
+    report, status, tools = _run(scenario)
+    assert status == "unreachable"
+    assert "`tools`" in report.error
+    assert tools == 0
+
+
+def test_a_registration_whose_write_fails_stores_nothing(tmp_path: Path) -> None:
+    lists = {
+        "tools/list": {"tools": [{"name": "t"}]},
+        "prompts/list": {"prompts": [{"name": "p", "description": "BREAK"}]},
+    }
+
+    def breaking(context: str, text: str, field: str) -> str:
+        # A value the catalog refuses (NULL), so the write fails after the row and the tool.
+        return None if text == "BREAK" else text  # type: ignore[return-value]
+
+    async def scenario() -> tuple[int, int]:
+        async with _world(tmp_path, lists) as client:
+            with pytest.raises(ValueError, match="non nullable"):
+                await sync_upstream(_row(), client, breaking, new=True)
+            return await Upstream.all().count(), await Tool.all().count()
+
+    assert _run(scenario) == (0, 0)
