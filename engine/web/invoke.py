@@ -2,7 +2,8 @@
 
 Same visibility (an invisible tool is 404), same argument and result checks, same
 refusal of a changed upstream tool; JSON-RPC failures become HTTP statuses with the
-gateway's stable codes.
+gateway's stable codes. A tool the caller can see whose upstream is down answers 409
+`not_available`, as `GET /tools/{id}` shows it unavailable rather than gone.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from typing import Final
 
 from quart import Blueprint, Response, g, jsonify
 
+from engine.store.catalog import Tool
 from engine.web.bodies import read_body
+from engine.web.catalog import visible
 from engine.web.mcp_methods import McpContext, RpcError, call_tool, find_tool
 from engine.web.responses import ApiError
 
@@ -40,6 +43,8 @@ async def invoke(tool_id: str) -> Response:
     body = await read_body(_BODY)
     tool = await find_tool(McpContext(g.decision, None, "2025-11-25"), id=tool_id)
     if tool is None:
+        if await visible(Tool).filter(id=tool_id).exists():
+            raise ApiError(409, "not_available", f"tool `{tool_id}` is unavailable: its upstream cannot be reached")
         raise ApiError(404, "not_found", f"no tool `{tool_id}`")
     try:
         result = await call_tool(tool, body["arguments"])

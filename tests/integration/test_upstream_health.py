@@ -60,9 +60,12 @@ def test_health_checks_take_a_dead_upstream_out_and_bring_it_back(tmp_path_facto
 
         _wait_for(lambda: status() == "unreachable")
         assert "h_add" not in _mcp_tools(gw)
-        listed = {t["name"]: t["available"] for t in admin.get("/tools").json()["items"]}
-        assert listed["h_add"] is False
+        listed = {t["name"]: t for t in admin.get("/tools").json()["items"]}
+        assert listed["h_add"]["available"] is False
         assert "unreachable" in gw.log.read_text()
+        # Unavailable, not gone: the REST call says so rather than 404.
+        down = admin.post(f"/tools/{listed['h_add']['id']}/invoke", json={"arguments": {"a": 2, "b": 2}})
+        assert (down.status_code, down.json()["error"]["code"]) == (409, "not_available")
 
         with upstream_server(port=port):
             _wait_for(lambda: status() == "ok")
