@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
 
-__all__ = ["dumps", "dumps_text", "loads"]
+__all__ = ["dumps", "dumps_text", "loads", "through_text"]
 
 _SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -36,6 +37,19 @@ def dumps(value: Any) -> bytes:
 def dumps_text(value: Any) -> str:
     """`value` as compact JSON text, for the content checks, which scan `str`."""
     return dumps(value).decode()
+
+
+def through_text(value: Any, check: Callable[[str], str]) -> Any:
+    """`value` after `check` has judged its JSON text: `value` itself when the text comes
+    back unchanged, else the changed text parsed again.
+
+    Raises:
+        ValueError: the changed text is no longer JSON (a redaction with quotes or
+            backslashes can break the JSON around it).
+    """
+    text = dumps_text(value)
+    checked = check(text)
+    return value if checked is text else json.loads(checked)
 
 
 def loads(raw: bytes) -> Any:

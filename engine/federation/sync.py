@@ -24,7 +24,7 @@ from typing import Any, Final
 from tortoise.transactions import in_transaction
 
 from engine.federation.upstream import UpstreamClient, UpstreamError
-from engine.json_bytes import dumps_text
+from engine.json_bytes import through_text
 from engine.store.catalog import CatalogItem, Prompt, Resource, Tool, Upstream
 
 __all__ = ["SyncReport", "mark_unreachable", "pin_hash", "sync_upstream"]
@@ -121,11 +121,14 @@ async def sync_upstream(row: Upstream, client: UpstreamClient, check: Checker, *
             await row.save()
         else:
             await Upstream.filter(id=row.id).update(status="ok", last_error="")
-        seen: dict[type[CatalogItem], list[str]] = {Tool: [], Resource: [], Prompt: []}
-        for item in items:
-            seen[item.model].append(await _upsert(row, item, report))
-        for model, ids in seen.items():
-            await model.filter(upstream_id=row.id).exclude(id__in=ids).update(available=False)
+        seen: dict[type[CatalogItem], list[str]] = {}
+        for model in (Tool, Resource, Prompt):
+            existing: dict[str | None, CatalogItem] = {
+                i.upstream_name: i for i in await model.filter(upstream_id=row.id)
+            }
+            seen[model] = [await _upsert(row, item, existing, report) for item in items if item.model is model]
+            await model.filter(upstream_id=row.id).exclude(id__in=seen[model]).update(available=False)
+    report.tools, report.resources, report.prompts = len(seen[Tool]), len(seen[Resource]), len(seen[Prompt])
     return report
 
 
@@ -166,6 +169,8 @@ async def _named_freely(row: Upstream, items: list[_Item], report: SyncReport) -
     kept = []
     for model in (Tool, Resource, Prompt):
         mine = [item for item in items if item.model is model]
+        if not mine:
+            continue
         held = await model.filter(name__in=[item.values["name"] for item in mine]).values_list(
             "name", "upstream_id", "upstream_name"
         )
@@ -189,12 +194,8 @@ def _text(check: Checker, context: str, field_name: str, text: str) -> str:
 
 
 def _json(check: Checker, context: str, field_name: str, value: Any) -> Any:
-    text = dumps_text(value)
-    checked = _text(check, context, field_name, text)
-    if checked is text:
-        return value
     try:
-        return json.loads(checked)
+        return through_text(value, lambda text: _text(check, context, field_name, text))
     except ValueError as err:  # a redaction that broke the JSON around it
         raise _Refused(field_name, "content_blocked") from err
 
@@ -240,9 +241,8 @@ def _resource(prefix: str, raw: dict[str, Any], key: str, check: Checker) -> tup
 
 def _prompt(prefix: str, raw: dict[str, Any], check: Checker) -> tuple[str, _Item | _Refused]:
     name = str(raw.get("name") or "")
-    arguments = (
-        [a for a in raw.get("arguments") or [] if isinstance(a, dict)] if isinstance(raw.get("arguments"), list) else []
-    )
+    listed = raw.get("arguments")
+    arguments = [a for a in listed if isinstance(a, dict)] if isinstance(listed, list) else []
     try:
         values = {
             "name": _short("name", prefix + _short("name", name)),
@@ -254,10 +254,12 @@ def _prompt(prefix: str, raw: dict[str, Any], check: Checker) -> tuple[str, _Ite
     return name, _Item(Prompt, name, values)
 
 
-async def _upsert(row: Upstream, item: _Item, report: SyncReport) -> str:
-    """Store one item; a tool whose description or schema moved off its pin is flagged."""
+async def _upsert(row: Upstream, item: _Item, stored: dict[str | None, CatalogItem], report: SyncReport) -> str:
+    """Store one item (`stored`: the upstream's items of its kind by upstream name, kept
+    up to date: an upstream may list one URI twice); a tool whose description or schema
+    moved off its pin is flagged."""
     values = dict(item.values)
-    existing = await item.model.filter(upstream_id=row.id, upstream_name=item.upstream_name).first()
+    existing = stored.get(item.upstream_name)
     if item.model is Tool:
         values["current_hash"] = item.pin
         if existing is None:
@@ -265,16 +267,12 @@ async def _upsert(row: Upstream, item: _Item, report: SyncReport) -> str:
         elif isinstance(existing, Tool) and existing.pinned_hash != item.pin:
             values["changed"] = True
             report.changed.append(values["name"])
-        report.tools += 1
-    elif item.model is Resource:
-        report.resources += 1
-    else:
-        report.prompts += 1
     if existing is None:
         common: dict[str, Any] = {
             "owner": row.owner, "team_id": row.team_id, "visibility": row.visibility, "upstream_id": row.id
         }  # fmt: skip
         created = await item.model.create(id=uuid.uuid4().hex, upstream_name=item.upstream_name, **common, **values)
+        stored[item.upstream_name] = created
         return str(created.id)
     await item.model.filter(id=existing.id).update(available=True, **values)
     return str(existing.id)

@@ -15,7 +15,7 @@ import json
 import socket
 import uuid
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 from quart import Blueprint, Response, g, jsonify
 from tortoise.transactions import in_transaction
@@ -91,17 +91,17 @@ def _shown_url(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
-    port = _port(url)
+    port = _port(parts)
     if port is not None:
         netloc += f":{port}"
     query = "&".join(f"{k}=***" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-def _port(url: str) -> int | None:
+def _port(parts: SplitResult) -> int | None:
     """The URL's port; registration refuses a URL whose port is not a number in range."""
     try:
-        return urlsplit(url).port
+        return parts.port
     except ValueError:
         return None
 
@@ -123,7 +123,7 @@ async def _check_address(url: str) -> None:
     parts = urlsplit(url)
     host = parts.hostname or ""
     try:
-        found = await asyncio.get_running_loop().getaddrinfo(host, _port(url) or 443, type=socket.SOCK_STREAM)
+        found = await asyncio.get_running_loop().getaddrinfo(host, _port(parts) or 443, type=socket.SOCK_STREAM)
     except OSError as err:
         raise ApiError(422, "upstream_unresolvable", f"`{host}` does not resolve") from err
     for *_, address in found:

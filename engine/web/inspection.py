@@ -19,7 +19,7 @@ from quart import g
 
 from engine.decide import Action, Content, Reason
 from engine.decide.content import inspect_content, redact
-from engine.json_bytes import dumps_text
+from engine.json_bytes import through_text
 from engine.policy import Snapshot
 from engine.web.guard import mask_email
 from engine.web.responses import ApiError
@@ -64,12 +64,8 @@ def check_json(context: str, value: Any, *, field: str) -> Any:
         ContentRefused: the text is refused, or its redaction broke the JSON around it
             (a redaction template with quotes or backslashes can).
     """
-    text = dumps_text(value)
-    checked = check_text(context, text, field=field)
-    if checked is text:
-        return value
     try:
-        return json.loads(checked)
+        return through_text(value, lambda text: check_text(context, text, field=field))
     except ValueError as err:
         message = f"`{field}`: the redacted value is no longer valid JSON"
         raise ContentRefused(422, "content_blocked", message) from err
