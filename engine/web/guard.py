@@ -53,6 +53,7 @@ async def admit(gw: Gateway, incoming: Incoming) -> Response | None:
     """The refusal of `incoming`, or None with its facts and decision kept on `g`."""
     if gw.store is not None:
         use_store(gw.store)
+    g.incoming = incoming
     supplied = incoming.header("x-request-id") or ""
     g.request_id = supplied if _REQUEST_ID.match(supplied) else secrets.token_hex(16)
     snapshot = gw.engine.current

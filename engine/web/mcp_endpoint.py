@@ -112,16 +112,19 @@ async def mcp_all() -> Response:
 
     Most POSTs never get here: engine.web.mcp_lane answers them with the same code.
     """
-    return await serve_endpoint(None, Incoming.from_request(request), await _body())
+    return await serve_endpoint(None, g.incoming, await _body())
 
 
 @blueprint.route("/servers/<server_id>/mcp", methods=["POST", "GET", "DELETE"])
 async def mcp_server(server_id: str) -> Response:
     """MCP over one virtual server's tools, resources and prompts (see mcp_all)."""
-    return await serve_endpoint(server_id, Incoming.from_request(request), await _body())
+    return await serve_endpoint(server_id, g.incoming, await _body())
 
 
 async def _body() -> bytes:
+    """A POST's message; GET and DELETE carry none to read."""
+    if request.method != "POST":
+        return b""
     return await request.get_data(cache=False, as_text=False, parse_form_data=False)
 
 
