@@ -1,4 +1,4 @@
-"""A small Streamable HTTP client for upstream MCP servers, on aiohttp.
+"""A small Streamable HTTP client for upstream MCP servers, on engine.federation.transport.
 
 One long-lived connection pool and MCP session per upstream, opened on first use with
 the handshake protocol (`initialize`, revision 2025-11-25) and reopened once if the
@@ -22,12 +22,11 @@ import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
+from engine.federation.addresses import AddressRefused
+from engine.federation.transport import Origin, Reply, ReplyTooLarge
 from engine.json_bytes import dumps, loads
-
-if TYPE_CHECKING:
-    import aiohttp
 
 __all__ = ["PRIVATE_NETWORKS_HINT", "PROTOCOL_VERSION", "Answerer", "Relay", "UpstreamClient", "UpstreamError"]
 
@@ -69,41 +68,38 @@ class UpstreamClient:
         self.public_only = public_only
         self._headers_fixed = dict(headers)
         self._timeout_s = timeout
-        self._http: aiohttp.ClientSession | None = None
+        self._origin: Origin | None = None
         self._session: str | None = None
         self._version = PROTOCOL_VERSION
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
         self._draining: set[asyncio.Task[None]] = set()
 
-    def _client(self) -> aiohttp.ClientSession:
-        # Made on first use, inside the event loop that will use it; aiohttp itself is
-        # imported then too, which keeps it off the gateway's start-up path.
-        if self._http is None:
-            import aiohttp
+    def _connections(self) -> Origin:
+        if self._origin is None:
+            try:
+                self._origin = Origin(self.url, public_only=self.public_only)
+            except ValueError as err:
+                raise UpstreamError("upstream_unavailable", "the upstream's URL cannot be used") from err
+        return self._origin
 
-            from engine.federation.addresses import PublicResolver, refused_literal
-
-            if self.public_only and refused_literal(self.url):
-                raise UpstreamError("upstream_address_refused", _NOT_PUBLIC)
-            timeout = aiohttp.ClientTimeout(total=self._timeout_s)
-            connector = aiohttp.TCPConnector(resolver=PublicResolver()) if self.public_only else None
-            self._http = aiohttp.ClientSession(headers=self._headers_fixed, timeout=timeout, connector=connector)
-        return self._http
+    async def _send(self, method: str, headers: dict[str, str], body: bytes = b"") -> Reply:
+        try:
+            return await self._connections().send(method, {**self._headers_fixed, **headers}, body)
+        except ValueError as err:
+            raise UpstreamError("upstream_unavailable", "a header for the upstream cannot be sent") from err
 
     async def close(self, *, end_session: bool = True) -> None:
         """Drop the pool, first telling the upstream to end the MCP session when asked."""
         for task in list(self._draining):
             task.cancel()
-        if self._http is None:
+        if self._origin is None:
             return
-        import aiohttp
-
         if self._session is not None and end_session:
-            with suppress(aiohttp.ClientError, TimeoutError):
-                async with self._http.delete(self.url, headers=self._headers()):
-                    pass
-        await self._http.close()
+            with suppress(OSError, TimeoutError, UpstreamError):
+                async with asyncio.timeout(self._timeout_s):
+                    (await self._send("DELETE", self._headers())).close()
+        await self._origin.close()
 
     async def request(
         self,
@@ -159,15 +155,14 @@ class UpstreamClient:
         return headers
 
     async def _notify(self, message: Mapping[str, Any]) -> None:
-        import aiohttp
-
         try:
-            post = self._client().post(
-                self.url, data=dumps(message), headers=self._headers(body=True), allow_redirects=False
-            )
-            async with post as response:
-                await response.read()
-        except (TimeoutError, aiohttp.ClientError) as err:
+            async with asyncio.timeout(self._timeout_s):
+                reply = await self._send("POST", self._headers(body=True), dumps(message))
+                try:
+                    await reply.drain(MAX_REPLY_BYTES)
+                finally:
+                    reply.release()
+        except (TimeoutError, OSError, ReplyTooLarge) as err:
             raise _failure(err) from err
 
     async def _exchange(
@@ -175,16 +170,14 @@ class UpstreamClient:
     ) -> tuple[str, dict[str, Any]]:
         """The session header and the reply to `ident`, within the upstream's timeout.
 
-        The deadline is ours rather than aiohttp's, so that the time a question of the
-        upstream's waits for the client's answer (a person, for elicitation) is not
-        counted against the upstream.
+        The deadline is kept here, on the whole exchange, so that the time a question of
+        the upstream's waits for the client's answer (a person, for elicitation) can be
+        left out of it.
         """
-        import aiohttp
-
         try:
             async with asyncio.timeout(self._timeout_s) as deadline:
                 return await self._read_reply(message, ident, on_message, on_request, deadline)
-        except (TimeoutError, aiohttp.ClientError) as err:
+        except (TimeoutError, OSError, ReplyTooLarge) as err:
             raise _failure(err) from err
 
     async def _read_reply(
@@ -196,30 +189,15 @@ class UpstreamClient:
         deadline: asyncio.Timeout,
     ) -> tuple[str, dict[str, Any]]:
         """Post `message` and read the answer, JSON or SSE as it streams."""
-        import aiohttp
-
-        response = await self._client().post(
-            self.url,
-            data=dumps(message),
-            headers=self._headers(body=True),
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(),
-        )
+        reply = await self._send("POST", self._headers(body=True), dumps(message))
         handed_off = False
         try:
-            kind = response.headers.get("Content-Type", "").split(";")[0].strip()
-            session = response.headers.get("Mcp-Session-Id", "")
-            if kind != "text/event-stream" or response.status >= 400:
-                body = await response.content.read(MAX_REPLY_BYTES + 1)
-                if len(body) > MAX_REPLY_BYTES:
-                    raise UpstreamError("upstream_protocol", "the upstream's answer is too large")
-                return session, _reply(response.status, kind, body, ident)
+            kind = reply.headers.get("content-type", "").split(";")[0].strip()
+            session = reply.headers.get("mcp-session-id", "")
+            if kind != "text/event-stream" or reply.status >= 400:
+                return session, _reply(reply.status, kind, await reply.read(MAX_REPLY_BYTES), ident)
             lines: list[str] = []
-            received = 0
-            async for raw in response.content:
-                received += len(raw)
-                if received > MAX_REPLY_BYTES:
-                    raise UpstreamError("upstream_protocol", "the upstream's answer is too large")
+            async for raw in reply.lines(MAX_REPLY_BYTES):
                 line = raw.decode(errors="replace").rstrip("\r\n")
                 if line.startswith("data:"):
                     lines.append(line[5:].removeprefix(" "))
@@ -230,7 +208,7 @@ class UpstreamClient:
                     continue  # a priming event: an id and no data
                 event = _event(data)
                 if event.get("id") == ident and ("result" in event or "error" in event):
-                    self._finish_later(response)
+                    self._finish_later(reply)
                     handed_off = True
                     return session, event
                 if "method" in event and "id" in event:
@@ -240,7 +218,7 @@ class UpstreamClient:
             raise UpstreamError("upstream_protocol", "the upstream's answer has no reply to the request")
         finally:
             if not handed_off:
-                response.release()
+                reply.release()
 
     async def _answer(self, request: dict[str, Any], on_request: Answerer | None, deadline: asyncio.Timeout) -> None:
         """Send the upstream the response to a request it made while a call runs.
@@ -261,14 +239,17 @@ class UpstreamClient:
                 deadline.reschedule(loop.time() + remaining if remaining is not None else None)
         await self._notify({"jsonrpc": "2.0", "id": request["id"], **answer})
 
-    def _finish_later(self, response: aiohttp.ClientResponse) -> None:
+    def _finish_later(self, reply: Reply) -> None:
         """Read the rest of an SSE reply in the background, then pool its connection.
 
         The upstream ends the stream just after the reply, which is already in hand:
         waiting for the end would delay every call, and leaving the stream unread
         closes the connection, so the next call would pay for a new one.
         """
-        task = asyncio.get_running_loop().create_task(_drain(response))
+        if reply.complete:
+            reply.release()
+            return
+        task = asyncio.get_running_loop().create_task(_drain(reply))
         self._draining.add(task)
         task.add_done_callback(self._draining.discard)
 
@@ -310,22 +291,15 @@ class UpstreamClient:
         return result
 
 
-async def _drain(response: aiohttp.ClientResponse) -> None:
+async def _drain(reply: Reply) -> None:
     """Read a finished stream to its end; one that does not end soon is closed instead."""
-    import aiohttp
-
-    received = 0
     try:
         async with asyncio.timeout(DRAIN_SECONDS):
-            while chunk := await response.content.readany():
-                received += len(chunk)
-                if received > MAX_REPLY_BYTES:
-                    response.close()
-                    return
-    except (TimeoutError, aiohttp.ClientError):
-        response.close()
+            await reply.drain(MAX_REPLY_BYTES)
+    except (TimeoutError, OSError, ReplyTooLarge):
+        reply.close()
     finally:
-        response.release()
+        reply.release()
 
 
 def _event(data: str) -> dict[str, Any]:
@@ -353,12 +327,12 @@ def _reply(status: int, kind: str, body: bytes, ident: int) -> dict[str, Any]:
     raise UpstreamError("upstream_protocol", "the upstream's answer has no reply to the request")
 
 
-def _failure(err: TimeoutError | aiohttp.ClientError) -> UpstreamError:
-    """What a failed exchange tells the caller: no answer in time, or no way through."""
-    from engine.federation.addresses import AddressRefused
-
+def _failure(err: TimeoutError | OSError | ReplyTooLarge) -> UpstreamError:
+    """What a failed exchange tells the caller: no answer in time, too much, or no way through."""
     if isinstance(err, TimeoutError):
         return UpstreamError("upstream_timeout", "the upstream did not answer in time")
-    if isinstance(getattr(err, "os_error", None), AddressRefused):
+    if isinstance(err, ReplyTooLarge):
+        return UpstreamError("upstream_protocol", "the upstream's answer is too large")
+    if isinstance(err, AddressRefused):
         return UpstreamError("upstream_address_refused", _NOT_PUBLIC)
     return UpstreamError("upstream_unavailable", f"the upstream cannot be reached ({type(err).__name__})")

@@ -1,0 +1,396 @@
+"""HTTP/1.1 exchanges with one upstream origin: a small keep-alive pool, replies parsed
+by llhttp.
+
+A forwarded tool call used to spend more of the gateway's time in its HTTP client than
+in the policy: aiohttp took about 470 µs of CPU per 10 KB exchange with a local
+upstream on the benchmark machine (a request object, a cookie jar, tracing hooks,
+timers, and a task for every request body), where the bytes on the socket cost about
+165 µs. The gateway asks much less of a client: one origin per pool, POST and DELETE
+with the whole body in hand, replies framed by Content-Length, chunked encoding or the
+end of the connection, and no redirects, cookies, proxies or compression. This module
+does exactly that; httptools (llhttp, Node.js's parser, strict by default) does all
+the parsing, and asyncio does TLS.
+
+Deadlines belong to the caller (`asyncio.timeout` around the exchange); failures are
+`OSError`s:
+
+    OSError                 connect, DNS, TLS, reset (as asyncio raises them)
+    ├── ExchangeFailed      the reply is malformed, or the connection ended mid-reply
+    └── AddressRefused      no public address (engine.federation.addresses)
+    ReplyTooLarge           the reply passed the reader's limit (not an OSError: the
+                            upstream answered, with too much)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from contextlib import suppress
+from typing import Final, cast
+from urllib.parse import urlsplit
+
+import httptools
+
+from engine import __version__
+from engine.federation.addresses import public_addresses
+
+__all__ = ["ExchangeFailed", "Origin", "Reply", "ReplyTooLarge"]
+
+_MAX_IDLE: Final = 8
+"""Idle connections kept per origin; calls beyond that many at once open and close their own."""
+
+_PAUSE_AT: Final = 1024 * 1024
+"""Bytes of reply held unread before the socket stops being read (flow control)."""
+
+_FORBIDDEN_IN_HEADERS: Final = frozenset("\r\n\0")
+_USER_AGENT: Final = f"User-Agent: policygate/{__version__}"
+
+
+class ExchangeFailed(OSError):
+    """The upstream's reply is not HTTP, or the connection ended before the reply did."""
+
+
+class ReplyTooLarge(Exception):
+    """The reply's body passed the reader's limit."""
+
+
+class Origin:
+    """Every connection to one upstream URL's scheme, host and port.
+
+    A reply holds its connection until `Reply.release`; a whole reply on a connection
+    the upstream keeps alive returns it to the pool, anything else closes it.
+    """
+
+    def __init__(self, url: str, *, public_only: bool) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("an upstream URL is http(s)://host[:port]/path")
+        self._host = parts.hostname
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._tls = ssl.create_default_context() if parts.scheme == "https" else None
+        self._public_only = public_only
+        target = parts.path or "/"
+        self._target = f"{target}?{parts.query}" if parts.query else target
+        self._authority = parts.netloc.rpartition("@")[2]
+        self._idle: deque[_Connection] = deque()
+        self._closed = False
+
+    async def send(self, method: str, headers: Mapping[str, str], body: bytes = b"") -> Reply:
+        """Send one request and wait for its reply's status and headers.
+
+        Raises:
+            OSError: the upstream could not be reached, or broke the exchange.
+            ValueError: a header holds CR, LF or NUL (it would split the request).
+        """
+        if self._closed:
+            raise ExchangeFailed("the upstream's connections are closed")
+        head = self._head(method, headers, len(body))
+        connection = self._idle_connection() or await self._connect()
+        connection.begin()
+        connection.write(head + body if body else head)
+        try:
+            await connection.head_received()
+        except BaseException:
+            connection.close()
+            raise
+        return Reply(self, connection)
+
+    async def close(self) -> None:
+        """Close the idle connections now, and every other one when its reply is released."""
+        self._closed = True
+        while self._idle:
+            self._idle.pop().close()
+
+    def _head(self, method: str, headers: Mapping[str, str], length: int) -> bytes:
+        lines = [f"{method} {self._target} HTTP/1.1", f"Host: {self._authority}", _USER_AGENT]
+        for name, value in headers.items():
+            if not _FORBIDDEN_IN_HEADERS.isdisjoint(name) or not _FORBIDDEN_IN_HEADERS.isdisjoint(value):
+                raise ValueError(f"header `{name}` holds a line break or NUL")
+            lines.append(f"{name}: {value}")
+        lines.append(f"Content-Length: {length}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _idle_connection(self) -> _Connection | None:
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.reusable():
+                return connection
+            connection.close()
+        return None
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        name = self._host if self._tls is not None else None
+        if not self._public_only:
+            _, connection = await loop.create_connection(
+                _Connection, self._host, self._port, ssl=self._tls, server_hostname=name
+            )
+            return connection
+        # Connect only to the addresses just judged public, so a name that resolves
+        # differently a moment later (DNS rebinding) is never asked again.
+        *others, last = await public_addresses(self._host, self._port)
+        for family, address in others:
+            with suppress(OSError):
+                _, connection = await loop.create_connection(
+                    _Connection, address, self._port, family=family, ssl=self._tls, server_hostname=name
+                )
+                return connection
+        family, address = last
+        _, connection = await loop.create_connection(
+            _Connection, address, self._port, family=family, ssl=self._tls, server_hostname=name
+        )
+        return connection
+
+    def _give_back(self, connection: _Connection) -> None:
+        if self._closed or len(self._idle) >= _MAX_IDLE or not connection.reusable():
+            connection.close()
+        else:
+            self._idle.append(connection)
+
+
+class Reply:
+    """A reply's status and headers, and its body read as the caller chooses."""
+
+    __slots__ = ("_connection", "_origin", "headers", "status")
+
+    def __init__(self, origin: Origin, connection: _Connection) -> None:
+        self._origin = origin
+        self._connection = connection
+        self.status = connection.status
+        self.headers: Mapping[str, str] = connection.headers
+        """Lower-case names; a repeated header's values joined with `, `."""
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole body has arrived (and been read, or may be dropped)."""
+        return self._connection.complete
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body.
+
+        Raises:
+            ReplyTooLarge: the body passed `limit` bytes.
+        """
+        chunks = []
+        size = 0
+        async for chunk in self._connection.chunks():
+            size += len(chunk)
+            if size > limit:
+                raise ReplyTooLarge()
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def lines(self, limit: int) -> AsyncIterator[bytes]:
+        """The body line by line as it streams (each with its line ending, the last one
+        perhaps without).
+
+        Raises:
+            ReplyTooLarge: the body passed `limit` bytes.
+        """
+        size = 0
+        pieces: list[bytes] = []  # of a line that spans chunks
+        async for chunk in self._connection.chunks():
+            size += len(chunk)
+            if size > limit:
+                raise ReplyTooLarge()
+            start = 0
+            end = chunk.find(b"\n")
+            while end >= 0:
+                if pieces:
+                    pieces.append(chunk[start : end + 1])
+                    yield b"".join(pieces)
+                    pieces.clear()
+                else:
+                    yield chunk[start : end + 1]
+                start = end + 1
+                end = chunk.find(b"\n", start)
+            if start < len(chunk):
+                pieces.append(chunk[start:])
+        if pieces:
+            yield b"".join(pieces)
+
+    async def drain(self, limit: int) -> None:
+        """Read and drop the rest of the body (so the connection can be pooled).
+
+        Raises:
+            ReplyTooLarge: more than `limit` bytes were left.
+        """
+        size = 0
+        async for chunk in self._connection.chunks():
+            size += len(chunk)
+            if size > limit:
+                raise ReplyTooLarge()
+
+    def release(self) -> None:
+        """Hand the connection back: to the pool when the reply was read whole, else closed."""
+        self._origin._give_back(self._connection)
+
+    def close(self) -> None:
+        """Close the connection whatever state its reply is in."""
+        self._connection.close()
+
+
+class _Connection(asyncio.Protocol):
+    """One socket, one exchange at a time; llhttp calls the `on_*` methods as it parses."""
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._body: deque[bytes] = deque()
+        self._held = 0
+        self._paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._failure: OSError | None = None
+        self._active = False
+        self._headed = False
+        self._framed = False
+        self._keep_alive = False
+        self.complete = False
+        self.status = 0
+        self.headers: dict[str, str] = {}
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._active:
+            # Nothing was asked: an upstream talking out of turn is not trusted again.
+            self._fail(ExchangeFailed("the upstream sent data no request asked for"))
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as err:
+            self._fail(ExchangeFailed(f"the upstream's reply is not valid HTTP ({type(err).__name__})"))
+
+    def eof_received(self) -> bool:
+        if self._active and self._headed and not self._framed and not self.complete:
+            self.on_message_complete()  # a body delimited by the end of the connection
+        self._fail(ExchangeFailed("the upstream closed the connection"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._fail(exc if isinstance(exc, OSError) else ExchangeFailed("the upstream closed the connection"))
+
+    def pause_writing(self) -> None:
+        """The request stays in the transport's buffer; the body is in memory either way."""
+
+    def resume_writing(self) -> None:
+        """See pause_writing."""
+
+    # llhttp callbacks
+
+    def on_message_begin(self) -> None:
+        if not self._active:
+            # A second reply to one request: a confused or hostile upstream.
+            raise ExchangeFailed("the upstream sent a reply no request asked for")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        if 100 <= self.status < 200:
+            self.headers = {}  # an interim answer; the real one follows
+            return
+        self._headed = True
+        self._framed = "content-length" in self.headers or "transfer-encoding" in self.headers
+        # Asked now: once the message is complete, llhttp has reset for the next one.
+        self._keep_alive = self._parser.should_keep_alive()
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+        self._held += len(body)
+        if self._held > _PAUSE_AT and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._headed:
+            self.complete = True
+            self._active = False
+            self._wake()
+
+    # used by Origin and Reply
+
+    def begin(self) -> None:
+        self._active = True
+        self._headed = self._framed = self._keep_alive = self.complete = False
+        self.status = 0
+        self.headers = {}
+        self._body.clear()
+        self._held = 0
+
+    def write(self, data: bytes) -> None:
+        if self._transport is None:
+            raise self._failure or ExchangeFailed("the upstream closed the connection")
+        self._transport.write(data)
+
+    async def head_received(self) -> None:
+        while not self._headed:
+            await self._wait()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            while self._body:
+                chunk = self._body.popleft()
+                self._held -= len(chunk)
+                if self._paused and self._held <= _PAUSE_AT // 2 and self._transport is not None:
+                    self._paused = False
+                    self._transport.resume_reading()
+                yield chunk
+            if self.complete:
+                return
+            await self._wait()
+
+    def reusable(self) -> bool:
+        return (
+            self._transport is not None
+            and not self._transport.is_closing()
+            and self._failure is None
+            and self.complete
+            and not self._body
+            and self._keep_alive
+        )
+
+    def close(self) -> None:
+        self._active = False
+        if self._transport is not None:
+            self._transport.close()
+
+    async def _wait(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, failure: OSError) -> None:
+        """The connection is done for: a reader still waiting gets `failure`, unless its
+        reply is already whole."""
+        if self._failure is None:
+            self._failure = failure
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            if self.complete:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(self._failure)
+        if self._transport is not None:
+            self._transport.close()

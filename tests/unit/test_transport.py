@@ -1,0 +1,258 @@
+"""The upstream transport against a real socket server that answers with scripted bytes:
+framing, keep-alive, and what it refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from engine.federation.addresses import AddressRefused
+from engine.federation.transport import ExchangeFailed, Origin, ReplyTooLarge
+
+Script = Callable[[bytes], bytes | None]
+"""The bytes to answer a request with (None: close without answering)."""
+
+
+@contextlib.asynccontextmanager
+async def _server(
+    script: Script, requests: list[bytes] | None = None, *, close_after: bool = False
+) -> AsyncIterator[tuple[str, list[int]]]:
+    """A loopback server answering each request on a connection with `script(request)`,
+    then closing it when `close_after`; yields its URL and the client ports of the
+    connections it accepted."""
+    ports: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ports.append(writer.get_extra_info("peername")[1])
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                declared = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+                length = int(declared[0].split(b":")[1])
+                request = head + await reader.readexactly(length)
+                if requests is not None:
+                    requests.append(request)
+                answer = script(request)
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+                if close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/mcp?x=1", ports
+    finally:
+        server.close()
+
+
+def _fixed(answer: bytes) -> Script:
+    return lambda request: answer
+
+
+def _run(scenario: Callable[[], object]) -> object:
+    return asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+LENGTH = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"6\r\ndata: \r\n"
+    b'8\r\n{"a":1}\n\r\n'
+    b"1\r\n\n\r\n"
+    b"0\r\n\r\n"
+)
+
+
+def test_a_request_carries_the_target_host_and_length_and_the_reply_is_read_whole() -> None:
+    requests: list[bytes] = []
+
+    async def scenario() -> tuple[int, str, bytes]:
+        async with _server(_fixed(LENGTH), requests) as (url, _):
+            origin = Origin(url, public_only=False)
+            reply = await origin.send("POST", {"Authorization": "Bearer k"}, b'{"m":1}')
+            body = await reply.read(1000)
+            reply.release()
+            await origin.close()
+            return reply.status, reply.headers["content-type"], body
+
+    status, kind, body = _run(scenario)  # type: ignore[misc]
+    assert (status, kind, body) == (200, "application/json", b'{"ok":true}')
+    head, _, sent = requests[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /mcp?x=1 HTTP/1.1"
+    assert b"Authorization: Bearer k" in lines
+    assert b"Content-Length: 7" in lines
+    assert any(line.startswith(b"Host: 127.0.0.1:") for line in lines)
+    assert sent == b'{"m":1}'
+
+
+def test_a_chunked_stream_is_read_line_by_line_across_chunks() -> None:
+    async def scenario() -> list[bytes]:
+        async with _server(_fixed(CHUNKED)) as (url, _):
+            origin = Origin(url, public_only=False)
+            reply = await origin.send("POST", {}, b"{}")
+            lines = [line async for line in reply.lines(1000)]
+            reply.release()
+            await origin.close()
+            return lines
+
+    assert _run(scenario) == [b'data: {"a":1}\n', b"\n"]
+
+
+def test_kept_alive_connections_are_reused_and_closing_ones_are_not() -> None:
+    closing = LENGTH.replace(b"Content-Length", b"Connection: close\r\nContent-Length")
+
+    async def scenario(answer: bytes) -> int:
+        async with _server(_fixed(answer)) as (url, ports):
+            origin = Origin(url, public_only=False)
+            for _ in range(3):
+                reply = await origin.send("POST", {}, b"{}")
+                await reply.read(1000)
+                reply.release()
+                await asyncio.sleep(0.01)
+            await origin.close()
+            return len(ports)
+
+    assert asyncio.run(scenario(LENGTH)) == 1
+    assert asyncio.run(scenario(closing)) == 3
+
+
+def test_an_idle_connection_the_upstream_closed_is_replaced() -> None:
+    async def scenario() -> tuple[list[bytes], int]:
+        async with _server(_fixed(LENGTH), close_after=True) as (url, ports):
+            origin = Origin(url, public_only=False)
+            bodies = []
+            for _ in range(2):
+                reply = await origin.send("POST", {}, b"{}")
+                bodies.append(await reply.read(1000))
+                reply.release()
+                await asyncio.sleep(0.05)  # the upstream's close reaches the idle connection
+            await origin.close()
+            return bodies, len(ports)
+
+    assert _run(scenario) == ([b'{"ok":true}'] * 2, 2)
+
+
+def test_a_reply_released_before_its_end_closes_its_connection() -> None:
+    async def scenario() -> int:
+        async with _server(_fixed(CHUNKED)) as (url, ports):
+            origin = Origin(url, public_only=False)
+            for _ in range(2):
+                reply = await origin.send("POST", {}, b"{}")
+                reply.release()  # nothing read: the rest would be taken for the next reply
+            await origin.close()
+            return len(ports)
+
+    assert _run(scenario) == 2
+
+
+def test_a_body_ended_by_closing_the_connection_is_whole() -> None:
+    answer = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"ok":1}'
+
+    async def scenario() -> bytes:
+        async with _server(_fixed(answer), close_after=True) as (url, _):
+            origin = Origin(url, public_only=False)
+            reply = await origin.send("POST", {}, b"{}")
+            return await reply.read(1000)
+
+    assert _run(scenario) == b'{"ok":1}'
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+)
+def test_malformed_or_unasked_replies_fail_the_exchange(answer: bytes) -> None:
+    async def scenario() -> None:
+        async with _server(_fixed(answer)) as (url, _):
+            origin = Origin(url, public_only=False)
+            reply = await origin.send("POST", {}, b"{}")
+            await reply.read(1000)
+            reply.release()
+            again = await origin.send("POST", {}, b"{}")  # a failed connection is never pooled
+            await again.read(1000)
+
+    with pytest.raises(ExchangeFailed):
+        _run(scenario)
+
+
+def test_a_reply_no_request_asked_for_is_never_taken_for_the_next_one() -> None:
+    async def scenario() -> tuple[list[bytes], int]:
+        async with _server(_fixed(LENGTH + LENGTH.replace(b"true", b"fals"))) as (url, ports):
+            origin = Origin(url, public_only=False)
+            bodies = []
+            for _ in range(2):
+                reply = await origin.send("POST", {}, b"{}")
+                bodies.append(await reply.read(1000))
+                reply.release()
+            await origin.close()
+            return bodies, len(ports)
+
+    assert _run(scenario) == ([b'{"ok":true}', b'{"ok":true}'], 2)
+
+
+def test_a_connection_closed_mid_reply_fails_the_exchange() -> None:
+    cut = LENGTH[:-4]
+
+    async def scenario() -> None:
+        async with _server(_fixed(cut), close_after=True) as (url, _):
+            origin = Origin(url, public_only=False)
+            reply = await origin.send("POST", {}, b"{}")
+            await reply.read(1000)
+
+    with pytest.raises(ExchangeFailed):
+        _run(scenario)
+
+
+def test_a_reply_over_the_limit_is_refused() -> None:
+    async def scenario() -> None:
+        async with _server(_fixed(LENGTH)) as (url, _):
+            origin = Origin(url, public_only=False)
+            reply = await origin.send("POST", {}, b"{}")
+            await reply.read(10)
+
+    with pytest.raises(ReplyTooLarge):
+        _run(scenario)
+
+
+def test_headers_that_would_split_the_request_are_refused_before_anything_is_sent() -> None:
+    requests: list[bytes] = []
+
+    async def scenario() -> None:
+        async with _server(_fixed(LENGTH), requests) as (url, ports):
+            origin = Origin(url, public_only=False)
+            try:
+                await origin.send("POST", {"X-Id": "a\r\nInjected: 1"}, b"{}")
+            finally:
+                assert ports == []
+
+    with pytest.raises(ValueError, match="line break"):
+        _run(scenario)
+    assert requests == []
+
+
+def test_a_public_only_origin_never_connects_to_loopback() -> None:
+    async def scenario() -> None:
+        async with _server(_fixed(LENGTH)) as (url, ports):
+            origin = Origin(url, public_only=True)
+            try:
+                await origin.send("POST", {}, b"{}")
+            finally:
+                assert ports == []
+
+    with pytest.raises(AddressRefused):
+        _run(scenario)
