@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import suppress
 from typing import Final, cast
 from urllib.parse import urlsplit
@@ -175,23 +175,23 @@ class Reply:
         """
         chunks = []
         size = 0
-        async for chunk in self._connection.chunks():
+        while (chunk := await self._connection.next_chunk()) is not None:
             size += len(chunk)
             if size > limit:
                 raise ReplyTooLarge()
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def lines(self, limit: int) -> AsyncIterator[bytes]:
+    async def lines(self, limit: int) -> AsyncGenerator[bytes, None]:
         """The body line by line as it streams (each with its line ending, the last one
-        perhaps without).
+        perhaps without). A reader that stops early closes it (`contextlib.aclosing`).
 
         Raises:
             ReplyTooLarge: the body passed `limit` bytes.
         """
         size = 0
         pieces: list[bytes] = []  # of a line that spans chunks
-        async for chunk in self._connection.chunks():
+        while (chunk := await self._connection.next_chunk()) is not None:
             size += len(chunk)
             if size > limit:
                 raise ReplyTooLarge()
@@ -218,7 +218,7 @@ class Reply:
             ReplyTooLarge: more than `limit` bytes were left.
         """
         size = 0
-        async for chunk in self._connection.chunks():
+        while (chunk := await self._connection.next_chunk()) is not None:
             size += len(chunk)
             if size > limit:
                 raise ReplyTooLarge()
@@ -226,6 +226,17 @@ class Reply:
     def release(self) -> None:
         """Hand the connection back: to the pool when the reply was read whole, else closed."""
         self._origin._give_back(self._connection)
+
+    def release_at_end(self, limit: int, seconds: float) -> None:
+        """Drop the rest of the body as it arrives, then hand the connection back.
+
+        For a stream whose useful part is in hand: closing the connection would make the
+        next exchange open a new one, and a task reading the rest would cost every call
+        a task. The connection drops the rest itself; more than `limit` bytes, or an end
+        later than `seconds`, closes it instead.
+        """
+        connection = self._connection
+        connection.drop_rest(limit, seconds, lambda: self._origin._give_back(connection))
 
     def close(self) -> None:
         """Close the connection whatever state its reply is in."""
@@ -244,6 +255,8 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._failure: OSError | None = None
         self._active = False
+        self._dropping: tuple[int, Callable[[], None], asyncio.TimerHandle] | None = None
+        self._dropped = 0
         self._headed = False
         self._framed = False
         self._keep_alive = False
@@ -306,6 +319,11 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self._dropping is not None:
+            self._dropped += len(body)
+            if self._dropped > self._dropping[0]:
+                raise ExchangeFailed("the rest of the upstream's reply is too large")
+            return
         self._body.append(body)
         self._held += len(body)
         if self._held > _PAUSE_AT and not self._paused and self._transport is not None:
@@ -318,8 +336,28 @@ class _Connection(asyncio.Protocol):
             self.complete = True
             self._active = False
             self._wake()
+            if self._dropping is not None:
+                _, done, timer = self._dropping
+                self._dropping = None
+                timer.cancel()
+                done()
 
     # used by Origin and Reply
+
+    def drop_rest(self, limit: int, seconds: float, done: Callable[[], None]) -> None:
+        """Drop what is left of the reply, and call `done` when it has all arrived; close
+        the connection if it does not within `seconds` or passes `limit` bytes."""
+        self._body.clear()
+        self._held = 0
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+        if self.complete or self._failure is not None:
+            done()
+            return
+        timer = asyncio.get_running_loop().call_later(seconds, self.close)
+        self._dropped = 0
+        self._dropping = (limit, done, timer)
 
     def begin(self) -> None:
         self._active = True
@@ -338,18 +376,22 @@ class _Connection(asyncio.Protocol):
         while not self._headed:
             await self._wait()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        while True:
-            while self._body:
-                chunk = self._body.popleft()
-                self._held -= len(chunk)
-                if self._paused and self._held <= _PAUSE_AT // 2 and self._transport is not None:
-                    self._paused = False
-                    self._transport.resume_reading()
-                yield chunk
+    async def next_chunk(self) -> bytes | None:
+        """The next piece of the body, or None at its end.
+
+        A method rather than an async generator: a generator left before its end (a
+        reader that has what it needs) would be closed later by a task of its own.
+        """
+        while not self._body:
             if self.complete:
-                return
+                return None
             await self._wait()
+        chunk = self._body.popleft()
+        self._held -= len(chunk)
+        if self._paused and self._held <= _PAUSE_AT // 2 and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+        return chunk
 
     def reusable(self) -> bool:
         return (
@@ -386,6 +428,9 @@ class _Connection(asyncio.Protocol):
         reply is already whole."""
         if self._failure is None:
             self._failure = failure
+        if self._dropping is not None:
+            self._dropping[2].cancel()
+            self._dropping = None
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             if self.complete:

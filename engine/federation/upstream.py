@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import suppress
+from contextlib import aclosing, suppress
 from typing import Any, Final
 
 from engine.federation.addresses import AddressRefused
@@ -73,7 +73,6 @@ class UpstreamClient:
         self._version = PROTOCOL_VERSION
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
-        self._draining: set[asyncio.Task[None]] = set()
 
     def _connections(self) -> Origin:
         if self._origin is None:
@@ -91,8 +90,6 @@ class UpstreamClient:
 
     async def close(self, *, end_session: bool = True) -> None:
         """Drop the pool, first telling the upstream to end the MCP session when asked."""
-        for task in list(self._draining):
-            task.cancel()
         if self._origin is None:
             return
         if self._session is not None and end_session:
@@ -197,24 +194,27 @@ class UpstreamClient:
             if kind != "text/event-stream" or reply.status >= 400:
                 return session, _reply(reply.status, kind, await reply.read(MAX_REPLY_BYTES), ident)
             lines: list[str] = []
-            async for raw in reply.lines(MAX_REPLY_BYTES):
-                line = raw.decode(errors="replace").rstrip("\r\n")
-                if line.startswith("data:"):
-                    lines.append(line[5:].removeprefix(" "))
-                if line or not lines:
-                    continue
-                data, lines = "\n".join(lines), []
-                if not data.strip():
-                    continue  # a priming event: an id and no data
-                event = _event(data)
-                if event.get("id") == ident and ("result" in event or "error" in event):
-                    self._finish_later(reply)
-                    handed_off = True
-                    return session, event
-                if "method" in event and "id" in event:
-                    await self._answer(event, on_request, deadline)
-                elif on_message is not None and "method" in event:
-                    await on_message(event)
+            async with aclosing(reply.lines(MAX_REPLY_BYTES)) as stream:
+                async for raw in stream:
+                    line = raw.decode(errors="replace").rstrip("\r\n")
+                    if line.startswith("data:"):
+                        lines.append(line[5:].removeprefix(" "))
+                    if line or not lines:
+                        continue
+                    data, lines = "\n".join(lines), []
+                    if not data.strip():
+                        continue  # a priming event: an id and no data
+                    event = _event(data)
+                    if event.get("id") == ident and ("result" in event or "error" in event):
+                        # The upstream ends the stream just after the reply, which is in
+                        # hand: waiting for the end would delay every call.
+                        reply.release_at_end(MAX_REPLY_BYTES, DRAIN_SECONDS)
+                        handed_off = True
+                        return session, event
+                    if "method" in event and "id" in event:
+                        await self._answer(event, on_request, deadline)
+                    elif on_message is not None and "method" in event:
+                        await on_message(event)
             raise UpstreamError("upstream_protocol", "the upstream's answer has no reply to the request")
         finally:
             if not handed_off:
@@ -238,20 +238,6 @@ class UpstreamClient:
             finally:
                 deadline.reschedule(loop.time() + remaining if remaining is not None else None)
         await self._notify({"jsonrpc": "2.0", "id": request["id"], **answer})
-
-    def _finish_later(self, reply: Reply) -> None:
-        """Read the rest of an SSE reply in the background, then pool its connection.
-
-        The upstream ends the stream just after the reply, which is already in hand:
-        waiting for the end would delay every call, and leaving the stream unread
-        closes the connection, so the next call would pay for a new one.
-        """
-        if reply.complete:
-            reply.release()
-            return
-        task = asyncio.get_running_loop().create_task(_drain(reply))
-        self._draining.add(task)
-        task.add_done_callback(self._draining.discard)
 
     async def _call(
         self,
@@ -289,17 +275,6 @@ class UpstreamClient:
         if not isinstance(result, dict):
             raise UpstreamError("upstream_protocol", "the upstream's result is not an object")
         return result
-
-
-async def _drain(reply: Reply) -> None:
-    """Read a finished stream to its end; one that does not end soon is closed instead."""
-    try:
-        async with asyncio.timeout(DRAIN_SECONDS):
-            await reply.drain(MAX_REPLY_BYTES)
-    except (TimeoutError, OSError, ReplyTooLarge):
-        reply.close()
-    finally:
-        reply.release()
 
 
 def _event(data: str) -> dict[str, Any]:

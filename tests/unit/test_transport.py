@@ -12,8 +12,9 @@ import pytest
 from engine.federation.addresses import AddressRefused
 from engine.federation.transport import ExchangeFailed, Origin, ReplyTooLarge
 
-Script = Callable[[bytes], bytes | None]
-"""The bytes to answer a request with (None: close without answering)."""
+Script = Callable[[bytes], bytes | list[bytes] | None]
+"""The bytes to answer a request with, or the parts to write 50 ms apart (None: close
+without answering)."""
 
 
 @contextlib.asynccontextmanager
@@ -38,8 +39,10 @@ async def _server(
                 answer = script(request)
                 if answer is None:
                     break
-                writer.write(answer)
-                await writer.drain()
+                for part in [answer] if isinstance(answer, bytes) else answer:
+                    writer.write(part)
+                    await writer.drain()
+                    await asyncio.sleep(0 if isinstance(answer, bytes) else 0.05)
                 if close_after:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -154,6 +157,38 @@ def test_a_reply_released_before_its_end_closes_its_connection() -> None:
             return len(ports)
 
     assert _run(scenario) == 2
+
+
+def _two_exchanges_left_at_the_first_line(answer: bytes | list[bytes], seconds: float = 1.0) -> int:
+    """How many connections two exchanges took when each reader stops after the first
+    line and leaves the rest to `release_at_end` (2 MB, `seconds`)."""
+
+    async def scenario() -> int:
+        async with _server(_fixed(answer)) as (url, ports):
+            origin = Origin(url, public_only=False)
+            for _ in range(2):
+                reply = await origin.send("POST", {}, b"{}")
+                async with contextlib.aclosing(reply.lines(1000)) as lines:
+                    assert await anext(lines) == b'data: {"a":1}\n'
+                reply.release_at_end(2 * 1024 * 1024, seconds)
+                await asyncio.sleep(0.2)
+            await origin.close()
+            return len(ports)
+
+    return asyncio.run(scenario())
+
+
+def test_a_stream_left_early_is_pooled_once_its_rest_has_arrived() -> None:
+    head, tail = CHUNKED[: CHUNKED.index(b"1\r\n")], CHUNKED[CHUNKED.index(b"1\r\n") :]
+    assert _two_exchanges_left_at_the_first_line([head, tail]) == 1
+
+
+def test_a_rest_that_is_too_large_or_too_late_closes_the_connection() -> None:
+    head = CHUNKED[: CHUNKED.index(b"1\r\n")]
+    huge = b"".join([b"100000\r\n" + b"x" * 0x100000 + b"\r\n"] * 3) + b"0\r\n\r\n"
+    assert _two_exchanges_left_at_the_first_line([head, huge]) == 2
+    tail = CHUNKED[CHUNKED.index(b"1\r\n") :]
+    assert _two_exchanges_left_at_the_first_line([head, tail], seconds=0.01) == 2
 
 
 def test_a_body_ended_by_closing_the_connection_is_whole() -> None:
