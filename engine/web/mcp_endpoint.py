@@ -239,22 +239,25 @@ async def _streamed(message: dict[str, Any], at: _At, wants_json: bool, allowed:
     the gateway several writes and a chunked body for the same single message.
     """
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    spoke: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    first: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # a note, or the end
+
+    def settle(_: object = None) -> None:
+        if not first.done():
+            first.set_result(None)
 
     async def say(note: dict[str, Any]) -> None:
         queue.put_nowait(note)
-        if not spoke.done():
-            spoke.set_result(None)
+        settle()
 
     ask = asker(gateway(), at.session.id, say) if at.session is not None else None
     task = asyncio.ensure_future(_handle(message, at, {}, say, ask, allowed))
-    first: set[asyncio.Future[Any]] = {task, spoke}
+    task.add_done_callback(settle)
     try:
-        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+        await first
     except asyncio.CancelledError:
         task.cancel()
         raise
-    if not spoke.done():
+    if queue.empty():  # nothing was said, so the call is over
         outcome = task.result()
         if isinstance(outcome, Response):
             return outcome
