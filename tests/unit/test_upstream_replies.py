@@ -93,6 +93,29 @@ def test_sse_data_split_over_lines_is_joined() -> None:
     assert _streamed(events) == RESULT["result"]
 
 
+def test_a_large_json_reply_is_read_whole() -> None:
+    """A reply of many reads arrives whole (aiohttp's `read(n)` gave what was buffered)."""
+    big = {"content": [{"type": "text", "text": "x" * 3_000_000}]}
+
+    async def mcp(request: web.Request) -> web.Response:
+        message = await request.json()
+        if message["method"] == "initialize":
+            return _initialized(message, "s1")
+        if "id" not in message:
+            return web.Response(status=202)
+        return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": big})
+
+    async def scenario() -> object:
+        async with _upstream(mcp) as url:
+            client = UpstreamClient(url, {})
+            try:
+                return await client.request("tools/call", {"name": "x"})
+            finally:
+                await client.close()
+
+    assert asyncio.run(scenario()) == big
+
+
 @pytest.mark.parametrize(
     ("status", "kind", "body", "code"),
     [
