@@ -62,8 +62,46 @@ def _fixed(answer: bytes) -> Script:
     return lambda request: answer
 
 
-def _run(scenario: Callable[[], object]) -> object:
-    return asyncio.run(scenario())  # type: ignore[arg-type]
+def _read_once(answer: bytes, *, close_after: bool = False, limit: int = 1000) -> bytes:
+    """The body one exchange reads from a server answering `answer`."""
+
+    async def scenario() -> bytes:
+        async with _server(_fixed(answer), close_after=close_after) as (url, _):
+            reply = await Origin(url, public_only=False).send("POST", {}, b"{}")
+            return await reply.read(limit)
+
+    return asyncio.run(scenario())
+
+
+def _reads(answer: bytes, count: int = 2, *, close_after: bool = False) -> tuple[list[bytes], int]:
+    """The bodies of `count` exchanges 50 ms apart, and how many connections they took."""
+
+    async def scenario() -> tuple[list[bytes], int]:
+        async with _server(_fixed(answer), close_after=close_after) as (url, ports):
+            origin = Origin(url, public_only=False)
+            bodies = []
+            for _ in range(count):
+                reply = await origin.send("POST", {}, b"{}")
+                bodies.append(await reply.read(1000))
+                reply.release()
+                await asyncio.sleep(0.05)  # an upstream's close reaches the idle connection
+            await origin.close()
+            return bodies, len(ports)
+
+    return asyncio.run(scenario())
+
+
+def _never_connecting(headers: dict[str, str], *, public_only: bool) -> None:
+    """Send once, asserting the server saw no connection (whatever `send` raises)."""
+
+    async def scenario() -> None:
+        async with _server(_fixed(LENGTH)) as (url, ports):
+            try:
+                await Origin(url, public_only=public_only).send("POST", headers, b"{}")
+            finally:
+                assert ports == []
+
+    asyncio.run(scenario())
 
 
 LENGTH = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
@@ -88,7 +126,7 @@ def test_a_request_carries_the_target_host_and_length_and_the_reply_is_read_whol
             await origin.close()
             return reply.status, reply.headers["content-type"], body
 
-    status, kind, body = _run(scenario)  # type: ignore[misc]
+    status, kind, body = asyncio.run(scenario())
     assert (status, kind, body) == (200, "application/json", b'{"ok":true}')
     head, _, sent = requests[0].partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
@@ -109,41 +147,17 @@ def test_a_chunked_stream_is_read_line_by_line_across_chunks() -> None:
             await origin.close()
             return lines
 
-    assert _run(scenario) == [b'data: {"a":1}\n', b"\n"]
+    assert asyncio.run(scenario()) == [b'data: {"a":1}\n', b"\n"]
 
 
 def test_kept_alive_connections_are_reused_and_closing_ones_are_not() -> None:
     closing = LENGTH.replace(b"Content-Length", b"Connection: close\r\nContent-Length")
-
-    async def scenario(answer: bytes) -> int:
-        async with _server(_fixed(answer)) as (url, ports):
-            origin = Origin(url, public_only=False)
-            for _ in range(3):
-                reply = await origin.send("POST", {}, b"{}")
-                await reply.read(1000)
-                reply.release()
-                await asyncio.sleep(0.01)
-            await origin.close()
-            return len(ports)
-
-    assert asyncio.run(scenario(LENGTH)) == 1
-    assert asyncio.run(scenario(closing)) == 3
+    assert _reads(LENGTH, 3)[1] == 1
+    assert _reads(closing, 3)[1] == 3
 
 
 def test_an_idle_connection_the_upstream_closed_is_replaced() -> None:
-    async def scenario() -> tuple[list[bytes], int]:
-        async with _server(_fixed(LENGTH), close_after=True) as (url, ports):
-            origin = Origin(url, public_only=False)
-            bodies = []
-            for _ in range(2):
-                reply = await origin.send("POST", {}, b"{}")
-                bodies.append(await reply.read(1000))
-                reply.release()
-                await asyncio.sleep(0.05)  # the upstream's close reaches the idle connection
-            await origin.close()
-            return bodies, len(ports)
-
-    assert _run(scenario) == ([b'{"ok":true}'] * 2, 2)
+    assert _reads(LENGTH, close_after=True) == ([b'{"ok":true}'] * 2, 2)
 
 
 def test_a_reply_released_before_its_end_closes_its_connection() -> None:
@@ -156,7 +170,7 @@ def test_a_reply_released_before_its_end_closes_its_connection() -> None:
             await origin.close()
             return len(ports)
 
-    assert _run(scenario) == 2
+    assert asyncio.run(scenario()) == 2
 
 
 def _two_exchanges_left_at_the_first_line(answer: bytes | list[bytes], seconds: float = 1.0) -> int:
@@ -193,14 +207,7 @@ def test_a_rest_that_is_too_large_or_too_late_closes_the_connection() -> None:
 
 def test_a_body_ended_by_closing_the_connection_is_whole() -> None:
     answer = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"ok":1}'
-
-    async def scenario() -> bytes:
-        async with _server(_fixed(answer), close_after=True) as (url, _):
-            origin = Origin(url, public_only=False)
-            reply = await origin.send("POST", {}, b"{}")
-            return await reply.read(1000)
-
-    assert _run(scenario) == b'{"ok":1}'
+    assert _read_once(answer, close_after=True) == b'{"ok":1}'
 
 
 @pytest.mark.parametrize(
@@ -211,83 +218,30 @@ def test_a_body_ended_by_closing_the_connection_is_whole() -> None:
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     ],
 )
-def test_malformed_or_unasked_replies_fail_the_exchange(answer: bytes) -> None:
-    async def scenario() -> None:
-        async with _server(_fixed(answer)) as (url, _):
-            origin = Origin(url, public_only=False)
-            reply = await origin.send("POST", {}, b"{}")
-            await reply.read(1000)
-            reply.release()
-            again = await origin.send("POST", {}, b"{}")  # a failed connection is never pooled
-            await again.read(1000)
-
+def test_malformed_replies_fail_the_exchange(answer: bytes) -> None:
     with pytest.raises(ExchangeFailed):
-        _run(scenario)
+        _read_once(answer)
 
 
 def test_a_reply_no_request_asked_for_is_never_taken_for_the_next_one() -> None:
-    async def scenario() -> tuple[list[bytes], int]:
-        async with _server(_fixed(LENGTH + LENGTH.replace(b"true", b"fals"))) as (url, ports):
-            origin = Origin(url, public_only=False)
-            bodies = []
-            for _ in range(2):
-                reply = await origin.send("POST", {}, b"{}")
-                bodies.append(await reply.read(1000))
-                reply.release()
-            await origin.close()
-            return bodies, len(ports)
-
-    assert _run(scenario) == ([b'{"ok":true}', b'{"ok":true}'], 2)
+    assert _reads(LENGTH + LENGTH.replace(b"true", b"fals")) == ([b'{"ok":true}'] * 2, 2)
 
 
 def test_a_connection_closed_mid_reply_fails_the_exchange() -> None:
-    cut = LENGTH[:-4]
-
-    async def scenario() -> None:
-        async with _server(_fixed(cut), close_after=True) as (url, _):
-            origin = Origin(url, public_only=False)
-            reply = await origin.send("POST", {}, b"{}")
-            await reply.read(1000)
-
     with pytest.raises(ExchangeFailed):
-        _run(scenario)
+        _read_once(LENGTH[:-4], close_after=True)
 
 
 def test_a_reply_over_the_limit_is_refused() -> None:
-    async def scenario() -> None:
-        async with _server(_fixed(LENGTH)) as (url, _):
-            origin = Origin(url, public_only=False)
-            reply = await origin.send("POST", {}, b"{}")
-            await reply.read(10)
-
     with pytest.raises(ReplyTooLarge):
-        _run(scenario)
+        _read_once(LENGTH, limit=10)
 
 
 def test_headers_that_would_split_the_request_are_refused_before_anything_is_sent() -> None:
-    requests: list[bytes] = []
-
-    async def scenario() -> None:
-        async with _server(_fixed(LENGTH), requests) as (url, ports):
-            origin = Origin(url, public_only=False)
-            try:
-                await origin.send("POST", {"X-Id": "a\r\nInjected: 1"}, b"{}")
-            finally:
-                assert ports == []
-
     with pytest.raises(ValueError, match="line break"):
-        _run(scenario)
-    assert requests == []
+        _never_connecting({"X-Id": "a\r\nInjected: 1"}, public_only=False)
 
 
 def test_a_public_only_origin_never_connects_to_loopback() -> None:
-    async def scenario() -> None:
-        async with _server(_fixed(LENGTH)) as (url, ports):
-            origin = Origin(url, public_only=True)
-            try:
-                await origin.send("POST", {}, b"{}")
-            finally:
-                assert ports == []
-
     with pytest.raises(AddressRefused):
-        _run(scenario)
+        _never_connecting({}, public_only=True)

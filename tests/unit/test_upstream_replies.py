@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -41,9 +42,12 @@ def test_json_reply() -> None:
     assert _reply(200, "application/json", json.dumps(RESULT).encode(), 7) == RESULT
 
 
-def _streamed(events: Callable[[int], list[str]], heard: list[dict[str, object]] | None = None) -> object:
-    """The result the client reads from an SSE answer written in the chunks `events(request
-    id)`; notifications relayed on the way go to `heard`."""
+Answer = Callable[[dict[str, Any], web.Request], Awaitable[web.StreamResponse]]
+
+
+def _call_answered_by(answer: Answer, heard: list[dict[str, object]] | None = None) -> object:
+    """The result of a tool call to an upstream whose requests after `initialize` are
+    answered by `answer`; notifications relayed on the way go to `heard`."""
 
     async def mcp(request: web.Request) -> web.StreamResponse:
         message = await request.json()
@@ -51,12 +55,7 @@ def _streamed(events: Callable[[int], list[str]], heard: list[dict[str, object]]
             return _initialized(message, "s1")
         if "id" not in message:
             return web.Response(status=202)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for chunk in events(message["id"]):
-            await response.write(chunk.encode())
-        await response.write_eof()
-        return response
+        return await answer(message, request)
 
     async def relay(message: dict[str, object]) -> None:
         if heard is not None:
@@ -71,6 +70,21 @@ def _streamed(events: Callable[[int], list[str]], heard: list[dict[str, object]]
                 await client.close()
 
     return asyncio.run(scenario())
+
+
+def _streamed(events: Callable[[int], list[str]], heard: list[dict[str, object]] | None = None) -> object:
+    """The result the client reads from an SSE answer written in the chunks `events(request
+    id)`; notifications relayed on the way go to `heard`."""
+
+    async def stream(message: dict[str, Any], request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for chunk in events(message["id"]):
+            await response.write(chunk.encode())
+        await response.write_eof()
+        return response
+
+    return _call_answered_by(stream, heard)
 
 
 def test_sse_reply_with_a_priming_event_and_a_notification_first() -> None:
@@ -97,23 +111,10 @@ def test_a_large_json_reply_is_read_whole() -> None:
     """A reply of many reads arrives whole (aiohttp's `read(n)` gave what was buffered)."""
     big = {"content": [{"type": "text", "text": "x" * 3_000_000}]}
 
-    async def mcp(request: web.Request) -> web.Response:
-        message = await request.json()
-        if message["method"] == "initialize":
-            return _initialized(message, "s1")
-        if "id" not in message:
-            return web.Response(status=202)
+    async def whole(message: dict[str, Any], request: web.Request) -> web.StreamResponse:
         return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": big})
 
-    async def scenario() -> object:
-        async with _upstream(mcp) as url:
-            client = UpstreamClient(url, {})
-            try:
-                return await client.request("tools/call", {"name": "x"})
-            finally:
-                await client.close()
-
-    assert asyncio.run(scenario()) == big
+    assert _call_answered_by(whole) == big
 
 
 @pytest.mark.parametrize(
