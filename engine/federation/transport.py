@@ -24,19 +24,21 @@ Deadlines belong to the caller (`asyncio.timeout` around the exchange); failures
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import ssl
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import suppress
 from typing import Final, cast
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httptools
 
 from engine import __version__
 from engine.federation.addresses import public_addresses
 
-__all__ = ["ExchangeFailed", "Origin", "Reply", "ReplyTooLarge"]
+__all__ = ["BadHeader", "ExchangeFailed", "Origin", "Reply", "ReplyTooLarge"]
 
 _MAX_IDLE: Final = 8
 """Idle connections kept per origin; calls beyond that many at once open and close their own."""
@@ -44,8 +46,24 @@ _MAX_IDLE: Final = 8
 _PAUSE_AT: Final = 1024 * 1024
 """Bytes of reply held unread before the socket stops being read (flow control)."""
 
+_IDLE_SECONDS: Final = 15.0
+"""How long an idle connection is trusted to still be there (aiohttp's default too)."""
+
+_MAX_HEAD: Final = 64 * 1024
+"""Bytes of status line and headers (interim answers included) before a reply is refused."""
+
+_MAX_HEADERS: Final = 100
+"""Header and trailer lines a reply may have."""
+
+_SAFE_IN_TARGET: Final = "/%:@!$&'()*+,;=-._~"
+
 _FORBIDDEN_IN_HEADERS: Final = frozenset("\r\n\0")
 _USER_AGENT: Final = f"User-Agent: policygate/{__version__}"
+
+
+class BadHeader(ValueError):
+    """A header holds CR, LF or NUL (it would split the request), or characters that
+    HTTP/1.1 cannot carry."""
 
 
 class ExchangeFailed(OSError):
@@ -71,10 +89,20 @@ class Origin:
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._tls = ssl.create_default_context() if parts.scheme == "https" else None
         self._public_only = public_only
-        target = parts.path or "/"
-        self._target = f"{target}?{parts.query}" if parts.query else target
-        self._authority = parts.netloc.rpartition("@")[2]
-        self._idle: deque[_Connection] = deque()
+        # As a browser would send it: unsafe characters escaped (existing escapes kept),
+        # an international name in its ASCII form (raises UnicodeError, a ValueError).
+        target = quote(parts.path or "/", safe=_SAFE_IN_TARGET)
+        self._target = f"{target}?{quote(parts.query, safe=_SAFE_IN_TARGET + '?')}" if parts.query else target
+        host = f"[{self._host}]" if ":" in self._host else self._host.encode("idna").decode("ascii")
+        self._authority = f"{host}:{parts.port}" if parts.port else host
+        self._basic: str | None = None
+        if parts.username is not None:
+            # Credentials in the URL mean Basic authentication (the catalog shows such a
+            # URL with them masked), unless the gateway's own credentials say otherwise.
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            self._basic = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        self._idle: deque[tuple[_Connection, float]] = deque()
+        self._live: set[_Connection] = set()
         self._closed = False
 
     async def send(self, method: str, headers: Mapping[str, str], body: bytes = b"") -> Reply:
@@ -82,7 +110,7 @@ class Origin:
 
         Raises:
             OSError: the upstream could not be reached, or broke the exchange.
-            ValueError: a header holds CR, LF or NUL (it would split the request).
+            BadHeader: a header cannot be sent as it is.
         """
         if self._closed:
             raise ExchangeFailed("the upstream's connections are closed")
@@ -98,24 +126,34 @@ class Origin:
         return Reply(self, connection)
 
     async def close(self) -> None:
-        """Close the idle connections now, and every other one when its reply is released."""
+        """Close every connection now, replies in flight included: a pool is closed when
+        its upstream may no longer be reached this way (a policy change, a removal)."""
         self._closed = True
-        while self._idle:
-            self._idle.pop().close()
+        self._idle.clear()
+        for connection in list(self._live):
+            connection.close()
 
     def _head(self, method: str, headers: Mapping[str, str], length: int) -> bytes:
         lines = [f"{method} {self._target} HTTP/1.1", f"Host: {self._authority}", _USER_AGENT]
+        if self._basic is not None and not any(name.lower() == "authorization" for name in headers):
+            lines.append(f"Authorization: {self._basic}")
         for name, value in headers.items():
             if not _FORBIDDEN_IN_HEADERS.isdisjoint(name) or not _FORBIDDEN_IN_HEADERS.isdisjoint(value):
-                raise ValueError(f"header `{name}` holds a line break or NUL")
+                raise BadHeader(f"header `{name}` holds a line break or NUL")
             lines.append(f"{name}: {value}")
         lines.append(f"Content-Length: {length}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        try:
+            return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        except UnicodeEncodeError as err:
+            raise BadHeader("a header holds characters HTTP cannot carry") from err
 
     def _idle_connection(self) -> _Connection | None:
+        # Newest first; one idle too long may have been dropped silently on the way (a
+        # firewall or NAT forgetting the flow), and a request written there would hang.
+        stale_before = asyncio.get_running_loop().time() - _IDLE_SECONDS
         while self._idle:
-            connection = self._idle.pop()
-            if connection.reusable():
+            connection, since = self._idle.pop()
+            if since >= stale_before and connection.reusable():
                 return connection
             connection.close()
         return None
@@ -123,31 +161,34 @@ class Origin:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         name = self._host if self._tls is not None else None
+        protocol = functools.partial(_Connection, self._live.discard)
         if not self._public_only:
             _, connection = await loop.create_connection(
-                _Connection, self._host, self._port, ssl=self._tls, server_hostname=name
+                protocol, self._host, self._port, ssl=self._tls, server_hostname=name
             )
-            return connection
-        # Connect only to the addresses just judged public, so a name that resolves
-        # differently a moment later (DNS rebinding) is never asked again.
-        *others, last = await public_addresses(self._host, self._port)
-        for family, address in others:
-            with suppress(OSError):
+        else:
+            # Connect only to the addresses just judged public, so a name that resolves
+            # differently a moment later (DNS rebinding) is never asked again.
+            *others, last = await public_addresses(self._host, self._port)
+            for family, address in others:
+                with suppress(OSError):
+                    _, connection = await loop.create_connection(
+                        protocol, address, self._port, family=family, ssl=self._tls, server_hostname=name
+                    )
+                    break
+            else:
+                family, address = last
                 _, connection = await loop.create_connection(
-                    _Connection, address, self._port, family=family, ssl=self._tls, server_hostname=name
+                    protocol, address, self._port, family=family, ssl=self._tls, server_hostname=name
                 )
-                return connection
-        family, address = last
-        _, connection = await loop.create_connection(
-            _Connection, address, self._port, family=family, ssl=self._tls, server_hostname=name
-        )
+        self._live.add(connection)
         return connection
 
     def _give_back(self, connection: _Connection) -> None:
         if self._closed or len(self._idle) >= _MAX_IDLE or not connection.reusable():
             connection.close()
         else:
-            self._idle.append(connection)
+            self._idle.append((connection, asyncio.get_running_loop().time()))
 
 
 class Reply:
@@ -244,9 +285,14 @@ class Reply:
 
 
 class _Connection(asyncio.Protocol):
-    """One socket, one exchange at a time; llhttp calls the `on_*` methods as it parses."""
+    """One socket, one exchange at a time; llhttp calls the `on_*` methods as it parses.
 
-    def __init__(self) -> None:
+    llhttp bounds nothing itself: the size of the head and the number of header lines
+    are limited here, before a hostile upstream can hold the event loop in the parser.
+    """
+
+    def __init__(self, gone: Callable[[_Connection], None]) -> None:
+        self._gone = gone
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._body: deque[bytes] = deque()
@@ -260,6 +306,9 @@ class _Connection(asyncio.Protocol):
         self._headed = False
         self._framed = False
         self._keep_alive = False
+        self._head_bytes = 0
+        self._lines = 0
+        self._fields: dict[str, list[str]] = {}
         self.complete = False
         self.status = 0
         self.headers: dict[str, str] = {}
@@ -274,9 +323,15 @@ class _Connection(asyncio.Protocol):
             # Nothing was asked: an upstream talking out of turn is not trusted again.
             self._fail(ExchangeFailed("the upstream sent data no request asked for"))
             return
+        if not self._headed:
+            # Checked before feeding: what the parser may chew on stays within one read.
+            if self._head_bytes > _MAX_HEAD:
+                self._fail(ExchangeFailed("the upstream's reply headers are too large"))
+                return
+            self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as err:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as err:
             self._fail(ExchangeFailed(f"the upstream's reply is not valid HTTP ({type(err).__name__})"))
 
     def eof_received(self) -> bool:
@@ -287,6 +342,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._gone(self)
         self._fail(exc if isinstance(exc, OSError) else ExchangeFailed("the upstream closed the connection"))
 
     def pause_writing(self) -> None:
@@ -303,15 +359,18 @@ class _Connection(asyncio.Protocol):
             raise ExchangeFailed("the upstream sent a reply no request asked for")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
+        self._lines += 1
+        if self._lines > _MAX_HEADERS:
+            raise ExchangeFailed("the upstream's reply has too many header lines")
+        if not self._headed:  # trailers, after a chunked body, are counted and dropped
+            self._fields.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
+        fields, self._fields = self._fields, {}
         if 100 <= self.status < 200:
-            self.headers = {}  # an interim answer; the real one follows
-            return
+            return  # an interim answer; the real one follows
+        self.headers = {name: ", ".join(values) for name, values in fields.items()}
         self._headed = True
         self._framed = "content-length" in self.headers or "transfer-encoding" in self.headers
         # Asked now: once the message is complete, llhttp has reset for the next one.
@@ -319,6 +378,8 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if not self._headed:
+            return  # the body of an interim answer: not part of the reply
         if self._dropping is not None:
             self._dropped += len(body)
             if self._dropped > self._dropping[0]:
@@ -364,6 +425,8 @@ class _Connection(asyncio.Protocol):
         self._headed = self._framed = self._keep_alive = self.complete = False
         self.status = 0
         self.headers = {}
+        self._head_bytes = self._lines = 0
+        self._fields = {}
         self._body.clear()
         self._held = 0
 
@@ -401,11 +464,14 @@ class _Connection(asyncio.Protocol):
             and self.complete
             and not self._body
             and self._keep_alive
+            # A reply that came before the whole request left (a refusal) leaves the
+            # rest of the request to be taken for the start of the next one.
+            and self._transport.get_write_buffer_size() == 0
         )
 
     def close(self) -> None:
         self._active = False
-        if self._transport is not None:
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
     async def _wait(self) -> None:
@@ -437,5 +503,5 @@ class _Connection(asyncio.Protocol):
                 waiter.set_result(None)
             else:
                 waiter.set_exception(self._failure)
-        if self._transport is not None:
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.close()

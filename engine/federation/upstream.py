@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing, suppress
 from typing import Any, Final
 
 from engine.federation.addresses import AddressRefused
-from engine.federation.transport import Origin, Reply, ReplyTooLarge
+from engine.federation.transport import BadHeader, Origin, Reply, ReplyTooLarge
 from engine.json_bytes import dumps, loads
 
 __all__ = ["PRIVATE_NETWORKS_HINT", "PROTOCOL_VERSION", "Answerer", "Relay", "UpstreamClient", "UpstreamError"]
 
 PROTOCOL_VERSION: Final = "2025-11-25"
+_REVISION: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 MAX_REPLY_BYTES: Final = 64 * 1024 * 1024
 """An upstream answer larger than this is refused rather than held in memory."""
@@ -85,7 +87,7 @@ class UpstreamClient:
     async def _send(self, method: str, headers: dict[str, str], body: bytes = b"") -> Reply:
         try:
             return await self._connections().send(method, {**self._headers_fixed, **headers}, body)
-        except ValueError as err:
+        except BadHeader as err:
             raise UpstreamError("upstream_unavailable", "a header for the upstream cannot be sent") from err
 
     async def close(self, *, end_session: bool = True) -> None:
@@ -135,7 +137,9 @@ class UpstreamClient:
             }
             try:
                 result = await self._call("initialize", params, initializing=True)
-                self._version = str(result.get("protocolVersion", PROTOCOL_VERSION))
+                agreed = result.get("protocolVersion")
+                # Sent back in a header on every request: only a revision date is taken.
+                self._version = agreed if isinstance(agreed, str) and _REVISION.fullmatch(agreed) else PROTOCOL_VERSION
                 await self._notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
             except BaseException:
                 # A handshake cut short (an error reply, a timeout, a caller that left)

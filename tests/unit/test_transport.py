@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from engine.federation.addresses import AddressRefused
-from engine.federation.transport import ExchangeFailed, Origin, ReplyTooLarge
+from engine.federation.transport import BadHeader, ExchangeFailed, Origin, ReplyTooLarge
 
 Script = Callable[[bytes], bytes | list[bytes] | None]
 """The bytes to answer a request with, or the parts to write 50 ms apart (None: close
@@ -245,3 +245,91 @@ def test_headers_that_would_split_the_request_are_refused_before_anything_is_sen
 def test_a_public_only_origin_never_connects_to_loopback() -> None:
     with pytest.raises(AddressRefused):
         _never_connecting({}, public_only=True)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [b"HTTP/1.1 200 OK\r\n" + b"a: b\r\n" * 200 + b"Content-Length: 0\r\n\r\n"],
+        [b"HTTP/1.1 200 OK\r\nX-Big: ", b"a" * 40_000, b"a" * 40_000, b"a" * 40_000, b"\r\n\r\n"],
+        [b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n"],
+    ],
+)
+def test_heads_too_large_or_too_many_lines_or_upgrades_fail_the_exchange(answer: list[bytes]) -> None:
+    async def scenario() -> None:
+        async with _server(lambda request: answer) as (url, _):
+            reply = await Origin(url, public_only=False).send("POST", {}, b"{}")
+            await reply.read(1000)
+
+    with pytest.raises(ExchangeFailed):
+        asyncio.run(scenario())
+
+
+def test_repeated_headers_are_joined_and_interim_answers_and_trailers_left_out() -> None:
+    answer = (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nVary: a\r\nVary: b\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
+
+    async def scenario() -> tuple[int, dict[str, str], bytes]:
+        async with _server(_fixed(answer)) as (url, _):
+            reply = await Origin(url, public_only=False).send("POST", {}, b"{}")
+            return reply.status, dict(reply.headers), await reply.read(1000)
+
+    status, headers, body = asyncio.run(scenario())
+    assert (status, body) == (200, b"ok")
+    assert headers == {"vary": "a, b", "transfer-encoding": "chunked"}
+
+
+def test_an_idle_connection_older_than_the_idle_limit_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.federation import transport
+
+    monkeypatch.setattr(transport, "_IDLE_SECONDS", 0.01)
+    assert _reads(LENGTH) == ([b'{"ok":true}'] * 2, 2)
+
+
+def test_closing_an_origin_ends_the_replies_in_flight() -> None:
+    async def scenario() -> None:
+        async with _server(lambda request: [CHUNKED[:-20], b""]) as (url, _):
+            origin = Origin(url, public_only=False)
+            reply = await origin.send("POST", {}, b"{}")
+            await origin.close()
+            async with asyncio.timeout(5):  # left open, the reply would wait for ever
+                await reply.read(1000)
+
+    with pytest.raises(ExchangeFailed):
+        asyncio.run(scenario())
+
+
+def test_the_target_and_host_go_out_as_a_browser_would_send_them() -> None:
+    requests: list[bytes] = []
+
+    async def scenario() -> None:
+        async with _server(_fixed(LENGTH), requests) as (url, _):
+            port = url.split(":")[2].split("/")[0]
+            origin = Origin(f"http://127.0.0.1:{port}/ü path/%41?q=ä b&r=1", public_only=False)
+            await (await origin.send("POST", {}, b"{}")).read(1000)
+
+    asyncio.run(scenario())
+    assert requests[0].startswith(b"POST /%C3%BC%20path/%41?q=%C3%A4%20b&r=1 HTTP/1.1\r\n")
+
+
+def test_credentials_in_the_url_are_sent_as_basic_unless_the_gateway_sets_its_own() -> None:
+    requests: list[bytes] = []
+
+    async def scenario() -> None:
+        async with _server(_fixed(LENGTH), requests) as (url, _):
+            origin = Origin(url.replace("//", "//agent:p%40ss@"), public_only=False)
+            for headers in ({}, {"authorization": "Bearer own"}):
+                await (await origin.send("POST", headers, b"{}")).read(1000)
+
+    asyncio.run(scenario())
+    authorizations = [[h for h in r.split(b"\r\n") if h.lower().startswith(b"authorization")] for r in requests]
+    assert authorizations == [[b"Authorization: Basic YWdlbnQ6cEBzcw=="], [b"authorization: Bearer own"]]
+    assert all(b"agent" not in r.split(b"\r\n")[0] for r in requests)
+
+
+def test_a_header_http_cannot_carry_is_refused() -> None:
+    with pytest.raises(BadHeader):
+        _never_connecting({"X-Name": "Zoë ☃"}, public_only=False)
