@@ -306,7 +306,8 @@ class _Connection(asyncio.Protocol):
         self._headed = False
         self._framed = False
         self._keep_alive = False
-        self._head_bytes = 0
+        self._fed = 0  # every byte fed for the reply, body included
+        self._body_bytes = 0
         self._lines = 0
         self._fields: dict[str, list[str]] = {}
         self.complete = False
@@ -323,12 +324,12 @@ class _Connection(asyncio.Protocol):
             # Nothing was asked: an upstream talking out of turn is not trusted again.
             self._fail(ExchangeFailed("the upstream sent data no request asked for"))
             return
-        if not self._headed:
-            # Checked before feeding: what the parser may chew on stays within one read.
-            if self._head_bytes > _MAX_HEAD:
-                self._fail(ExchangeFailed("the upstream's reply headers are too large"))
-                return
-            self._head_bytes += len(data)
+        # Checked before feeding: what the parser may chew on stays within one read. Past
+        # the head, what is not body (chunk framing, trailers) may not outgrow the body.
+        if self._fed - self._body_bytes > _MAX_HEAD + 8 * self._body_bytes:
+            self._fail(ExchangeFailed("the upstream's reply headers are too large"))
+            return
+        self._fed += len(data)
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as err:
@@ -378,6 +379,7 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
         if not self._headed:
             return  # the body of an interim answer: not part of the reply
         if self._dropping is not None:
@@ -425,7 +427,7 @@ class _Connection(asyncio.Protocol):
         self._headed = self._framed = self._keep_alive = self.complete = False
         self.status = 0
         self.headers = {}
-        self._head_bytes = self._lines = 0
+        self._fed = self._body_bytes = self._lines = 0
         self._fields = {}
         self._body.clear()
         self._held = 0

@@ -253,11 +253,12 @@ def test_a_public_only_origin_never_connects_to_loopback() -> None:
         [b"HTTP/1.1 200 OK\r\n" + b"a: b\r\n" * 200 + b"Content-Length: 0\r\n\r\n"],
         [b"HTTP/1.1 200 OK\r\nX-Big: ", b"a" * 40_000, b"a" * 40_000, b"a" * 40_000, b"\r\n\r\n"],
         [b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n"],
+        [CHUNKED[:-2] + b"X-Trailer: ", b"a" * 40_000, b"a" * 40_000, b"a" * 40_000, b"\r\n\r\n"],
     ],
 )
 def test_heads_too_large_or_too_many_lines_or_upgrades_fail_the_exchange(answer: list[bytes]) -> None:
     async def scenario() -> None:
-        async with _server(lambda request: answer) as (url, _):
+        async with _server(lambda request: answer) as (url, _), asyncio.timeout(5):
             reply = await Origin(url, public_only=False).send("POST", {}, b"{}")
             await reply.read(1000)
 
