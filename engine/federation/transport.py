@@ -11,13 +11,15 @@ end of the connection, and no redirects, cookies, proxies or compression. This m
 does exactly that; httptools (llhttp, Node.js's parser, strict by default) does all
 the parsing, and asyncio does TLS.
 
-Deadlines belong to the caller (`asyncio.timeout` around the exchange); failures are
-`OSError`s:
+Deadlines belong to the caller (`asyncio.timeout` around the exchange). Failures:
 
     OSError                 connect, DNS, TLS, reset (as asyncio raises them)
-    ├── ExchangeFailed      the reply is malformed, or the connection ended mid-reply
+    ├── ExchangeFailed      the reply is malformed or oversized in its head, or the
+    │                       connection ended mid-reply
     └── AddressRefused      no public address (engine.federation.addresses)
-    ReplyTooLarge           the reply passed the reader's limit (not an OSError: the
+    ValueError
+    └── BadHeader           a request header that cannot be sent as it is
+    ReplyTooLarge           the body passed the reader's limit (not an OSError: the
                             upstream answered, with too much)
 """
 
