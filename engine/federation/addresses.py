@@ -12,8 +12,18 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from typing import Final
 
-__all__ = ["AddressRefused", "public_addresses"]
+__all__ = ["AddressRefused", "is_public", "public_addresses"]
+
+_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
+"""The well-known NAT64 prefix: the last 32 bits are the IPv4 address reached."""
+
+_NEVER_PUBLIC: Final = (
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # NAT64 for local use (RFC 8215)
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible addresses, deprecated
+    ipaddress.IPv6Network("fec0::/10"),  # site-local, deprecated
+)
 
 
 class AddressRefused(OSError):
@@ -32,15 +42,31 @@ async def public_addresses(host: str, port: int) -> list[tuple[socket.AddressFam
     public: list[tuple[socket.AddressFamily, str]] = []
     for family, _, _, _, sockaddr in found:
         address = str(sockaddr[0])
-        if _is_global(address) and (family, address) not in public:
+        if is_public(address) and (family, address) not in public:
             public.append((family, address))
     if not public:
         raise AddressRefused(f"`{host}` resolves to no public address")
     return public
 
 
-def _is_global(address: str) -> bool:
+def is_public(address: str) -> bool:
+    """Whether a connection to `address` reaches the public internet and nothing else.
+
+    `ipaddress.is_global` alone (Python 3.11) takes an IPv6 address that carries an IPv4
+    one for global: a NAT64 (`64:ff9b::10.0.0.1`) or 6to4 (`2002:0a00:0001::`) address
+    reaches the private IPv4 address inside it. Those are judged by the address inside.
+    """
     try:
-        return ipaddress.ip_address(address).is_global
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped.is_global
+        if ip in _NAT64:
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF).is_global
+        if ip.sixtofour is not None:
+            return ip.sixtofour.is_global
+        if any(ip in network for network in _NEVER_PUBLIC):
+            return False
+    return ip.is_global

@@ -10,7 +10,6 @@ registration whose discovery fails stores nothing at all.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import socket
 import uuid
@@ -20,6 +19,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 from quart import Blueprint, Response, g, jsonify
 from tortoise.transactions import in_transaction
 
+from engine.federation.addresses import is_public
 from engine.federation.sync import SyncReport, sync_upstream
 from engine.federation.upstream import PRIVATE_NETWORKS_HINT, UpstreamClient
 from engine.store.catalog import Prompt, Resource, Tool, Upstream
@@ -127,8 +127,7 @@ async def _check_address(url: str) -> None:
     except OSError as err:
         raise ApiError(422, "upstream_unresolvable", f"`{host}` does not resolve") from err
     for *_, address in found:
-        ip = ipaddress.ip_address(address[0])
-        if not ip.is_global:
+        if not is_public(str(address[0])):
             message = f"`{host}` resolves to a non-public address; {PRIVATE_NETWORKS_HINT}"
             raise ApiError(422, "upstream_address_refused", message)
 

@@ -302,7 +302,8 @@ def test_anonymous_callers_get_401_even_when_authentication_is_optional(start: A
 def test_upstreams_on_private_addresses_are_refused_by_default(start: Any) -> None:
     server = start(UPSTREAMS_ALLOW_INTERNAL_NETWORKS="false")
     admin = server.client(mint(claims(teams=None)))
-    for url in ("http://127.0.0.1:9/mcp", "http://169.254.169.254/latest", "http://[::1]:9/mcp", "http://10.1.2.3/mcp"):
+    urls = ("http://127.0.0.1:9/mcp", "http://169.254.169.254/latest", "http://[::1]:9/mcp", "http://10.1.2.3/mcp")
+    for url in (*urls, "http://[64:ff9b::a9fe:a9fe]/latest"):  # NAT64 of 169.254.169.254
         refused = admin.post("/gateways", json={"name": "probe", "url": url})
         assert (refused.status_code, refused.json()["error"]["code"]) == (422, "upstream_address_refused"), url
     assert admin.get("/gateways").json()["items"] == [], "nothing was stored"

@@ -15,7 +15,12 @@ from engine.federation.addresses import AddressRefused, public_addresses
 
 
 @pytest.mark.parametrize(
-    "host", ["localhost", "127.0.0.1", "::1", "fe80::1", "10.1.2.3", "169.254.169.254", "192.168.0.1", "100.64.0.1"]
+    "host",
+    [
+        *("localhost", "127.0.0.1", "::1", "fe80::1", "10.1.2.3", "169.254.169.254", "192.168.0.1", "100.64.0.1"),
+        # IPv6 addresses that reach an IPv4 one, which Python 3.11 takes for global:
+        *("64:ff9b::a00:1", "2002:a00:1::1", "::ffff:127.0.0.1", "::127.0.0.1", "64:ff9b:1::1", "fec0::1"),
+    ],
 )
 def test_names_and_addresses_that_are_not_public_are_refused(host: str) -> None:
     with pytest.raises(AddressRefused):
@@ -25,3 +30,5 @@ def test_names_and_addresses_that_are_not_public_are_refused(host: str) -> None:
 def test_a_public_address_passes_with_its_family() -> None:
     assert asyncio.run(public_addresses("8.8.8.8", 443)) == [(socket.AF_INET, "8.8.8.8")]
     assert asyncio.run(public_addresses("2001:4860:4860::8888", 443)) == [(socket.AF_INET6, "2001:4860:4860::8888")]
+    # NAT64 of a public IPv4 address is as public as that address.
+    assert asyncio.run(public_addresses("64:ff9b::808:808", 443)) == [(socket.AF_INET6, "64:ff9b::808:808")]
