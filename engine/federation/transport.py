@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -161,28 +162,26 @@ class Origin:
         return None
 
     async def _connect(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        name = self._host if self._tls is not None else None
-        protocol = functools.partial(_Connection, self._live.discard)
-        if not self._public_only:
-            _, connection = await loop.create_connection(
-                protocol, self._host, self._port, ssl=self._tls, server_hostname=name
-            )
-        else:
+        if self._public_only:
             # Connect only to the addresses just judged public, so a name that resolves
             # differently a moment later (DNS rebinding) is never asked again.
             *others, last = await public_addresses(self._host, self._port)
-            for family, address in others:
-                with suppress(OSError):
-                    _, connection = await loop.create_connection(
-                        protocol, address, self._port, family=family, ssl=self._tls, server_hostname=name
-                    )
-                    break
-            else:
-                family, address = last
-                _, connection = await loop.create_connection(
-                    protocol, address, self._port, family=family, ssl=self._tls, server_hostname=name
-                )
+        else:
+            others, last = [], (socket.AF_UNSPEC, self._host)
+        for family, address in others:
+            with suppress(OSError):
+                return await self._open(family, address)
+        return await self._open(*last)
+
+    async def _open(self, family: int, address: str) -> _Connection:
+        _, connection = await asyncio.get_running_loop().create_connection(
+            functools.partial(_Connection, self._live.discard),
+            address,
+            self._port,
+            family=family,
+            ssl=self._tls,
+            server_hostname=self._host if self._tls is not None else None,
+        )
         self._live.add(connection)
         return connection
 
@@ -196,11 +195,12 @@ class Origin:
 class Reply:
     """A reply's status and headers, and its body read as the caller chooses."""
 
-    __slots__ = ("_connection", "_origin", "headers", "status")
+    __slots__ = ("_connection", "_origin", "_size", "headers", "status")
 
     def __init__(self, origin: Origin, connection: _Connection) -> None:
         self._origin = origin
         self._connection = connection
+        self._size = 0
         self.status = connection.status
         self.headers: Mapping[str, str] = connection.headers
         """Lower-case names; a repeated header's values joined with `, `."""
@@ -217,11 +217,7 @@ class Reply:
             ReplyTooLarge: the body passed `limit` bytes.
         """
         chunks = []
-        size = 0
-        while (chunk := await self._connection.next_chunk()) is not None:
-            size += len(chunk)
-            if size > limit:
-                raise ReplyTooLarge()
+        while (chunk := await self._next_chunk(limit)) is not None:
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -232,12 +228,8 @@ class Reply:
         Raises:
             ReplyTooLarge: the body passed `limit` bytes.
         """
-        size = 0
         pieces: list[bytes] = []  # of a line that spans chunks
-        while (chunk := await self._connection.next_chunk()) is not None:
-            size += len(chunk)
-            if size > limit:
-                raise ReplyTooLarge()
+        while (chunk := await self._next_chunk(limit)) is not None:
             start = 0
             end = chunk.find(b"\n")
             while end >= 0:
@@ -258,13 +250,18 @@ class Reply:
         """Read and drop the rest of the body (so the connection can be pooled).
 
         Raises:
-            ReplyTooLarge: more than `limit` bytes were left.
+            ReplyTooLarge: the body passed `limit` bytes.
         """
-        size = 0
-        while (chunk := await self._connection.next_chunk()) is not None:
-            size += len(chunk)
-            if size > limit:
+        while await self._next_chunk(limit) is not None:
+            pass
+
+    async def _next_chunk(self, limit: int) -> bytes | None:
+        chunk = await self._connection.next_chunk()
+        if chunk is not None:
+            self._size += len(chunk)
+            if self._size > limit:
                 raise ReplyTooLarge()
+        return chunk
 
     def release(self) -> None:
         """Hand the connection back: to the pool when the reply was read whole, else closed."""
