@@ -46,6 +46,11 @@ __all__ = ["BadHeader", "ExchangeFailed", "Origin", "Reply", "ReplyTooLarge"]
 _MAX_IDLE: Final = 8
 """Idle connections kept per origin; calls beyond that many at once open and close their own."""
 
+_MAX_CONNECTIONS: Final = 100
+"""Connections open to one origin at once (aiohttp's default too); further calls wait for
+one, within their own deadline. A slow or stalled upstream then holds a bounded number
+of the gateway's sockets, not one per client waiting on it."""
+
 _PAUSE_AT: Final = 1024 * 1024
 """Bytes of reply held unread before the socket stops being read (flow control)."""
 
@@ -84,7 +89,7 @@ class Origin:
     the upstream keeps alive returns it to the pool, anything else closes it.
     """
 
-    def __init__(self, url: str, *, public_only: bool) -> None:
+    def __init__(self, url: str, *, public_only: bool, connections: int = _MAX_CONNECTIONS) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("an upstream URL is http(s)://host[:port]/path")
@@ -106,6 +111,9 @@ class Origin:
             self._basic = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
         self._idle: deque[tuple[_Connection, float]] = deque()
         self._live: set[_Connection] = set()
+        self._limit = connections
+        self._opening = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
 
     async def send(self, method: str, headers: Mapping[str, str], body: bytes = b"") -> Reply:
@@ -118,7 +126,7 @@ class Origin:
         if self._closed:
             raise ExchangeFailed("the upstream's connections are closed")
         head = self._head(method, headers, len(body))
-        connection = self._idle_connection() or await self._connect()
+        connection = await self._connection()
         connection.begin()
         connection.write(head + body if body else head)
         try:
@@ -135,6 +143,10 @@ class Origin:
         self._idle.clear()
         for connection in list(self._live):
             connection.close()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ExchangeFailed("the upstream's connections are closed"))
 
     def _head(self, method: str, headers: Mapping[str, str], length: int) -> bytes:
         lines = [f"{method} {self._target} HTTP/1.1", f"Host: {self._authority}", _USER_AGENT]
@@ -149,6 +161,42 @@ class Origin:
             return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         except UnicodeEncodeError as err:
             raise BadHeader("a header holds characters HTTP cannot carry") from err
+
+    async def _connection(self) -> _Connection:
+        """An idle connection, a new one while the origin has room, or the first of
+        either to come free."""
+        while True:
+            idle = self._idle_connection()
+            if idle is not None:
+                return idle
+            if len(self._live) + self._opening < self._limit:
+                self._opening += 1
+                try:
+                    connection = await self._connect()
+                except BaseException:
+                    self._opening -= 1
+                    self._wake_one()  # the room this attempt held is free again
+                    raise
+                self._opening -= 1
+                return connection
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken, but leaving: the turn goes to the next
+                raise
+            finally:
+                with suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def _idle_connection(self) -> _Connection | None:
         # Newest first; one idle too long may have been dropped silently on the way (a
@@ -175,21 +223,25 @@ class Origin:
 
     async def _open(self, family: int, address: str) -> _Connection:
         _, connection = await asyncio.get_running_loop().create_connection(
-            functools.partial(_Connection, self._live.discard),
+            functools.partial(_Connection, self._live.add, self._gone),
             address,
             self._port,
             family=family,
             ssl=self._tls,
             server_hostname=self._host if self._tls is not None else None,
         )
-        self._live.add(connection)
         return connection
+
+    def _gone(self, connection: _Connection) -> None:
+        self._live.discard(connection)
+        self._wake_one()
 
     def _give_back(self, connection: _Connection) -> None:
         if self._closed or len(self._idle) >= _MAX_IDLE or not connection.reusable():
-            connection.close()
+            connection.close()  # its slot comes free when the socket is gone
         else:
             self._idle.append((connection, asyncio.get_running_loop().time()))
+            self._wake_one()
 
 
 class Reply:
@@ -290,7 +342,8 @@ class _Connection(asyncio.Protocol):
     are limited here, before a hostile upstream can hold the event loop in the parser.
     """
 
-    def __init__(self, gone: Callable[[_Connection], None]) -> None:
+    def __init__(self, made: Callable[[_Connection], None], gone: Callable[[_Connection], None]) -> None:
+        self._made = made
         self._gone = gone
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
@@ -317,6 +370,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        self._made(self)
 
     def data_received(self, data: bytes) -> None:
         if not self._active:

@@ -334,3 +334,56 @@ def test_credentials_in_the_url_are_sent_as_basic_unless_the_gateway_sets_its_ow
 def test_a_header_http_cannot_carry_is_refused() -> None:
     with pytest.raises(BadHeader):
         _never_connecting({"X-Name": "Zoë ☃"}, public_only=False)
+
+
+def test_calls_beyond_the_connection_limit_wait_for_a_connection_to_come_free() -> None:
+    async def scenario() -> tuple[list[bytes], int]:
+        async with _server(lambda request: [LENGTH[:20], LENGTH[20:]]) as (url, ports):
+            origin = Origin(url, public_only=False, connections=2)
+
+            async def call() -> bytes:
+                reply = await origin.send("POST", {}, b"{}")
+                body = await reply.read(1000)
+                reply.release()
+                return body
+
+            async with asyncio.timeout(5):
+                bodies = await asyncio.gather(*(call() for _ in range(5)))
+            return bodies, len(ports)
+
+    assert asyncio.run(scenario()) == ([b'{"ok":true}'] * 5, 2)
+
+
+def test_a_waiting_call_that_leaves_passes_its_turn_to_the_next() -> None:
+    async def scenario() -> bytes:
+        async with _server(_fixed(LENGTH)) as (url, _):
+            origin = Origin(url, public_only=False, connections=1)
+            held = await origin.send("POST", {}, b"{}")
+            await held.read(1000)
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.1):  # a caller's deadline bounds the wait
+                    await origin.send("POST", {}, b"{}")
+            leaving = asyncio.ensure_future(origin.send("POST", {}, b"{}"))
+            staying = asyncio.ensure_future(origin.send("POST", {}, b"{}"))
+            await asyncio.sleep(0.05)  # both wait for the one connection
+            held.release()  # wakes the first waiter...
+            leaving.cancel()  # ...which leaves before it runs
+            async with asyncio.timeout(5):
+                return await (await staying).read(1000)
+
+    assert asyncio.run(scenario()) == b'{"ok":true}'
+
+
+def test_closing_an_origin_fails_the_calls_waiting_for_a_connection() -> None:
+    async def scenario() -> None:
+        async with _server(_fixed(LENGTH)) as (url, _):
+            origin = Origin(url, public_only=False, connections=1)
+            await origin.send("POST", {}, b"{}")
+            waiting = asyncio.ensure_future(origin.send("POST", {}, b"{}"))
+            await asyncio.sleep(0.05)
+            await origin.close()
+            async with asyncio.timeout(5):
+                await waiting
+
+    with pytest.raises(ExchangeFailed):
+        asyncio.run(scenario())
