@@ -22,6 +22,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
+from tortoise.transactions import in_transaction
 
 from engine.decide import Access, Decision, User
 from engine.store.catalog import CatalogItem, Prompt, Resource, Server, Tool
@@ -242,21 +243,28 @@ def _register(kind: Kind) -> None:
         if kind.model is Tool:
             partial["approve_change"] = {"type": "boolean"}
         body = checked_fields(kind, await read_body(partial))
-        if body.pop("approve_change", False):
-            if not user.admin:
-                raise ApiError(403, "admin_required", "only platform admins approve a changed upstream tool")
-            item.pinned_hash, item.changed = item.current_hash, False
+        approve = body.pop("approve_change", False)
+        if approve and not user.admin:
+            raise ApiError(403, "admin_required", "only platform admins approve a changed upstream tool")
         check_team(user, {"team_id": item.team_id, "visibility": item.visibility, **body})
         if kind.model is Server:
             await _check_members(body)
         for name, value in body.items():
             setattr(item, name, value)
+        # Only what was sent is written: an upstream sync may have flagged the tool or
+        # changed its description while the body was on its way.
         try:
-            await item.save()
+            async with in_transaction():
+                if approve:
+                    await _approve(item)
+                await item.save(update_fields=[*body, "updated_at"])
         except IntegrityError as err:
             raise ApiError(409, "name_taken", f"a {kind.name[:-1]} named `{body.get('name')}` exists") from err
         notify_changed(kind)
-        return jsonify((await _shown(kind, [item]))[0])
+        stored = await kind.model.filter(id=item_id).first()
+        if stored is None:
+            raise ApiError(404, "not_found", f"no {kind.name[:-1]} `{item_id}`")  # removed meanwhile
+        return jsonify((await _shown(kind, [stored]))[0])
 
     async def delete_item(item_id: str) -> Response:
         item = await _find(kind, item_id)
@@ -286,6 +294,17 @@ async def _find(kind: Kind, item_id: str) -> Any:
     if item is None:
         raise ApiError(404, "not_found", f"no {kind.name[:-1]} `{item_id}`")
     return item
+
+
+async def _approve(tool: Tool) -> None:
+    """Pin what the admin was shown: the hash read with the item, and only while the
+    upstream still says that (a sync may have moved it on since)."""
+    approved = await Tool.filter(id=tool.id, current_hash=tool.current_hash).update(
+        pinned_hash=tool.current_hash, changed=False
+    )
+    if not approved:
+        message = "the tool changed upstream again while the approval was on its way; review it again"
+        raise ApiError(409, "tool_changed_again", message)
 
 
 def _require_owner(user: User, item: Any) -> None:

@@ -24,7 +24,7 @@ UPSTREAM_TOKEN = "upstream-credential-held-by-the-gateway"
 def upstream_server(
     token: str | None = UPSTREAM_TOKEN, *, port: int | None = None, variant: str = "1"
 ) -> Iterator[str]:
-    """The fixture upstream on `port` (a free one by default); `variant` 2 rewrites a tool."""
+    """The fixture upstream on `port` (a free one by default); `variant` 2 or 3 rewrites a tool."""
     port = port or free_port()
     args = [sys.executable, "-m", "tests.integration.upstream.server", str(port)] + ([token] if token else [])
     env = {**os.environ, "FIXTURE_VARIANT": variant}

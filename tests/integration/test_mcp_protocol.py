@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import shutil
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +291,55 @@ def test_a_changed_upstream_tool_is_blocked_until_approved(tmp_path_factory: pyt
             approved = admin.patch(f"/tools/{tool['id']}", json={"approve_change": True}).json()
             assert approved["changed"] is False
             assert asyncio.run(call()) == "2"
+    finally:
+        stop_server(gw)
+
+
+def _patched_slowly(gw: Gateway, token: str, path: str, body: dict[str, Any], meanwhile: Callable[[], None]) -> Any:
+    """PATCH `path`, running `meanwhile` after the gateway has the request's head and
+    has read the item, and before it has the body; returns the status and JSON answer."""
+    host, port = gw.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    data = json.dumps(body).encode()
+    try:
+        connection.putrequest("PATCH", path)
+        for name, value in (("Authorization", f"Bearer {token}"), ("Content-Type", "application/json"),
+                            ("Content-Length", str(len(data)))):  # fmt: skip
+            connection.putheader(name, value)
+        connection.endheaders()
+        time.sleep(0.5)
+        meanwhile()
+        connection.send(data)
+        answer = connection.getresponse()
+        return answer.status, json.loads(answer.read())
+    finally:
+        connection.close()
+
+
+def test_a_sync_during_an_edit_or_an_approval_is_never_overwritten(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """An edit writes only what it was sent, and an approval pins only what the admin
+    was shown: a tool an upstream rewrites meanwhile stays flagged."""
+    port = free_port()
+    gw = start_server(tmp_path_factory.mktemp("race"))
+    token = mint(claims(teams=None))
+    admin = gw.client(token)
+    try:
+        with upstream_server(None, port=port, variant="1") as url:
+            up = admin.post("/gateways", json={"name": "r", "url": url, "visibility": "public", "prefix": "r_"}).json()
+        tool = next(t["id"] for t in admin.get("/tools").json()["items"] if t["name"] == "r_add")
+
+        def sync() -> None:
+            assert admin.post(f"/gateways/{up['id']}/refresh").json()["discovered"]["changed"] == ["r_add"]
+
+        with upstream_server(None, port=port, variant="2"):
+            status, edited = _patched_slowly(gw, token, f"/tools/{tool}", {"description": "adds"}, sync)
+        assert (status, edited["description"], edited["changed"]) == (200, "adds", True)
+        with upstream_server(None, port=port, variant="3"):
+            status, refused = _patched_slowly(gw, token, f"/tools/{tool}", {"approve_change": True}, sync)
+            assert (status, refused["error"]["code"]) == (409, "tool_changed_again")
+            assert admin.get(f"/tools/{tool}").json()["changed"] is True
+            approved = admin.patch(f"/tools/{tool}", json={"approve_change": True})
+            assert (approved.status_code, approved.json()["changed"]) == (200, False)
     finally:
         stop_server(gw)
 
