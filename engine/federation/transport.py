@@ -47,9 +47,9 @@ _MAX_IDLE: Final = 8
 """Idle connections kept per origin; calls beyond that many at once open and close their own."""
 
 _MAX_CONNECTIONS: Final = 100
-"""Connections open to one origin at once (aiohttp's default too); further calls wait for
-one, within their own deadline. A slow or stalled upstream then holds a bounded number
-of the gateway's sockets, not one per client waiting on it."""
+"""Connections open to one origin at once (aiohttp's default too); further requests wait
+for one, within their own deadline. A slow or stalled upstream then holds a bounded
+number of the gateway's sockets, not one per client waiting on it."""
 
 _PAUSE_AT: Final = 1024 * 1024
 """Bytes of reply held unread before the socket stops being read (flow control)."""
@@ -116,8 +116,14 @@ class Origin:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
 
-    async def send(self, method: str, headers: Mapping[str, str], body: bytes = b"") -> Reply:
+    async def send(self, method: str, headers: Mapping[str, str], body: bytes = b"", *, queued: bool = True) -> Reply:
         """Send one request and wait for its reply's status and headers.
+
+        A request that is not `queued` never waits for room: one sent while its caller
+        holds a connection of this origin (the answer to a question the upstream asks
+        during a call) would otherwise wait on itself, and a health check would measure
+        the queue rather than the upstream. Such requests are few, so the pool stays
+        bounded.
 
         Raises:
             OSError: the upstream could not be reached, or broke the exchange.
@@ -126,7 +132,7 @@ class Origin:
         if self._closed:
             raise ExchangeFailed("the upstream's connections are closed")
         head = self._head(method, headers, len(body))
-        connection = await self._connection()
+        connection = await self._connection(queued)
         connection.begin()
         connection.write(head + body if body else head)
         try:
@@ -162,25 +168,23 @@ class Origin:
         except UnicodeEncodeError as err:
             raise BadHeader("a header holds characters HTTP cannot carry") from err
 
-    async def _connection(self) -> _Connection:
+    async def _connection(self, queued: bool) -> _Connection:
         """An idle connection, a new one while the origin has room, or the first of
         either to come free."""
+        woken = False
         while True:
+            if self._closed:
+                raise ExchangeFailed("the upstream's connections are closed")
             idle = self._idle_connection()
             if idle is not None:
                 return idle
-            if len(self._live) + self._opening < self._limit:
-                self._opening += 1
-                try:
-                    connection = await self._connect()
-                except BaseException:
-                    self._opening -= 1
-                    self._wake_one()  # the room this attempt held is free again
-                    raise
-                self._opening -= 1
-                return connection
+            if not queued or self._has_room():
+                return await self._open_counted()
             waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            if woken:
+                self._waiters.appendleft(waiter)  # beaten to it: it keeps its place in line
+            else:
+                self._waiters.append(waiter)
             try:
                 await waiter
             except asyncio.CancelledError:
@@ -190,6 +194,26 @@ class Origin:
             finally:
                 with suppress(ValueError):
                     self._waiters.remove(waiter)
+            woken = True
+
+    def _has_room(self) -> bool:
+        return len(self._live) + self._opening < self._limit
+
+    async def _open_counted(self) -> _Connection:
+        """A new connection, counted against the limit while it opens."""
+        self._opening += 1
+        try:
+            connection = await self._connect()
+        finally:
+            self._opening -= 1
+            # Opened, the connection was counted twice (live and opening) for a moment,
+            # and failed, it leaves its room: either way a waiter may now fit.
+            if self._has_room():
+                self._wake_one()
+        if self._closed:
+            connection.close()
+            raise ExchangeFailed("the upstream's connections are closed")
+        return connection
 
     def _wake_one(self) -> None:
         while self._waiters:
@@ -526,8 +550,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self._active = False
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.close()
+        self._shut()
 
     async def _wait(self) -> None:
         if self._failure is not None:
@@ -558,5 +581,11 @@ class _Connection(asyncio.Protocol):
                 waiter.set_result(None)
             else:
                 waiter.set_exception(self._failure)
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.close()
+        self._shut()
+
+    def _shut(self) -> None:
+        """Close now, whatever is still unsent: a graceful close waits until the peer
+        has taken it all, which a stalled upstream never does, and the connection would
+        hold its room in the pool for ever."""
+        if self._transport is not None:
+            self._transport.abort()

@@ -84,9 +84,9 @@ class UpstreamClient:
                 raise UpstreamError("upstream_unavailable", "the upstream's URL cannot be used") from err
         return self._origin
 
-    async def _send(self, method: str, headers: dict[str, str], body: bytes = b"") -> Reply:
+    async def _send(self, method: str, headers: dict[str, str], body: bytes = b"", *, queued: bool = True) -> Reply:
         try:
-            return await self._connections().send(method, {**self._headers_fixed, **headers}, body)
+            return await self._connections().send(method, {**self._headers_fixed, **headers}, body, queued=queued)
         except BadHeader as err:
             raise UpstreamError("upstream_unavailable", "a header for the upstream cannot be sent") from err
 
@@ -158,7 +158,8 @@ class UpstreamClient:
     async def _notify(self, message: Mapping[str, Any]) -> None:
         try:
             async with asyncio.timeout(self._timeout_s):
-                reply = await self._send("POST", self._headers(body=True), dumps(message))
+                # Never queued: an answer is sent while its call holds a connection.
+                reply = await self._send("POST", self._headers(body=True), dumps(message), queued=False)
                 try:
                     await reply.drain(MAX_REPLY_BYTES)
                 finally:
@@ -190,7 +191,9 @@ class UpstreamClient:
         deadline: asyncio.Timeout,
     ) -> tuple[str, dict[str, Any]]:
         """Post `message` and read the answer, JSON or SSE as it streams."""
-        reply = await self._send("POST", self._headers(body=True), dumps(message))
+        # A health check's ping measures the upstream, not the calls queued in front of it.
+        queued = message.get("method") != "ping"
+        reply = await self._send("POST", self._headers(body=True), dumps(message), queued=queued)
         handed_off = False
         try:
             kind = reply.headers.get("content-type", "").split(";")[0].strip()

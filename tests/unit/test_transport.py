@@ -382,8 +382,78 @@ def test_closing_an_origin_fails_the_calls_waiting_for_a_connection() -> None:
             waiting = asyncio.ensure_future(origin.send("POST", {}, b"{}"))
             await asyncio.sleep(0.05)
             await origin.close()
-            async with asyncio.timeout(5):
-                await waiting
+            with pytest.raises(ExchangeFailed):
+                async with asyncio.timeout(5):
+                    await waiting
 
-    with pytest.raises(ExchangeFailed):
-        asyncio.run(scenario())
+    asyncio.run(scenario())
+
+
+def test_a_call_woken_as_its_origin_closes_opens_nothing() -> None:
+    async def scenario() -> int:
+        async with _server(_fixed(LENGTH)) as (url, ports):
+            origin = Origin(url, public_only=False, connections=1)
+            held = await origin.send("POST", {}, b"{}")
+            await held.read(1000)
+            waiting = asyncio.ensure_future(origin.send("POST", {}, b"{}"))
+            await asyncio.sleep(0.05)
+            held.release()  # wakes the waiter...
+            await origin.close()  # ...whose origin is closed before it runs
+            with pytest.raises(ExchangeFailed):
+                async with asyncio.timeout(5):
+                    await waiting
+            await asyncio.sleep(0.05)
+            return len(ports)
+
+    assert asyncio.run(scenario()) == 1
+
+
+def test_a_connection_given_up_with_its_request_unsent_frees_its_room() -> None:
+    """An upstream that stops reading leaves the request in the send buffer; closing
+    must not wait for it to leave, or the connection holds its room for ever."""
+
+    async def scenario() -> bytes:
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)
+            try:
+                if len(accepted) == 1:
+                    await asyncio.sleep(30)  # never reads
+                head = await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+                writer.write(LENGTH)
+                await writer.drain()
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/mcp"
+        origin = Origin(url, public_only=False, connections=1)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await origin.send("POST", {}, b"x" * 64 * 1024 * 1024)
+        try:
+            async with asyncio.timeout(5):
+                return await (await origin.send("POST", {}, b"{}")).read(1000)
+        finally:
+            await origin.close()
+            server.close()
+
+    assert asyncio.run(scenario()) == b'{"ok":true}'
+
+
+def test_a_request_that_is_not_queued_never_waits_for_room() -> None:
+    """The answer to a question the upstream asks during a call goes out while the call
+    holds its connection: queued behind it, it would wait on itself."""
+
+    async def scenario() -> tuple[bytes, int]:
+        async with _server(_fixed(LENGTH)) as (url, ports):
+            origin = Origin(url, public_only=False, connections=1)
+            held = await origin.send("POST", {}, b"{}")
+            async with asyncio.timeout(5):
+                answer = await (await origin.send("POST", {}, b"{}", queued=False)).read(1000)
+            await held.read(1000)
+            return answer, len(ports)
+
+    assert asyncio.run(scenario()) == (b'{"ok":true}', 2)
