@@ -70,7 +70,7 @@ KINDS: Final = {
     "tools": Kind(
         "tools", Tool, {**_COMMON, "input_schema": {"type": "dict", "default": {"type": "object"}}},
         (("description", "resource"), ("input_schema", "resource")),
-        lambda t: {"input_schema": t.input_schema, "changed": t.changed},
+        lambda t: {"input_schema": t.input_schema, "changed": t.changed, "current_hash": t.current_hash},
     ),
     "resources": Kind(
         "resources", Resource,
@@ -241,10 +241,11 @@ def _register(kind: Kind) -> None:
         for rule in partial.values():
             rule.pop("default", None)
         if kind.model is Tool:
-            partial["approve_change"] = {"type": "boolean"}
+            # The `current_hash` the admin reviewed: what is approved is what was read.
+            partial["approve_change"] = {"type": "string", "regex": "^[0-9a-f]{64}$"}
         body = checked_fields(kind, await read_body(partial))
-        approve = body.pop("approve_change", False)
-        if approve and not user.admin:
+        approve: str | None = body.pop("approve_change", None)
+        if approve is not None and not user.admin:
             raise ApiError(403, "admin_required", "only platform admins approve a changed upstream tool")
         check_team(user, {"team_id": item.team_id, "visibility": item.visibility, **body})
         if kind.model is Server:
@@ -255,8 +256,8 @@ def _register(kind: Kind) -> None:
         # changed its description while the body was on its way.
         try:
             async with in_transaction():
-                if approve:
-                    await _approve(item)
+                if approve is not None:
+                    await _approve(item.id, approve)
                 await item.save(update_fields=[*body, "updated_at"])
         except IntegrityError as err:
             raise ApiError(409, "name_taken", f"a {kind.name[:-1]} named `{body.get('name')}` exists") from err
@@ -296,14 +297,13 @@ async def _find(kind: Kind, item_id: str) -> Any:
     return item
 
 
-async def _approve(tool: Tool) -> None:
-    """Pin what the admin was shown: the hash read with the item, and only while the
-    upstream still says that (a sync may have moved it on since)."""
-    approved = await Tool.filter(id=tool.id, current_hash=tool.current_hash).update(
-        pinned_hash=tool.current_hash, changed=False
-    )
-    if not approved:
-        message = "the tool changed upstream again while the approval was on its way; review it again"
+async def _approve(tool_id: str, reviewed: str) -> None:
+    """Pin the version the admin reviewed, and only while the upstream still describes
+    the tool that way: a rewrite since the review is not approved with it."""
+    if not await Tool.filter(id=tool_id, current_hash=reviewed).update(pinned_hash=reviewed, changed=False):
+        if not await Tool.filter(id=tool_id).exists():
+            raise ApiError(404, "not_found", f"no tool `{tool_id}`")
+        message = "the upstream describes this tool differently from the version reviewed; review it again"
         raise ApiError(409, "tool_changed_again", message)
 
 

@@ -286,9 +286,9 @@ def test_a_changed_upstream_tool_is_blocked_until_approved(tmp_path_factory: pyt
             developer = {"email": "dev@example.com", "password": "developer password", "roles": ["developer"]}
             assert admin.post("/admin/users", json=developer).status_code == 201
             not_admin = gw.client(mint(claims("dev@example.com", teams=[])))
-            refused = not_admin.patch(f"/tools/{tool['id']}", json={"approve_change": True})
+            refused = not_admin.patch(f"/tools/{tool['id']}", json={"approve_change": tool["current_hash"]})
             assert (refused.status_code, refused.json()["error"]["code"]) == (403, "not_owner")
-            approved = admin.patch(f"/tools/{tool['id']}", json={"approve_change": True}).json()
+            approved = admin.patch(f"/tools/{tool['id']}", json={"approve_change": tool["current_hash"]}).json()
             assert approved["changed"] is False
             assert asyncio.run(call()) == "2"
     finally:
@@ -316,9 +316,9 @@ def _patched_slowly(gw: Gateway, token: str, path: str, body: dict[str, Any], me
         connection.close()
 
 
-def test_a_sync_during_an_edit_or_an_approval_is_never_overwritten(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """An edit writes only what it was sent, and an approval pins only what the admin
-    was shown: a tool an upstream rewrites meanwhile stays flagged."""
+def test_a_sync_during_an_edit_or_after_a_review_is_never_overwritten(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """An edit writes only what it was sent, and an approval pins only the version the
+    admin reviewed: a tool an upstream rewrites meanwhile stays flagged."""
     port = free_port()
     gw = start_server(tmp_path_factory.mktemp("race"))
     token = mint(claims(teams=None))
@@ -334,12 +334,21 @@ def test_a_sync_during_an_edit_or_an_approval_is_never_overwritten(tmp_path_fact
         with upstream_server(None, port=port, variant="2"):
             status, edited = _patched_slowly(gw, token, f"/tools/{tool}", {"description": "adds"}, sync)
         assert (status, edited["description"], edited["changed"]) == (200, "adds", True)
+        reviewed = admin.get(f"/tools/{tool}").json()["current_hash"]
         with upstream_server(None, port=port, variant="3"):
-            status, refused = _patched_slowly(gw, token, f"/tools/{tool}", {"approve_change": True}, sync)
-            assert (status, refused["error"]["code"]) == (409, "tool_changed_again")
-            assert admin.get(f"/tools/{tool}").json()["changed"] is True
-            approved = admin.patch(f"/tools/{tool}", json={"approve_change": True})
+            sync()
+            refused = admin.patch(f"/tools/{tool}", json={"approve_change": reviewed})
+            assert (refused.status_code, refused.json()["error"]["code"]) == (409, "tool_changed_again")
+            shown = admin.get(f"/tools/{tool}").json()
+            assert (shown["changed"], shown["current_hash"] != reviewed) == (True, True)
+            approved = admin.patch(f"/tools/{tool}", json={"approve_change": shown["current_hash"]})
             assert (approved.status_code, approved.json()["changed"]) == (200, False)
+
+        def remove() -> None:
+            assert admin.delete(f"/tools/{tool}").status_code == 204
+
+        status, gone = _patched_slowly(gw, token, f"/tools/{tool}", {"approve_change": reviewed}, remove)
+        assert (status, gone["error"]["code"]) == (404, "not_found")
     finally:
         stop_server(gw)
 
