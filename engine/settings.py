@@ -13,9 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
-from cerberus import Validator
-
 from engine.policy.overrides import ALGORITHMS
+from engine.validation import Validator
 
 __all__ = ["DEFAULT_ADMIN_PASSWORD", "Settings", "SettingsError", "load_settings"]
 

@@ -35,7 +35,7 @@ __all__ = [
     "role_grant",
 ]
 
-_PARAM: Final = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_PARAM: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class ServerScope(StrEnum):
@@ -332,7 +332,7 @@ def _compile_path(path: str, where: Location, errors: list[PolicyError]) -> re.P
     segments = path.strip("/").split("/") if path != "/" else []
     parts: list[str] = []
     for n, segment in enumerate(segments):
-        param = _PARAM.match(segment)
+        param = _PARAM.fullmatch(segment)
         if segment == "**" and n == len(segments) - 1:
             parts.append("(?:/.*)?")
         elif param is not None:

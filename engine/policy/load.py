@@ -53,7 +53,7 @@ KINDS: Final = (
     "PolicyTest",
 )
 
-_NAME: Final = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
+_NAME: Final = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +202,7 @@ def _envelope(
         )
     metadata = raw.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         errors.append(
             PolicyError(
                 document._at(("metadata", "name"), key=False),

@@ -17,10 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from cerberus import Validator
-
 from engine.errors import Location, PolicyError
 from engine.policy.load import Document, JSONValue
+from engine.validation import Validator
 
 __all__ = ["ALGORITHMS", "OVERRIDES", "Applied", "Override", "apply_overrides", "custom_patterns"]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-from cerberus import Validator
 from quart import request
 
 from engine.json_bytes import loads
+from engine.validation import Validator
 from engine.web.responses import ApiError
 
 __all__ = ["read_body"]

@@ -10,10 +10,10 @@ from __future__ import annotations
 import uuid
 from typing import Any, Final
 
-from cerberus import Validator
 from quart import Blueprint, Response, g
 from tortoise.transactions import in_transaction
 
+from engine.validation import Validator
 from engine.web.bodies import read_body
 from engine.web.catalog import KINDS, check_team, checked_fields, item_json, notify_changed
 from engine.web.identity import caller

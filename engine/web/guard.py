@@ -40,7 +40,7 @@ __all__ = ["admit", "after_request", "finish_response", "guard", "mask_email"]
 log = logging.getLogger("policygate.decision")
 
 _VERIFIED_MAX: Final = 10_000
-_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{8,64}")
 _Early = Response | None
 _MCP_ROUTES: Final = frozenset({"routes/mcp", "routes/server-mcp"})
 
@@ -55,7 +55,7 @@ async def admit(gw: Gateway, incoming: Incoming) -> Response | None:
         use_store(gw.store)
     g.incoming = incoming
     supplied = incoming.header("x-request-id") or ""
-    g.request_id = supplied if _REQUEST_ID.match(supplied) else secrets.token_hex(16)
+    g.request_id = supplied if _REQUEST_ID.fullmatch(supplied) else secrets.token_hex(16)
     snapshot = gw.engine.current
     g.snapshot = snapshot
     if incoming.method == "OPTIONS" and incoming.header("access-control-request-method") is not None:

@@ -200,6 +200,22 @@ def test_input_the_store_cannot_hold_is_refused_clearly(server: Gateway) -> None
     assert not names & {"t-odd", "t-team"}
 
 
+def test_a_pattern_holds_for_the_whole_value(server: Gateway) -> None:
+    """`$` also matches before a final newline: such a value must not pass for a name,
+    a URL or a header the gateway sends upstream."""
+    admin = server.client(mint(claims(teams=None)))
+    refused = [
+        admin.post("/tools", json={"name": "t-line\n"}),
+        admin.post("/gateways", json={"name": "g-line", "url": "http://127.0.0.1:9/mcp\n"}),
+        admin.post("/gateways", json={"name": "g-token", "url": "http://127.0.0.1:9/mcp",
+                                      "credentials": {"bearer_token": "secret\n"}}),
+    ]  # fmt: skip
+    assert [(r.status_code, r.json()["error"]["code"]) for r in refused] == [(422, "invalid_body")] * 3
+    assert "secret" not in refused[2].text
+    assert not {t["name"] for t in admin.get("/tools").json()["items"]} & {"t-line", "t-line\n"}
+    assert not {g["name"] for g in admin.get("/gateways").json()["items"]} & {"g-line", "g-token"}
+
+
 def test_a_token_writes_only_into_teams_it_reaches(server: Gateway) -> None:
     session = server.client(server.login())
     green = session.post("/teams", json={"name": "green"}).json()["id"]

@@ -16,9 +16,10 @@ def test_health_check_settings_default_and_coerce() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("HEALTH_CHECK_INTERVAL", "-1"), ("HEALTH_CHECK_TIMEOUT", "0"), ("UNHEALTHY_THRESHOLD", "0"), ("WORKERS", "x")],
-)
-def test_a_bad_number_names_its_variable(name: str, value: str) -> None:
+    [("HEALTH_CHECK_INTERVAL", "-1"), ("HEALTH_CHECK_TIMEOUT", "0"), ("UNHEALTHY_THRESHOLD", "0"), ("WORKERS", "x"),
+     ("BIND", "127.0.0.1:4444\n")],
+)  # fmt: skip
+def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         load_settings({name: value})
 
