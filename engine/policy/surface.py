@@ -8,12 +8,19 @@ expiry check needs the current time, which the caller passes in. No I/O in this 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from engine.errors import PolicyError, Severity
 from engine.policy.load import Document
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""A header name, method or listed header (RFC 9110 token)."""
+
+_FIELD_VALUE = re.compile(r"([\x21-\x7e]+([ \t]+[\x21-\x7e]+)*)?")
+"""A header value the gateway can send as it is: visible ASCII, inner spaces and tabs."""
 
 __all__ = ["NetworkTable", "WellKnownTable", "build_network_table", "build_well_known_table"]
 
@@ -47,6 +54,7 @@ def build_network_table(doc: Document) -> tuple[NetworkTable, list[PolicyError]]
     cors = spec.get("cors", {})
     security = spec.get("securityHeaders", {})
     cookies = spec.get("cookies", {})
+    errors = _unsendable(doc)
     headers: list[tuple[str, str]] = []
     if security.get("enabled", True):
         headers.append(("X-Frame-Options", security.get("frameOptions", "DENY")))
@@ -59,7 +67,6 @@ def build_network_table(doc: Document) -> tuple[NetworkTable, list[PolicyError]]
                     "; ".join(f"{d} {' '.join(v)}".strip() for d, v in csp.items()),
                 )
             )
-    errors = []
     origins = cors.get("allowedOrigins", [])
     if cors.get("allowCredentials", False) and "*" in origins:
         errors.append(
@@ -84,6 +91,32 @@ def build_network_table(doc: Document) -> tuple[NetworkTable, list[PolicyError]]
         upstream_private_ok=bool(spec.get("upstreams", {}).get("allowPrivateNetworks", False)),
     )
     return table, errors
+
+
+def _unsendable(doc: Document) -> list[PolicyError]:
+    """Every header name or value that HTTP cannot carry as written.
+
+    Refused when the policy is built, not when the first response fails: a YAML block
+    scalar ends with a newline, and a header value with one would break every response.
+    """
+    spec = doc.spec
+    cors, security = spec.get("cors", {}), spec.get("securityHeaders", {})
+    name, value = (_TOKEN, "a header name or token"), (_FIELD_VALUE, "a header value")
+    # (path, whether the text is the key at that path, the text, what it must be)
+    found: list[tuple[Sequence[str | int], bool, object, tuple[re.Pattern[str], str]]] = []
+    for header, text in security.get("headers", {}).items():
+        path = ["securityHeaders", "headers", header]
+        found += [(path, True, header, name), (path, False, text, value)]
+    for directive, sources in spec.get("contentSecurityPolicy", {}).items():
+        found.append((["contentSecurityPolicy", directive], True, directive, name))
+        found += [(["contentSecurityPolicy", directive, i], False, v, value) for i, v in enumerate(sources)]
+    for listed in ("allowedMethods", "allowedHeaders", "exposedHeaders"):
+        found += [(["cors", listed, i], False, v, name) for i, v in enumerate(cors.get(listed, []))]
+    return [
+        PolicyError(doc.locate(path, key=key), "network.header_invalid", f"{text!r} cannot be sent as {what}")
+        for path, key, text, (pattern, what) in found
+        if not isinstance(text, str) or pattern.fullmatch(text) is None
+    ]
 
 
 def build_well_known_table(doc: Document, now: float | None) -> tuple[WellKnownTable, list[PolicyError]]:

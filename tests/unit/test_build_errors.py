@@ -10,7 +10,7 @@ from engine.errors import PolicyErrors
 from engine.policy import Source, compile_policy
 from engine.schemas import validators
 from engine.sources import MissingPath, read_layer
-from tests.conftest import POLICIES, default_layer
+from tests.conftest import POLICIES, BuildFn, default_layer
 
 
 def _compile(*layers: list[Source]) -> None:
@@ -62,3 +62,23 @@ def test_the_gateway_reads_no_test_documents() -> None:
     assert {str(POLICIES / "visibility.yaml"), str(POLICIES / "tokens.yaml")} <= without
     assert with_tests - without == {str(p) for p in (POLICIES / "tests").glob("*.yaml")}
     assert all("kind: PolicyTest" not in s.text for s in read_layer([POLICIES], without_tests=True))
+
+
+@pytest.mark.parametrize(
+    ("spec", "code"),
+    [
+        ('securityHeaders: {headers: {"X-Odd\\n": "1"}}', "network.header_invalid"),
+        ('securityHeaders: {headers: {X-Name: "naïve"}}', "network.header_invalid"),
+        ('securityHeaders: {headers: {X-Name: "a\\r\\nSet-Cookie: a=b"}}', "network.header_invalid"),
+        ("contentSecurityPolicy: {default-src: [\"'self'\\n\"]}", "network.header_invalid"),
+        ('cors: {allowedHeaders: ["Authorization\\n"]}', "network.header_invalid"),
+        ('securityHeaders: {frameOptions: "DENY\\n"}', "schema.enum"),
+        ("cors: {allowedHeaders: [Bad Header]}", "schema.pattern"),
+    ],
+)
+def test_a_header_http_cannot_carry_never_builds(build: BuildFn, spec: str, code: str) -> None:
+    """Caught by the schema where it has a pattern, else when the table is built."""
+    document = f"apiVersion: policygate/v1\nkind: Network\nmetadata: {{name: default}}\nspec:\n  {spec}\n"
+    with pytest.raises(PolicyErrors) as caught:
+        build([Source("bad/network.yaml", document)])
+    assert [(e.code, e.where.line) for e in caught.value.errors] == [(code, 5)]
