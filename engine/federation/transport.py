@@ -89,7 +89,7 @@ class Origin:
     the upstream keeps alive returns it to the pool, anything else closes it.
     """
 
-    def __init__(self, url: str, *, public_only: bool, connections: int = _MAX_CONNECTIONS) -> None:
+    def __init__(self, url: str, *, public_only: bool, connections: int | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("an upstream URL is http(s)://host[:port]/path")
@@ -111,9 +111,10 @@ class Origin:
             self._basic = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
         self._idle: deque[tuple[_Connection, float]] = deque()
         self._live: set[_Connection] = set()
-        self._limit = connections
+        self._limit = _MAX_CONNECTIONS if connections is None else connections
         self._opening = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._woken = 0  # waiters woken that have not run yet
         self._closed = False
 
     async def send(self, method: str, headers: Mapping[str, str], body: bytes = b"", *, queued: bool = True) -> Reply:
@@ -170,31 +171,37 @@ class Origin:
 
     async def _connection(self, queued: bool) -> _Connection:
         """An idle connection, a new one while the origin has room, or the first of
-        either to come free."""
-        woken = False
+        either to come free, in the order the callers came."""
+        # A caller arriving while others wait, or while one just woken has yet to run,
+        # takes its place behind them: otherwise steady arrivals could keep taking the
+        # connection a woken waiter was woken for, until that waiter's deadline.
+        turn = not queued or not (self._waiters or self._woken)
         while True:
             if self._closed:
                 raise ExchangeFailed("the upstream's connections are closed")
-            idle = self._idle_connection()
-            if idle is not None:
-                return idle
-            if not queued or self._has_room():
-                return await self._open_counted()
+            if turn:
+                idle = self._idle_connection()
+                if idle is not None:
+                    return idle
+                if not queued or self._has_room():
+                    return await self._open_counted()
             waiter = asyncio.get_running_loop().create_future()
-            if woken:
-                self._waiters.appendleft(waiter)  # beaten to it: it keeps its place in line
+            if turn:
+                self._waiters.appendleft(waiter)  # its turn came, but nothing was free
             else:
                 self._waiters.append(waiter)
             try:
                 await waiter
             except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._woken -= 1
                     self._wake_one()  # woken, but leaving: the turn goes to the next
                 raise
             finally:
                 with suppress(ValueError):
                     self._waiters.remove(waiter)
-            woken = True
+            self._woken -= 1
+            turn = True
 
     def _has_room(self) -> bool:
         return len(self._live) + self._opening < self._limit
@@ -220,6 +227,7 @@ class Origin:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._woken += 1
                 return
 
     def _idle_connection(self) -> _Connection | None:

@@ -97,7 +97,7 @@ class UpstreamClient:
         if self._session is not None and end_session:
             with suppress(OSError, TimeoutError, UpstreamError):
                 async with asyncio.timeout(self._timeout_s):
-                    (await self._send("DELETE", self._headers())).close()
+                    (await self._send("DELETE", self._headers(), queued=False)).close()
         await self._origin.close()
 
     async def request(
@@ -107,24 +107,27 @@ class UpstreamClient:
         *,
         on_message: Relay | None = None,
         on_request: Answerer | None = None,
+        queued: bool = True,
     ) -> Any:
         """The `result` of one JSON-RPC request, opening the session if needed.
 
         Notifications the upstream sends on the way (progress, log messages) are passed
         to `on_message` as they arrive, before the result. Requests it sends on the way
-        are answered by `on_request`, or refused when there is none.
+        are answered by `on_request`, or refused when there is none. A request that is
+        not `queued` (a health check) does not wait behind calls for a connection, so it
+        measures the upstream rather than how busy it is.
         """
-        await self._ensure_session()
+        await self._ensure_session(queued)
         try:
-            return await self._call(method, params, on_message=on_message, on_request=on_request)
+            return await self._call(method, params, on_message=on_message, on_request=on_request, queued=queued)
         except UpstreamError as err:
             if err.code != "session_expired":
                 raise
         self._session = None
-        await self._ensure_session()
-        return await self._call(method, params, on_message=on_message, on_request=on_request)
+        await self._ensure_session(queued)
+        return await self._call(method, params, on_message=on_message, on_request=on_request, queued=queued)
 
-    async def _ensure_session(self) -> None:
+    async def _ensure_session(self, queued: bool) -> None:
         async with self._lock:
             if self._session is not None:
                 return
@@ -136,7 +139,7 @@ class UpstreamClient:
                 "clientInfo": {"name": "policygate", "version": "0.1.0"},
             }
             try:
-                result = await self._call("initialize", params, initializing=True)
+                result = await self._call("initialize", params, initializing=True, queued=queued)
                 agreed = result.get("protocolVersion")
                 # Sent back in a header on every request: only a revision date is taken.
                 self._version = agreed if isinstance(agreed, str) and _REVISION.fullmatch(agreed) else PROTOCOL_VERSION
@@ -168,7 +171,12 @@ class UpstreamClient:
             raise _failure(err) from err
 
     async def _exchange(
-        self, message: Mapping[str, Any], ident: int, on_message: Relay | None, on_request: Answerer | None
+        self,
+        message: Mapping[str, Any],
+        ident: int,
+        on_message: Relay | None,
+        on_request: Answerer | None,
+        queued: bool,
     ) -> tuple[str, dict[str, Any]]:
         """The session header and the reply to `ident`, within the upstream's timeout.
 
@@ -178,7 +186,7 @@ class UpstreamClient:
         """
         try:
             async with asyncio.timeout(self._timeout_s) as deadline:
-                return await self._read_reply(message, ident, on_message, on_request, deadline)
+                return await self._read_reply(message, ident, on_message, on_request, deadline, queued)
         except (TimeoutError, OSError, ReplyTooLarge) as err:
             raise _failure(err) from err
 
@@ -189,10 +197,9 @@ class UpstreamClient:
         on_message: Relay | None,
         on_request: Answerer | None,
         deadline: asyncio.Timeout,
+        queued: bool,
     ) -> tuple[str, dict[str, Any]]:
         """Post `message` and read the answer, JSON or SSE as it streams."""
-        # A health check's ping measures the upstream, not the calls queued in front of it.
-        queued = message.get("method") != "ping"
         reply = await self._send("POST", self._headers(body=True), dumps(message), queued=queued)
         handed_off = False
         try:
@@ -254,13 +261,14 @@ class UpstreamClient:
         initializing: bool = False,
         on_message: Relay | None = None,
         on_request: Answerer | None = None,
+        queued: bool = True,
     ) -> Any:
         ident = next(self._ids)
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": ident, "method": method}
         if params is not None:
             message["params"] = dict(params)
         try:
-            session, reply = await self._exchange(message, ident, on_message, on_request)
+            session, reply = await self._exchange(message, ident, on_message, on_request, queued)
         except UpstreamError as err:
             if err.code != "session_gone":
                 raise

@@ -71,7 +71,7 @@ async def _upstreams() -> list[Upstream]:
 async def _check(gw: Gateway, row: Upstream, failures: dict[str, int], stuck: set[str]) -> None:
     try:
         async with asyncio.timeout(gw.settings.health_check_timeout):
-            await upstream_client(gw, row).request("ping")
+            await upstream_client(gw, row).request("ping", queued=False)
     except (UpstreamError, TimeoutError) as err:
         failures[row.id] = failures.get(row.id, 0) + 1
         if failures[row.id] >= gw.settings.unhealthy_threshold:

@@ -457,3 +457,28 @@ def test_a_request_that_is_not_queued_never_waits_for_room() -> None:
             return answer, len(ports)
 
     assert asyncio.run(scenario()) == (b'{"ok":true}', 2)
+
+
+def test_a_woken_waiter_is_not_overtaken_by_a_caller_arriving_after_it() -> None:
+    async def scenario() -> list[str]:
+        async with _server(_fixed(LENGTH)) as (url, _):
+            origin = Origin(url, public_only=False, connections=1)
+            order: list[str] = []
+
+            async def call(name: str) -> None:
+                reply = await origin.send("POST", {}, b"{}")
+                order.append(name)
+                await reply.read(1000)
+                reply.release()
+
+            held = await origin.send("POST", {}, b"{}")
+            await held.read(1000)
+            waiting = asyncio.ensure_future(call("waiting"))
+            await asyncio.sleep(0.05)
+            later = asyncio.ensure_future(call("later"))  # runs before the waiter it wakes
+            held.release()
+            async with asyncio.timeout(5):
+                await asyncio.gather(waiting, later)
+            return order
+
+    assert asyncio.run(scenario()) == ["waiting", "later"]

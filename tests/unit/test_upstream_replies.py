@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from engine.federation import transport
 from engine.federation.upstream import UpstreamClient, UpstreamError, _reply
 from tests.integration.servers import free_port
 
@@ -240,3 +241,57 @@ def test_the_time_a_question_waits_for_its_answer_is_not_the_upstreams() -> None
 
     assert asyncio.run(scenario()) == RESULT["result"]
     assert answers == [{"jsonrpc": "2.0", "id": "q1", "result": {"action": "accept"}}]
+
+
+@pytest.mark.parametrize("ping_first", [False, True], ids=["answer", "ping"])
+def test_answers_and_health_pings_never_wait_behind_the_call_holding_the_connection(
+    monkeypatch: pytest.MonkeyPatch, ping_first: bool
+) -> None:
+    """With room for one connection, a call whose upstream asks a question holds it: the
+    answer, or a health ping meanwhile, must go out on a connection of its own. (The
+    ping's connection is then idle, so each case tests one of the two.)"""
+    monkeypatch.setattr(transport, "_MAX_CONNECTIONS", 1)
+    answered = asyncio.Event()
+    question = {"jsonrpc": "2.0", "id": "q1", "method": "sampling/createMessage", "params": {}}
+
+    async def mcp(request: web.Request) -> web.StreamResponse:
+        message = await request.json()
+        if message.get("method") == "initialize":
+            return _initialized(message, "s1")
+        if message.get("method") == "ping":
+            return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {}})
+        if "method" not in message:  # the answer to the question
+            answered.set()
+            return web.Response(status=202)
+        if "id" not in message:
+            return web.Response(status=202)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(f"data: {json.dumps(question)}\n\n".encode())
+        await answered.wait()
+        await response.write(f"data: {json.dumps({**RESULT, 'id': message['id']})}\n\n".encode())
+        await response.write_eof()
+        return response
+
+    async def scenario() -> object:
+        asked, pinged = asyncio.Event(), asyncio.Event()
+
+        async def person(request: dict[str, object]) -> dict[str, object]:
+            asked.set()
+            if ping_first:
+                await pinged.wait()  # answers only once the health check got through
+            return {"result": {"role": "assistant", "content": {"type": "text", "text": "hi"}}}
+
+        async with _upstream(mcp) as url:
+            client = UpstreamClient(url, {}, timeout=2)
+            try:
+                call = asyncio.ensure_future(client.request("tools/call", {"name": "x"}, on_request=person))
+                await asyncio.wait_for(asked.wait(), 5)
+                if ping_first:
+                    await client.request("ping", queued=False)
+                    pinged.set()
+                return await call
+            finally:
+                await client.close(end_session=False)
+
+    assert asyncio.run(scenario()) == RESULT["result"]
