@@ -182,8 +182,17 @@ async def _check_members(body: dict[str, Any]) -> None:
 
 async def _shown(kind: Kind, rows: list[Any]) -> list[dict[str, Any]]:
     """Items as the caller may see them: a server lists only the members the caller can
-    see, since the id of a hidden item is itself something hidden."""
+    see, since the id of a hidden item is itself something hidden.
+
+    A tool's `current_hash` is for the admins who approve changes only: it is taken
+    over the upstream's text before redaction, so anyone else could test guesses at
+    what was redacted against it.
+    """
     items = [item_json(kind, row) for row in rows]
+    user = g.get("user")
+    if kind.model is Tool and (user is None or not user.admin):
+        for item in items:
+            del item["current_hash"]
     if kind.model is Server:
         for field, model in _MEMBERS:
             seen = await _visible_ids(model, {i for item in items for i in item[field]})

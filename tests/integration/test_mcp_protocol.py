@@ -286,6 +286,8 @@ def test_a_changed_upstream_tool_is_blocked_until_approved(tmp_path_factory: pyt
             developer = {"email": "dev@example.com", "password": "developer password", "roles": ["developer"]}
             assert admin.post("/admin/users", json=developer).status_code == 201
             not_admin = gw.client(mint(claims("dev@example.com", teams=[])))
+            # Taken before redaction: only the admins who approve see it.
+            assert "current_hash" not in not_admin.get(f"/tools/{tool['id']}").json()
             refused = not_admin.patch(f"/tools/{tool['id']}", json={"approve_change": tool["current_hash"]})
             assert (refused.status_code, refused.json()["error"]["code"]) == (403, "not_owner")
             approved = admin.patch(f"/tools/{tool['id']}", json={"approve_change": tool["current_hash"]}).json()
