@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from engine.federation.addresses import AddressRefused
-from engine.federation.transport import BadHeader, ExchangeFailed, Origin, ReplyTooLarge
+from engine.federation.transport import BadHeader, ExchangeFailed, Origin, Reply, ReplyTooLarge
 
 Script = Callable[[bytes], bytes | list[bytes] | None]
 """The bytes to answer a request with, or the parts to write 50 ms apart (None: close
@@ -102,6 +102,15 @@ def _never_connecting(headers: dict[str, str], *, public_only: bool) -> None:
                 assert ports == []
 
     asyncio.run(scenario())
+
+
+async def _one_held(url: str) -> tuple[Origin, Reply]:
+    """An origin with room for one connection, and that connection, held by a reply
+    read whole but not released."""
+    origin = Origin(url, public_only=False, connections=1)
+    held = await origin.send("POST", {}, b"{}")
+    await held.read(1000)
+    return origin, held
 
 
 LENGTH = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
@@ -357,9 +366,7 @@ def test_calls_beyond_the_connection_limit_wait_for_a_connection_to_come_free() 
 def test_a_waiting_call_that_leaves_passes_its_turn_to_the_next() -> None:
     async def scenario() -> bytes:
         async with _server(_fixed(LENGTH)) as (url, _):
-            origin = Origin(url, public_only=False, connections=1)
-            held = await origin.send("POST", {}, b"{}")
-            await held.read(1000)
+            origin, held = await _one_held(url)
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.1):  # a caller's deadline bounds the wait
                     await origin.send("POST", {}, b"{}")
@@ -392,9 +399,7 @@ def test_closing_an_origin_fails_the_calls_waiting_for_a_connection() -> None:
 def test_a_call_woken_as_its_origin_closes_opens_nothing() -> None:
     async def scenario() -> int:
         async with _server(_fixed(LENGTH)) as (url, ports):
-            origin = Origin(url, public_only=False, connections=1)
-            held = await origin.send("POST", {}, b"{}")
-            await held.read(1000)
+            origin, held = await _one_held(url)
             waiting = asyncio.ensure_future(origin.send("POST", {}, b"{}"))
             await asyncio.sleep(0.05)
             held.release()  # wakes the waiter...

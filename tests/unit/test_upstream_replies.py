@@ -204,15 +204,19 @@ def test_a_handshake_cut_short_is_started_again_on_the_next_call() -> None:
     ]
 
 
-def test_the_time_a_question_waits_for_its_answer_is_not_the_upstreams() -> None:
+def _asking(
+    question: dict[str, object], answers: list[dict[str, object]]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An upstream whose calls ask `question` and reply once it is answered (the answers
+    go to `answers`); it also answers pings."""
     answered = asyncio.Event()
-    answers: list[dict[str, object]] = []
-    question = {"jsonrpc": "2.0", "id": "q1", "method": "elicitation/create", "params": {"message": "go?"}}
 
     async def mcp(request: web.Request) -> web.StreamResponse:
         message = await request.json()
         if message.get("method") == "initialize":
             return _initialized(message, "s1")
+        if message.get("method") == "ping":
+            return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {}})
         if "method" not in message:  # the client's answer to the question
             answers.append(message)
             answered.set()
@@ -227,12 +231,19 @@ def test_the_time_a_question_waits_for_its_answer_is_not_the_upstreams() -> None
         await response.write_eof()
         return response
 
+    return mcp
+
+
+def test_the_time_a_question_waits_for_its_answer_is_not_the_upstreams() -> None:
+    answers: list[dict[str, object]] = []
+    question = {"jsonrpc": "2.0", "id": "q1", "method": "elicitation/create", "params": {"message": "go?"}}
+
     async def slow_person(request: dict[str, object]) -> dict[str, object]:
         await asyncio.sleep(1.0)  # well past the upstream's timeout of 0.3 s
         return {"result": {"action": "accept"}}
 
     async def scenario() -> object:
-        async with _upstream(mcp) as url:
+        async with _upstream(_asking(question, answers)) as url:
             client = UpstreamClient(url, {}, timeout=0.3)
             try:
                 return await client.request("tools/call", {"name": "x"}, on_request=slow_person)
@@ -251,27 +262,7 @@ def test_answers_and_health_pings_never_wait_behind_the_call_holding_the_connect
     answer, or a health ping meanwhile, must go out on a connection of its own. (The
     ping's connection is then idle, so each case tests one of the two.)"""
     monkeypatch.setattr(transport, "_MAX_CONNECTIONS", 1)
-    answered = asyncio.Event()
     question = {"jsonrpc": "2.0", "id": "q1", "method": "sampling/createMessage", "params": {}}
-
-    async def mcp(request: web.Request) -> web.StreamResponse:
-        message = await request.json()
-        if message.get("method") == "initialize":
-            return _initialized(message, "s1")
-        if message.get("method") == "ping":
-            return web.json_response({"jsonrpc": "2.0", "id": message["id"], "result": {}})
-        if "method" not in message:  # the answer to the question
-            answered.set()
-            return web.Response(status=202)
-        if "id" not in message:
-            return web.Response(status=202)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        await response.write(f"data: {json.dumps(question)}\n\n".encode())
-        await answered.wait()
-        await response.write(f"data: {json.dumps({**RESULT, 'id': message['id']})}\n\n".encode())
-        await response.write_eof()
-        return response
 
     async def scenario() -> object:
         asked, pinged = asyncio.Event(), asyncio.Event()
@@ -282,7 +273,7 @@ def test_answers_and_health_pings_never_wait_behind_the_call_holding_the_connect
                 await pinged.wait()  # answers only once the health check got through
             return {"result": {"role": "assistant", "content": {"type": "text", "text": "hi"}}}
 
-        async with _upstream(mcp) as url:
+        async with _upstream(_asking(question, [])) as url:
             client = UpstreamClient(url, {}, timeout=2)
             try:
                 call = asyncio.ensure_future(client.request("tools/call", {"name": "x"}, on_request=person))
