@@ -7,11 +7,13 @@ line to fix. The schemas themselves are read by the shell and passed in. No I/O 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
+from jsonschema.validators import extend
 
 from engine.errors import Location, PolicyError
 from engine.policy.load import Document, JSONValue
@@ -21,9 +23,26 @@ __all__ = ["check_documents", "make_validators"]
 Validators = Mapping[str, Draft202012Validator]
 
 
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    r"""`pattern` as JSON Schema means it, where `$` is the end of the text.
+
+    The schemas are ECMA-262 regexes, but jsonschema runs them with Python's `re`, whose
+    `$` also matches before a final newline: `tools.read\n` passed `^[a-z_.]+$`. A
+    final `$` is read as `\Z`; the schemas use `$` nowhere else.
+    """
+    if not validator.is_type(instance, "string"):
+        return
+    anchored = pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
+    if re.search(anchored, instance) is None:
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = extend(Draft202012Validator, {"pattern": _pattern})  # type: ignore[no-untyped-call]  # untyped in the stubs
+
+
 def make_validators(schemas: Mapping[str, JSONValue]) -> dict[str, Draft202012Validator]:
     """Build one validator per kind; do it once per process, not per document."""
-    return {kind: Draft202012Validator(schema) for kind, schema in schemas.items()}
+    return {kind: _Validator(schema) for kind, schema in schemas.items()}
 
 
 def check_documents(
