@@ -182,6 +182,8 @@ class Origin:
             if turn:
                 idle = self._idle_connection()
                 if idle is not None:
+                    if self._waiters and (self._idle or self._has_room()):
+                        self._wake_one()  # more came free than this caller was woken for
                     return idle
                 if not queued or self._has_room():
                     return await self._open_counted()

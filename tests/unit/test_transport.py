@@ -487,3 +487,22 @@ def test_a_woken_waiter_is_not_overtaken_by_a_caller_arriving_after_it() -> None
             return order
 
     assert asyncio.run(scenario()) == ["waiting", "later"]
+
+
+def test_two_connections_freed_at_once_serve_a_waiter_and_a_caller_queued_behind_it() -> None:
+    async def scenario() -> int:
+        async with _server(_fixed(LENGTH)) as (url, _):
+            origin = Origin(url, public_only=False, connections=2)
+            held = [await origin.send("POST", {}, b"{}") for _ in range(2)]
+            for reply in held:
+                await reply.read(1000)
+            waiting = asyncio.ensure_future(origin.send("POST", {}, b"{}"))
+            await asyncio.sleep(0.05)
+            later = asyncio.ensure_future(origin.send("POST", {}, b"{}"))  # queues behind the woken one
+            for reply in held:
+                reply.release()
+            async with asyncio.timeout(5):
+                replies = await asyncio.gather(waiting, later)
+            return len(replies)
+
+    assert asyncio.run(scenario()) == 2
