@@ -54,8 +54,10 @@ number of the gateway's sockets, not one per client waiting on it."""
 _PAUSE_AT: Final = 1024 * 1024
 """Bytes of reply held unread before the socket stops being read (flow control)."""
 
-_IDLE_SECONDS: Final = 15.0
-"""How long an idle connection is trusted to still be there (aiohttp's default too)."""
+_IDLE_SECONDS: Final = 4.0
+"""How long an idle connection is trusted to still be there: under the 5 s after which
+uvicorn (the MCP SDK's server), Hypercorn and Node.js close an idle connection, so a
+request is never written to one the upstream is closing at that moment."""
 
 _MAX_HEAD: Final = 64 * 1024
 """Bytes of status line and headers (interim answers included) before a reply is refused."""
