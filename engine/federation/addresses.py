@@ -14,7 +14,7 @@ import ipaddress
 import socket
 from typing import Final
 
-__all__ = ["AddressRefused", "is_public", "public_addresses"]
+__all__ = ["AddressRefused", "is_public", "public_addresses", "resolve"]
 
 _NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
 """The well-known NAT64 prefix: the last 32 bits are the IPv4 address reached."""
@@ -30,20 +30,25 @@ class AddressRefused(OSError):
     """The upstream's host has no public address, and the policy wants one."""
 
 
+async def resolve(host: str, port: int) -> list[tuple[socket.AddressFamily, str]]:
+    """Every address `host` resolves to for a TCP connection (an IP literal resolves to
+    itself), each with its address family, once.
+
+    Raises:
+        OSError: the name does not resolve.
+    """
+    found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys((family, str(sockaddr[0])) for family, _, _, _, sockaddr in found))
+
+
 async def public_addresses(host: str, port: int) -> list[tuple[socket.AddressFamily, str]]:
-    """The globally routable addresses `host` resolves to (an IP literal resolves to
-    itself), each with its address family.
+    """The globally routable ones of the addresses `host` resolves to.
 
     Raises:
         AddressRefused: none of them is public.
         OSError: the name does not resolve.
     """
-    found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    public: list[tuple[socket.AddressFamily, str]] = []
-    for family, _, _, _, sockaddr in found:
-        address = str(sockaddr[0])
-        if is_public(address) and (family, address) not in public:
-            public.append((family, address))
+    public = [(family, address) for family, address in await resolve(host, port) if is_public(address)]
     if not public:
         raise AddressRefused(f"`{host}` resolves to no public address")
     return public

@@ -132,8 +132,6 @@ class Origin:
             OSError: the upstream could not be reached, or broke the exchange.
             BadHeader: a header cannot be sent as it is.
         """
-        if self._closed:
-            raise ExchangeFailed("the upstream's connections are closed")
         head = self._head(method, headers, len(body))
         connection = await self._connection(queued)
         connection.begin()

@@ -16,10 +16,10 @@ from types import MappingProxyType
 from engine.errors import PolicyError, Severity
 from engine.policy.load import Document
 
+__all__ = ["NetworkTable", "WellKnownTable", "build_network_table", "build_well_known_table"]
+
 _FIELD_VALUE = re.compile(r"([\x21-\x7e]+([ \t]+[\x21-\x7e]+)*)?")
 """A header value the gateway can send as it is: visible ASCII, inner spaces and tabs."""
-
-__all__ = ["NetworkTable", "WellKnownTable", "build_network_table", "build_well_known_table"]
 
 
 @dataclass(frozen=True, slots=True)

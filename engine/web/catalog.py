@@ -70,7 +70,7 @@ KINDS: Final = {
     "tools": Kind(
         "tools", Tool, {**_COMMON, "input_schema": {"type": "dict", "default": {"type": "object"}}},
         (("description", "resource"), ("input_schema", "resource")),
-        lambda t: {"input_schema": t.input_schema, "changed": t.changed, "current_hash": t.current_hash},
+        lambda t: {"input_schema": t.input_schema, "changed": t.changed},
     ),
     "resources": Kind(
         "resources", Resource,
@@ -190,9 +190,9 @@ async def _shown(kind: Kind, rows: list[Any]) -> list[dict[str, Any]]:
     """
     items = [item_json(kind, row) for row in rows]
     user = g.get("user")
-    if kind.model is Tool and (user is None or not user.admin):
-        for item in items:
-            del item["current_hash"]
+    if kind.model is Tool and user is not None and user.admin:
+        for item, row in zip(items, rows, strict=True):
+            item["current_hash"] = row.current_hash
     if kind.model is Server:
         for field, model in _MEMBERS:
             seen = await _visible_ids(model, {i for item in items for i in item[field]})

@@ -9,9 +9,7 @@ registration whose discovery fails stores nothing at all.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 import uuid
 from typing import Any, Final
 from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
@@ -19,7 +17,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 from quart import Blueprint, Response, g, jsonify
 from tortoise.transactions import in_transaction
 
-from engine.federation.addresses import is_public
+from engine.federation.addresses import is_public, resolve
 from engine.federation.sync import SyncReport, sync_upstream
 from engine.federation.upstream import PRIVATE_NETWORKS_HINT, UpstreamClient
 from engine.store.catalog import Prompt, Resource, Tool, Upstream
@@ -123,13 +121,14 @@ async def _check_address(url: str) -> None:
     parts = urlsplit(url)
     host = parts.hostname or ""
     try:
-        found = await asyncio.get_running_loop().getaddrinfo(host, _port(parts) or 443, type=socket.SOCK_STREAM)
+        found = await resolve(host, _port(parts) or 443)
     except OSError as err:
         raise ApiError(422, "upstream_unresolvable", f"`{host}` does not resolve") from err
-    for *_, address in found:
-        if not is_public(str(address[0])):
-            message = f"`{host}` resolves to a non-public address; {PRIVATE_NETWORKS_HINT}"
-            raise ApiError(422, "upstream_address_refused", message)
+    # Stricter than connecting, which keeps the public addresses: one private address
+    # is enough to refuse the registration.
+    if not all(is_public(address) for _, address in found):
+        message = f"`{host}` resolves to a non-public address; {PRIVATE_NETWORKS_HINT}"
+        raise ApiError(422, "upstream_address_refused", message)
 
 
 def pooled_client(gw: Gateway, upstream_id: str) -> UpstreamClient | None:
