@@ -21,7 +21,6 @@ from quart import g
 from engine import __version__
 from engine.decide import Access, Decision
 from engine.federation.upstream import Answerer, Relay, UpstreamError
-from engine.json_bytes import dumps_text
 from engine.store.catalog import Server, Upstream
 from engine.store.queries import visible_rows
 from engine.web.gateways import pooled_client, upstream_client
@@ -143,6 +142,8 @@ async def tools_list(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
     if "tools.execute" not in ctx.decision.permissions:
         return {"tools": []}
     rows = await _rows(ctx, "tools", _TOOL, "tool_ids")
+    if g.snapshot.content.tool_changes == "block":
+        rows = [row for row in rows if not row["changed"]]  # `tools/call` would refuse them
     return _paged(
         rows,
         start,
@@ -190,7 +191,7 @@ async def call_tool(
         forwarded["_meta"] = {"progressToken": progress_token}
     notes = _checked_notes(relay) if relay is not None else None
     answerer = _checked_answers(ask) if ask is not None else None
-    result = await _forward(tool["upstream_id"], "tools/call", forwarded, notes, answerer)
+    result = await _forward(tool["upstream_id"], "tools/call", forwarded, "tool_result", notes, answerer)
     result = _checked_contents(result, "content", "tool_result")
     if result.get("structuredContent") is not None:
         # The same answer for clients that read JSON rather than text: checked the same way.
@@ -261,9 +262,12 @@ async def _forward(
     upstream_id: str | None,
     method: str,
     params: dict[str, Any],
+    context: str,
     relay: Relay | None = None,
     ask: Answerer | None = None,
 ) -> dict[str, Any]:
+    """The upstream's result; its error message is upstream output as well, checked in
+    the `context` of the result it stands in for."""
     if upstream_id is None:
         raise RpcError(-32013, "this item has no upstream to serve it", {"code": "not_available"})
     gw = gateway()
@@ -277,7 +281,11 @@ async def _forward(
         result = await client.request(method, params, on_message=relay, on_request=ask)
     except UpstreamError as err:
         if err.code == "upstream_error":
-            raise RpcError(int(err.rpc_code or -32603), err.message, {"code": "upstream_error"}) from err
+            try:
+                message = check_text(context, err.message, field="error")
+            except ContentRefused as refused:
+                raise _refused(refused) from err
+            raise RpcError(int(err.rpc_code or -32603), message, {"code": "upstream_error"}) from err
         raise RpcError(UPSTREAM_CODES.get(err.code, -32003), err.message, {"code": err.code}) from err
     if not isinstance(result, dict):
         raise RpcError(-32003, "the upstream's result is not an object", {"code": "upstream_protocol"})
@@ -295,21 +303,35 @@ def _checked_contents(result: dict[str, Any], key: str, context: str, mime_field
             item = {**item, "content": _checked_block(item["content"], key, context, None)}
         elif isinstance(item, dict):
             item = _checked_block(item, key, context, mime_field)
+        else:
+            item = _checked_json(context, item, key)
         checked.append(item)
     return {**result, key: checked}
 
 
+_UNJUDGED: Final = frozenset({"type", "text", "resource", "uri", "mimeType", "data", "blob"})
+"""Fields of a content block not checked as its metadata: the text and the embedded
+resource are checked apart, the rest are the block's own form or base64 bytes."""
+
+
 def _checked_block(block: dict[str, Any], key: str, context: str, mime_field: str | None) -> dict[str, Any]:
+    """A text, the text of an embedded resource, and the words around a link (its name,
+    title, description) are all upstream output a model will read."""
+    checked = dict(block)
     text = block.get("text")
-    if not isinstance(text, str):
-        return block
-    try:
-        text = check_text(context, text, field=key)
-    except ContentRefused as err:
-        raise _refused(err) from err
-    if mime_field is not None:
-        text = sanitize_markup(str(block.get(mime_field) or ""), text)
-    return {**block, "text": text}
+    if isinstance(text, str):
+        try:
+            text = check_text(context, text, field=key)
+        except ContentRefused as err:
+            raise _refused(err) from err
+        checked["text"] = text if mime_field is None else sanitize_markup(str(block.get(mime_field) or ""), text)
+    embedded = block.get("resource")
+    if isinstance(embedded, dict):
+        checked["resource"] = _checked_block(embedded, key, context, "mimeType")
+    described = {name: value for name, value in block.items() if name not in _UNJUDGED}
+    if described:
+        checked.update(_checked_json(context, described, key))
+    return checked
 
 
 def _resource(r: dict[str, Any]) -> dict[str, Any]:
@@ -338,11 +360,37 @@ async def resource_templates_list(ctx: McpContext, params: dict[str, Any]) -> di
     )
 
 
+_VARIABLE: Final = re.compile(r"\{[^}/]+\}")
+
+
 def _matches(template: str, uri: str) -> bool:
-    pattern = "".join(
-        "[^/]+" if part.startswith("{") else re.escape(part) for part in re.split(r"(\{[^}]+\})", template)
-    )
-    return re.fullmatch(pattern, uri) is not None
+    """Whether `uri` fills `template`, each variable with one or more characters of one
+    path segment.
+
+    Templates come from upstreams and URIs from clients, so this runs in time linear in
+    their product: a regex of adjacent `[^/]+` groups backtracks exponentially.
+    """
+    patterns, segments = template.split("/"), uri.split("/")
+    return len(patterns) == len(segments) and all(map(_segment_matches, patterns, segments))
+
+
+def _segment_matches(pattern: str, segment: str) -> bool:
+    literals = _VARIABLE.split(pattern)
+    if len(literals) == 1:
+        return segment == pattern
+    first, *between, last = literals
+    end = len(segment) - len(last)
+    if end < len(first) or not segment.startswith(first) or not segment.endswith(last):
+        return False
+    # Each literal as far left as it fits leaves the most room for the rest; the variable
+    # before it takes at least one character.
+    position = len(first)
+    for literal in between:
+        found = segment.find(literal, position + 1, end)
+        if found < 0:
+            return False
+        position = found + len(literal)
+    return end - position >= 1
 
 
 async def resources_read(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -361,7 +409,7 @@ async def resources_read(ctx: McpContext, params: dict[str, Any]) -> dict[str, A
             raise _refused(err) from err
         mime = found["mime_type"]
         return {"contents": [{"uri": uri, "mimeType": mime, "text": sanitize_markup(mime, text)}]}
-    result = await _forward(found["upstream_id"], "resources/read", {"uri": uri})
+    result = await _forward(found["upstream_id"], "resources/read", {"uri": uri}, "resource")
     return _checked_contents(result, "contents", "resource", mime_field="mimeType")
 
 
@@ -388,13 +436,10 @@ async def prompts_get(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]
     if not found:
         raise RpcError(-32602, f"Unknown prompt: {name}", {"code": "not_found"})
     prompt = found[0]
-    try:
-        check_text("prompt", dumps_text(arguments), field="arguments")
-    except ContentRefused as err:
-        raise _refused(err) from err
+    arguments = _checked_json("prompt", arguments, "arguments")
     if prompt["upstream_id"] is not None:
         forwarded = {"name": prompt["upstream_name"], "arguments": {k: str(v) for k, v in arguments.items()}}
-        result = await _forward(prompt["upstream_id"], "prompts/get", forwarded)
+        result = await _forward(prompt["upstream_id"], "prompts/get", forwarded, "prompt")
         return _checked_contents(result, "messages", "prompt")
     missing = [a["name"] for a in prompt["arguments"] if a.get("required") and a.get("name") not in arguments]
     if missing:

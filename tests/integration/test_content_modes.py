@@ -50,13 +50,16 @@ def test_moderate_mode(start: Callable[..., Gateway]) -> None:
         assert logged.status_code == 201
         assert logged.json()["template"] == "write to bob@example.com"
 
-        async def call() -> tuple[str, object]:
+        async def call() -> tuple[str, object, str]:
             async with mcp_session(f"{server.url}/mcp", mint(claims(teams=None))) as client:
                 result = await client.call_tool("leak", {})
-                return str(result.content[0].text), result.structured_content
+                attached = (await client.call_tool("attach", {})).content[0]
+                assert isinstance(attached, types.EmbeddedResource)
+                assert isinstance(attached.resource, types.TextResourceContents)
+                return str(result.content[0].text), result.structured_content, attached.resource.text
 
         redacted = "The customer's SSN is [REDACTED:ssn]."
-        assert asyncio.run(call()) == (redacted, {"result": redacted}), "both forms of the result are redacted"
+        assert asyncio.run(call()) == (redacted, {"result": redacted}, redacted), "every form of a result is redacted"
         actions = {(v["field"], v["action"]) for v in _violations(server)}
         assert ("content", "block") in actions
         assert ("template", "log") in actions
@@ -114,6 +117,26 @@ def test_a_redaction_that_breaks_a_json_result_refuses_it(start: Callable[..., G
         assert (refused.status_code, refused.json()["error"]["code"]) == (422, "content_blocked"), refused.text
         assert "no longer valid JSON" in refused.json()["error"]["message"]
         assert "123-45-6789" not in refused.text
+
+
+def test_prompt_arguments_reach_the_upstream_redacted(start: Callable[..., Gateway], tmp_path: Path) -> None:
+    """Where the policy redacts prompts, the upstream gets the redacted arguments."""
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    modes = policies / "content-modes.yaml"
+    moderate = "pii: {resource: block, prompt: log,"
+    modes.write_text(modes.read_text().replace(moderate, moderate.replace("log", "redact")))
+    with upstream_server() as url:
+        server = start(POLICY_PATHS=policies, CONTENT_PII_VALIDATION_MODE="moderate")
+        _register_upstream(server, url)
+
+        async def get() -> str:
+            async with mcp_session(f"{server.url}/mcp", mint(claims(teams=None))) as client:
+                got = await client.get_prompt("digits", {"text": "SSN 123-45-6789, room 7"})
+                assert isinstance(got.messages[0].content, types.TextContent)
+                return got.messages[0].content.text
+
+        assert asyncio.run(get()) == "1 digits", "the SSN was redacted before it left; the room number was not"
 
 
 def test_lenient_mode(start: Callable[..., Gateway]) -> None:

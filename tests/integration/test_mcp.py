@@ -116,6 +116,15 @@ def test_content_rules_apply_to_arguments_and_results(federated: tuple[Gateway, 
             with pytest.raises(MCPError) as script:
                 await client.read_resource("docs://script")
             assert script.value.code == -32010
+            # Text outside a text block is upstream output all the same.
+            for tool in ("up__attach", "up__link"):
+                with pytest.raises(MCPError) as hidden:
+                    await client.call_tool(tool, {})
+                assert hidden.value.code == -32010, tool
+            with pytest.raises(MCPError) as failed:
+                await client.read_resource("vault://bob/secret")
+            assert (failed.value.code, failed.value.error.data) == (-32010, {"code": "content_pii"})
+            assert "123-45-6789" not in failed.value.message
 
     run(scenario())
 

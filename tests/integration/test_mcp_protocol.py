@@ -275,12 +275,13 @@ def test_a_changed_upstream_tool_is_blocked_until_approved(tmp_path_factory: pyt
 
             async def call() -> Any:
                 async with mcp_session(f"{gw.url}/mcp", mint(claims(teams=None))) as client:
+                    listed = "p_add" in {t.name for t in (await client.list_tools()).tools}
                     try:
-                        return (await client.call_tool("p_add", {"a": 1})).content[0].text
+                        return listed, (await client.call_tool("p_add", {"a": 1})).content[0].text
                     except MCPError as err:
-                        return err.code
+                        return listed, err.code
 
-            assert asyncio.run(call()) == -32012
+            assert asyncio.run(call()) == (False, -32012), "a tool `tools/call` refuses is not listed"
             tool = next(t for t in admin.get("/tools").json()["items"] if t["name"] == "p_add")
             assert tool["changed"] is True
             developer = {"email": "dev@example.com", "password": "developer password", "roles": ["developer"]}
@@ -292,7 +293,7 @@ def test_a_changed_upstream_tool_is_blocked_until_approved(tmp_path_factory: pyt
             assert (refused.status_code, refused.json()["error"]["code"]) == (403, "not_owner")
             approved = admin.patch(f"/tools/{tool['id']}", json={"approve_change": tool["current_hash"]}).json()
             assert approved["changed"] is False
-            assert asyncio.run(call()) == "2"
+            assert asyncio.run(call()) == (True, "2")
     finally:
         stop_server(gw)
 

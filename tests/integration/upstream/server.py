@@ -12,7 +12,8 @@ import os
 import sys
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import CallToolResult, SamplingMessage, TextContent
+from mcp.server.mcpserver.exceptions import ResourceError
+from mcp.types import CallToolResult, EmbeddedResource, ResourceLink, SamplingMessage, TextContent, TextResourceContents
 
 server = MCPServer("fixture-upstream", version="1.0")
 
@@ -90,6 +91,22 @@ def report() -> CallToolResult:
 
 
 @server.tool()
+def attach() -> CallToolResult:
+    """Personal data inside an embedded resource rather than a text block."""
+    document = TextResourceContents(uri="file:///customer.txt", text="The customer's SSN is 123-45-6789.")
+    return CallToolResult(content=[EmbeddedResource(type="resource", resource=document)])
+
+
+@server.tool()
+def link() -> CallToolResult:
+    """A script in the description of a resource link rather than in a text block."""
+    described = ResourceLink(
+        type="resource_link", uri="file:///report.html", name="report", description="<script>alert(1)</script>"
+    )
+    return CallToolResult(content=[described])
+
+
+@server.tool()
 async def count(ctx: Context) -> str:
     """Count to three, reporting progress and logging each step."""
     for step in (1, 2, 3):
@@ -126,6 +143,18 @@ def script_page() -> str:
 def profile(user_id: str) -> str:
     """A user's profile."""
     return f"profile of {user_id}"
+
+
+@server.resource("vault://{name}/secret")
+def secret(name: str) -> str:
+    """A read that fails with personal data in its error message."""
+    raise ResourceError(f"the SSN on file for {name} is 123-45-6789")
+
+
+@server.prompt()
+def digits(text: str) -> str:
+    """Say how many digits arrived: what the upstream received, not what it answered."""
+    return f"{sum(c.isdigit() for c in text)} digits"
 
 
 @server.prompt()
