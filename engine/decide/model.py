@@ -9,6 +9,7 @@ testable from YAML cases and benchmarkable in isolation. No I/O in this module.
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -196,8 +197,8 @@ class Token:
     iat: float | None = field(init=False)
     jti: str | None = field(init=False)
     audiences: frozenset[str] = field(init=False)
-    issuer: Any = field(init=False)
-    env: Any = field(init=False)
+    issuer: str | None = field(init=False)
+    env: str | None = field(init=False)
     session: bool = field(init=False)
     teams_claim: TeamsClaim = field(init=False)
     teams: frozenset[str] = field(init=False)
@@ -214,7 +215,10 @@ class Token:
         put(self, "alg", self.header.get("alg"))
         for name in ("exp", "nbf", "iat"):
             value = claims.get(name)
-            if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+            if value is not None and (
+                not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value)
+            ):
+                # NaN compares false both ways: an `exp` of NaN would never expire.
                 problems.append(f"claim `{name}` is not a number")
                 value = None
             put(self, name, value)
@@ -235,8 +239,12 @@ class Token:
                 else ()
             ),
         )
-        put(self, "issuer", claims.get("iss"))
-        put(self, "env", claims.get("env"))
+        for name, claim in (("issuer", "iss"), ("env", "env")):
+            value = claims.get(claim)
+            if value is not None and not isinstance(value, str):
+                problems.append(f"claim `{claim}` is not a string")
+                value = None
+            put(self, name, value)
         put(self, "session", claims.get("token_use") == "session")
         shape, teams = _teams(claims, problems)
         put(self, "teams_claim", shape)

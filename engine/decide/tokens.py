@@ -187,8 +187,10 @@ def check_scope_limits(table: TokenTable, token: Token, client_ip: str | None, n
 
 
 def _inside(window: TimeWindow, minute: int, weekday: int) -> bool:
-    if weekday not in window.weekdays:
-        return False
+    """A window that crosses midnight belongs to the day it starts on: a Friday night
+    shift from 22:00 to 06:00 runs into Saturday morning, not Friday morning."""
     if window.start <= window.end:
-        return window.start <= minute < window.end
-    return minute >= window.start or minute < window.end
+        return weekday in window.weekdays and window.start <= minute < window.end
+    if minute >= window.start:
+        return weekday in window.weekdays
+    return minute < window.end and (weekday - 1) % 7 in window.weekdays

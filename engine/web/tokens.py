@@ -84,6 +84,9 @@ async def create_token() -> Response:
     parent: Token | None = g.get("token")
     if parent is not None and not parent.session:
         _within_parent(parent, body, scopes)
+        if parent.permissions is not None and "permissions" not in scopes:
+            # Left out, the child would hold everything the user's roles give.
+            scopes["permissions"] = sorted(decision.permissions)
     limit = _parent_teams(parent)
     teams = body.get("teams", sorted(user.teams if limit is None else user.teams & limit))
     if limit is not None and (teams is None or not set(teams) <= limit):
@@ -179,7 +182,7 @@ async def revoke_token(jti: str) -> Response:
 async def revoke_jti(jti: str, actor: str, reason: str) -> bool:
     """Record a revocation in the store and the cache; False when it was already revoked."""
     _, created = await Revocation.get_or_create(jti=jti, defaults={"revoked_by": actor, "reason": reason})
+    await gateway().directory.revoked(jti)  # before anything else can fail: enforced at once
     if created:
         await audit(actor, "token.revoke", jti, {"reason": reason})
-    await gateway().directory.revoked(jti)
     return bool(created)

@@ -68,6 +68,10 @@ def test_a_scoped_token_cannot_mint_a_wider_one(gateway: Gateway, developer: str
         "/tokens", json={"name": "child", "scopes": {"permissions": ["tools.execute"]}}
     )
     assert (child.status_code, child.json()["error"]["code"]) == (403, "scope_exceeds_caller")
+    unscoped = gateway.client(narrow.json()["token"]).post("/tokens", json={"name": "unscoped"})
+    assert unscoped.json()["scopes"]["permissions"] == ["tokens.create", "tools.read"]
+    me = gateway.client(unscoped.json()["token"]).get("/auth/me").json()
+    assert me["permissions"] == ["tokens.create", "tools.read"], "no scope means the creating token's, not the roles'"
 
 
 def test_revocation_takes_effect_on_the_next_request(gateway: Gateway, developer: str) -> None:
