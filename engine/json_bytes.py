@@ -1,7 +1,7 @@
 """JSON encoding for the MCP hot path: orjson, and the standard library where orjson refuses.
 
 A forwarded tool call encodes its arguments and its result several times: for the
-content check, for the upstream and for the client. With 10 KB of each the standard
+size limit, for the upstream and for the client. With 10 KB of each the standard
 encoder spends about 0.1 ms per call; orjson, under 5 µs. orjson refuses integers past
 64 bits, which JSON allows and `json.loads` keeps exact; such a document goes through
 the standard encoder instead, so the gateway never alters a number it forwards. For the
@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
 
-__all__ = ["dumps", "dumps_text", "loads", "through_text"]
+__all__ = ["dumps", "loads"]
 
 _SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -32,24 +31,6 @@ def dumps(value: Any) -> bytes:
         return orjson.dumps(value)
     except orjson.JSONEncodeError:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def dumps_text(value: Any) -> str:
-    """`value` as compact JSON text, for the content checks, which scan `str`."""
-    return dumps(value).decode()
-
-
-def through_text(value: Any, check: Callable[[str], str]) -> Any:
-    """`value` after `check` has judged its JSON text: `value` itself when the text comes
-    back unchanged, else the changed text parsed again.
-
-    Raises:
-        ValueError: the changed text is no longer JSON (a redaction with quotes or
-            backslashes can break the JSON around it).
-    """
-    text = dumps_text(value)
-    checked = check(text)
-    return value if checked is text else json.loads(checked)
 
 
 def loads(raw: bytes) -> Any:

@@ -50,8 +50,10 @@ __all__ = [
     "ContentRule",
     "ContentTable",
     "Inspection",
+    "PartsInspection",
     "build_content_table",
     "inspect_content",
+    "inspect_parts",
     "redact",
 ]
 
@@ -112,6 +114,14 @@ class Inspection:
         return max((f.action for f in self.findings), key=_STRENGTH.__getitem__, default=Action.ALLOW)
 
 
+@dataclass(frozen=True, slots=True)
+class PartsInspection:
+    """What inspecting the texts of one body found, text by text, and the denial it leads to."""
+
+    findings: tuple[tuple[Finding, ...], ...]
+    denial: Denial | None
+
+
 def inspect_content(table: ContentTable, content: Content) -> Inspection:
     """Check `content` against its context's size limit, then scan it.
 
@@ -121,10 +131,32 @@ def inspect_content(table: ContentTable, content: Content) -> Inspection:
     scanner = table.scanners[content.context]
     data = content.text.encode("utf-8", "surrogatepass")
     if len(data) > scanner.max_bytes:
-        message = f"{content.context} content is {len(data)} bytes; the limit is {scanner.max_bytes} bytes"
-        return Inspection((), (Reason.CONTENT_TOO_LARGE, scanner.size_ref, message))
+        return Inspection((), _too_large(content.context, scanner, len(data)))
     findings = scan(scanner, content.text, data)
     return Inspection(findings, _denial(content.context, findings, scanner))
+
+
+def inspect_parts(table: ContentTable, context: str, texts: Sequence[str], size: int) -> PartsInspection:
+    """Check a body of `size` bytes against the size limit, then scan each of its `texts`
+    on its own (the keys and strings of a JSON value, see `engine.json_texts`).
+
+    One gate pass over all of them first: most bodies hold no gate string at all.
+
+    Raises:
+        KeyError: the context is not one of `CONTEXTS`.
+    """
+    scanner = table.scanners[context]
+    if size > scanner.max_bytes:
+        return PartsInspection((), _too_large(context, scanner, size))
+    if scanner.database is None or not _gate_opens(scanner, "\n".join(texts).encode("utf-8", "surrogatepass")):
+        return PartsInspection(((),) * len(texts), None)
+    findings = tuple(scan(scanner, text) for text in texts)
+    return PartsInspection(findings, _denial(context, tuple(f for found in findings for f in found), scanner))
+
+
+def _too_large(context: str, scanner: ContextScanner, size: int) -> Denial:
+    message = f"{context} content is {size} bytes; the limit is {scanner.max_bytes} bytes"
+    return Reason.CONTENT_TOO_LARGE, scanner.size_ref, message
 
 
 def scan(scanner: ContextScanner, text: str, data: bytes | None = None) -> tuple[Finding, ...]:
@@ -133,13 +165,8 @@ def scan(scanner: ContextScanner, text: str, data: bytes | None = None) -> tuple
         return ()
     if data is None:
         data = text.encode("utf-8", "surrogatepass")
-    if scanner.gate is not None:
-        try:
-            scanner.gate.scan(data, match_event_handler=_stop)
-        except hyperscan.ScanTerminated:
-            pass  # a gate string is present: some rule may match
-        else:
-            return ()
+    if not _gate_opens(scanner, data):
+        return ()
     fired: list[int] = []
     scanner.database.scan(data, match_event_handler=_collect, context=fired)
     if not fired:
@@ -171,6 +198,17 @@ def redact(table: ContentTable, text: str, findings: Sequence[Finding]) -> str:
     return "".join(pieces)
 
 
+def _gate_opens(scanner: ContextScanner, data: bytes) -> bool:
+    """Whether `data` holds a gate string, without which no rule can match."""
+    if scanner.gate is None:
+        return True
+    try:
+        scanner.gate.scan(data, match_event_handler=_stop)
+    except hyperscan.ScanTerminated:
+        return True
+    return False
+
+
 def _collect(rule_id: int, start: int, end: int, flags: int, fired: list[int]) -> None:
     fired.append(rule_id)
 
@@ -184,8 +222,9 @@ def _denial(context: str, findings: tuple[Finding, ...], scanner: ContextScanner
     blocking = [f for f in findings if f.action is Action.BLOCK]
     if not blocking:
         return None
-    # Attack patterns outrank PII: the caller should hear about the attack first.
-    first = min(blocking, key=lambda f: (f.pii, f.start))
+    # Attack patterns outrank PII: the caller should hear about the attack first; within
+    # each, the first finding (findings come in text order).
+    first = min(blocking, key=lambda f: f.pii)
     rule = next(r for r in scanner.rules if r.ref.id == first.rule)
     reason = Reason.CONTENT_PII if first.pii else Reason.CONTENT_BLOCKED
     what = "personal data" if first.pii else "a blocked pattern"

@@ -17,20 +17,25 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from tortoise.transactions import in_transaction
 
 from engine.federation.upstream import UpstreamClient, UpstreamError
-from engine.json_bytes import through_text
 from engine.store.catalog import CatalogItem, Prompt, Resource, Tool, Upstream
 
-__all__ = ["SyncReport", "mark_unreachable", "pin_hash", "sync_upstream"]
+__all__ = ["Checker", "SyncReport", "mark_unreachable", "pin_hash", "sync_upstream"]
 
-Checker = Callable[[str, str, str], str]
-"""(content context, text, field) -> text to store; raises when the text is refused."""
+
+class Checker(Protocol):
+    """The content pipeline, handed in by the web layer: each method returns the value
+    to store (redacted where the policy redacts) and raises when it is refused."""
+
+    def text(self, context: str, text: str, field: str) -> str: ...
+
+    def json(self, context: str, value: Any, field: str) -> Any: ...
+
 
 _SHORT: Final = 255
 """The longest name, upstream name or media type the catalog holds."""
@@ -188,16 +193,16 @@ async def _named_freely(row: Upstream, items: list[_Item], report: SyncReport) -
 
 def _text(check: Checker, context: str, field_name: str, text: str) -> str:
     try:
-        return check(context, text, field_name)
+        return check.text(context, text, field_name)
     except Exception as err:  # the content pipeline's refusal
         raise _Refused(field_name, getattr(err, "code", "refused")) from err
 
 
 def _json(check: Checker, context: str, field_name: str, value: Any) -> Any:
     try:
-        return through_text(value, lambda text: _text(check, context, field_name, text))
-    except ValueError as err:  # a redaction that broke the JSON around it
-        raise _Refused(field_name, "content_blocked") from err
+        return check.json(context, value, field_name)
+    except Exception as err:  # the content pipeline's refusal
+        raise _Refused(field_name, getattr(err, "code", "refused")) from err
 
 
 def _short(field_name: str, value: str, limit: int = _SHORT) -> str:

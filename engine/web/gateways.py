@@ -24,7 +24,7 @@ from engine.store.catalog import Prompt, Resource, Tool, Upstream
 from engine.web.bodies import read_body
 from engine.web.catalog import check_team, visible
 from engine.web.identity import caller
-from engine.web.inspection import check_text
+from engine.web.inspection import check_json, check_text
 from engine.web.responses import ApiError, created
 from engine.web.state import Gateway, gateway, in_background, notify_upstream_lists
 
@@ -170,18 +170,25 @@ async def _forget_client(gw: Gateway, upstream_id: str) -> None:
         await client.close()
 
 
+class _Pipeline:
+    """The content checks, as discovery takes them (`engine.federation.sync.Checker`)."""
+
+    def text(self, context: str, text: str, field: str) -> str:
+        return check_text(context, text, field=field)
+
+    def json(self, context: str, value: Any, field: str) -> Any:
+        return check_json(context, value, field=field)
+
+
 async def discover(row: Upstream, *, new: bool = False) -> SyncReport:
     """Sync `row` with what its upstream offers now, and tell MCP clients the lists changed.
 
     A `new` row is stored by the sync; when that fails, its pooled client goes too.
     """
 
-    def check(context: str, text: str, field: str) -> str:
-        return check_text(context, text, field=field)
-
     gw = gateway()
     try:
-        report = await sync_upstream(row, upstream_client(gw, row), check, new=new)
+        report = await sync_upstream(row, upstream_client(gw, row), _Pipeline(), new=new)
     except BaseException:
         if new and (client := gw.upstreams.pop(row.id, None)) is not None:
             in_background(gw, client.close(end_session=False))

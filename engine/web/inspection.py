@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any, Final
 
 import nh3
 from quart import g
 
-from engine.decide import Action, Content, Reason
-from engine.decide.content import inspect_content, redact
-from engine.json_bytes import through_text
+from engine.decide import Action, Content, Finding, Reason
+from engine.decide.content import inspect_content, inspect_parts, redact
+from engine.decide.model import Denial
+from engine.json_bytes import dumps
+from engine.json_texts import replaced, texts
 from engine.policy import Snapshot
 from engine.web.guard import mask_email
 from engine.web.responses import ApiError
@@ -43,32 +46,49 @@ def check_text(context: str, text: str, *, field: str) -> str:
     """
     snapshot: Snapshot = g.snapshot
     inspection = inspect_content(snapshot.content, Content(context, text))
-    denial = inspection.denial
-    if denial is not None:
-        reason, rule, message = denial
-        status = 413 if reason is Reason.CONTENT_TOO_LARGE else 422
-        _violation(snapshot, context, field, str(reason), rule.id, "block", category=None)
-        raise ContentRefused(status, str(reason), f"`{field}`: {message}")
-    for finding in inspection.findings:
-        _violation(snapshot, context, field, "content_pii" if finding.pii else "content_pattern",
-                   finding.rule, str(finding.action), category=finding.category)  # fmt: skip
+    _act_on(snapshot, context, field, inspection.denial, inspection.findings)
     if any(f.action is Action.REDACT for f in inspection.findings):
         return redact(snapshot.content, text, inspection.findings)
     return text
 
 
 def check_json(context: str, value: Any, *, field: str) -> Any:
-    """A JSON value checked as its text; parsed again only when redaction changed it.
+    """A JSON value checked string by string (see `engine.json_texts`), its size as JSON.
 
     Raises:
-        ContentRefused: the text is refused, or its redaction broke the JSON around it
-            (a redaction template with quotes or backslashes can).
+        ContentRefused: the size limit or a blocking rule refuses it, it nests too deeply
+            to walk, or redaction made two keys of one object the same.
     """
+    snapshot: Snapshot = g.snapshot
     try:
-        return through_text(value, lambda text: check_text(context, text, field=field))
+        parts = texts(value)
+    except RecursionError as err:
+        raise ContentRefused(422, "content_blocked", f"`{field}`: nested too deeply to check") from err
+    inspection = inspect_parts(snapshot.content, context, parts, len(dumps(value)))
+    _act_on(snapshot, context, field, inspection.denial, [f for found in inspection.findings for f in found])
+    if not any(f.action is Action.REDACT for found in inspection.findings for f in found):
+        return value
+    redacted = (redact(snapshot.content, text, found) for text, found in zip(parts, inspection.findings, strict=True))
+    try:
+        return replaced(value, redacted)
     except ValueError as err:
-        message = f"`{field}`: the redacted value is no longer valid JSON"
-        raise ContentRefused(422, "content_blocked", message) from err
+        raise ContentRefused(422, "content_blocked", f"`{field}`: {err}") from err
+
+
+def _act_on(snapshot: Snapshot, context: str, field: str, denial: Denial | None, findings: Iterable[Finding]) -> None:
+    """Log what was found; refuse when a finding blocks.
+
+    Raises:
+        ContentRefused: `denial` is set.
+    """
+    if denial is not None:
+        reason, rule, message = denial
+        status = 413 if reason is Reason.CONTENT_TOO_LARGE else 422
+        _violation(snapshot, context, field, str(reason), rule.id, "block", category=None)
+        raise ContentRefused(status, str(reason), f"`{field}`: {message}")
+    for finding in findings:
+        _violation(snapshot, context, field, "content_pii" if finding.pii else "content_pattern",
+                   finding.rule, str(finding.action), category=finding.category)  # fmt: skip
 
 
 def sanitize_markup(mime_type: str, text: str) -> str:

@@ -140,7 +140,9 @@ def _pinned(gateway_pid: int) -> bool:
 
 def _scan_cost_us() -> float:
     from engine.decide import Content
-    from engine.decide.content import inspect_content
+    from engine.decide.content import inspect_content, inspect_parts
+    from engine.json_bytes import dumps
+    from engine.json_texts import texts
     from engine.policy import compile_policy
     from engine.schemas import validators
     from engine.sources import read_layer
@@ -148,11 +150,11 @@ def _scan_cost_us() -> float:
 
     content = compile_policy([read_layer([ROOT / "policies"])], validators=validators()).snapshot.content
     text = ("lorem ipsum dolor sit amet " * 400)[:10240]
-    arguments = json.dumps({"text": text})
+    arguments = {"text": text}
     best = float("inf")
     for _ in range(200):
         started = time.perf_counter()
-        inspect_content(content, Content("tool_args", arguments))
+        inspect_parts(content, "tool_args", texts(arguments), len(dumps(arguments)))
         inspect_content(content, Content("tool_result", text))
         best = min(best, time.perf_counter() - started)
     return best * 1e6

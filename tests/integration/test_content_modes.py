@@ -101,9 +101,9 @@ def test_moderate_mode_redacts_what_the_upstream_says_on_the_way(start: Callable
         assert heard == ["The customer's SSN is [REDACTED:ssn].", "Summarize: SSN [REDACTED:ssn]"]
 
 
-def test_a_redaction_that_breaks_a_json_result_refuses_it(start: Callable[..., Gateway], tmp_path: Path) -> None:
-    """Redaction works on the text of `structuredContent`; a replacement with quotes in it
-    leaves no JSON to return, and the result is refused rather than sent broken or whole."""
+def test_a_redaction_with_quotes_leaves_a_json_result_whole(start: Callable[..., Gateway], tmp_path: Path) -> None:
+    """`structuredContent` is redacted string by string, never as JSON text: a
+    replacement with quotes in it is a string like any other."""
     policies = tmp_path / "policies"
     shutil.copytree(ROOT / "policies", policies)
     modes = policies / "content-modes.yaml"
@@ -113,10 +113,9 @@ def test_a_redaction_that_breaks_a_json_result_refuses_it(start: Callable[..., G
         _register_upstream(server, url)
         admin = server.client(mint(claims(teams=None)))
         tools = {t["name"]: t["id"] for t in admin.get("/tools").json()["items"]}
-        refused = admin.post(f"/tools/{tools['leak']}/invoke", json={})
-        assert (refused.status_code, refused.json()["error"]["code"]) == (422, "content_blocked"), refused.text
-        assert "no longer valid JSON" in refused.json()["error"]["message"]
-        assert "123-45-6789" not in refused.text
+        result = admin.post(f"/tools/{tools['leak']}/invoke", json={})
+        assert result.status_code == 200, result.text
+        assert result.json()["structuredContent"] == {"result": 'The customer\'s SSN is [REDACTED "ssn"].'}
 
 
 def test_prompt_arguments_reach_the_upstream_redacted(start: Callable[..., Gateway], tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from engine.federation.sync import SyncReport, sync_upstream
 from engine.federation.upstream import UpstreamClient
+from engine.json_texts import replaced, texts
 from engine.store.catalog import Prompt, Resource, Tool, Upstream
 from engine.store.queries import close_store, open_store
 from tests.integration.servers import free_port
@@ -25,7 +26,17 @@ class _Refused(Exception):
     code = "content_pii"
 
 
-def _checker(contexts: list[tuple[str, str]]) -> Callable[[str, str, str], str]:
+class _Pipeline:
+    """A content pipeline over a text check; a JSON value is checked string by string."""
+
+    def __init__(self, check: Callable[[str, str, str], str]) -> None:
+        self.text = check
+
+    def json(self, context: str, value: Any, field: str) -> Any:
+        return replaced(value, (self.text(context, text, field) for text in texts(value)))
+
+
+def _checker(contexts: list[tuple[str, str]]) -> _Pipeline:
     """A content check that redacts `SECRET`, refuses `FORBIDDEN` and notes each context."""
 
     def check(context: str, text: str, field: str) -> str:
@@ -34,7 +45,7 @@ def _checker(contexts: list[tuple[str, str]]) -> Callable[[str, str, str], str]:
             raise _Refused()
         return text.replace("SECRET", "[REDACTED]")
 
-    return check
+    return _Pipeline(check)
 
 
 def _offering(lists: dict[str, Any]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -173,7 +184,7 @@ def test_a_registration_whose_write_fails_stores_nothing(tmp_path: Path) -> None
     async def scenario() -> tuple[int, int]:
         async with _world(tmp_path, lists) as client:
             with pytest.raises(ValueError, match="non nullable"):
-                await sync_upstream(_row(), client, breaking, new=True)
+                await sync_upstream(_row(), client, _Pipeline(breaking), new=True)
             return await Upstream.all().count(), await Tool.all().count()
 
     assert _run(scenario) == (0, 0)
