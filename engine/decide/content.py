@@ -7,7 +7,7 @@ grows faster than linearly with the pattern set and the contexts share almost al
 four databases cost four times the build time for the same scan speed.
 
 A scan is one pass of Hyperscan over the text that says which rules fired, each at most
-once; only for those that apply in the context does a Python `re` find the exact spans
+once; only for those that apply in the context does RE2 find the exact spans
 and a validator confirm PII.
 
 That pass runs at only ~150 MB/s on plain prose: many rules hang on short common words
@@ -31,12 +31,13 @@ import functools
 import re
 import re._constants as _sre  # type: ignore[import-not-found]
 import re._parser as _sre_parse  # type: ignore[import-not-found]
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 import hyperscan
+import re2  # type: ignore[import-untyped]
 
 from engine.decide.model import Action, Content, Denial, Finding, Reason, RuleRef
 from engine.decide.validators import VALIDATORS, Validator
@@ -62,6 +63,12 @@ _STRENGTH: Final = {Action.BLOCK: 3, Action.REDACT: 2, Action.LOG: 1, Action.ALL
 _SETTINGS: Final = ("modes", "patternDetection", "piiDetection", "redaction", "toolChanges")
 
 
+class SpanFinder(Protocol):
+    """What finds a rule's spans: an RE2 pattern, or Python's `re` for a prefilter rule."""
+
+    def finditer(self, text: str) -> Iterator[Any]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ContentRule:
     """One compiled detector or pattern; `regex` finds spans once Hyperscan says it fired."""
@@ -69,7 +76,7 @@ class ContentRule:
     ref: RuleRef
     category: str
     pii: bool
-    regex: re.Pattern[str]
+    regex: SpanFinder
     validator: Validator | None
 
 
@@ -500,7 +507,8 @@ def _compile(sources: Sequence[_Source], errors: list[PolicyError]) -> tuple[Any
     for source in sources:
         try:
             re.compile(source.regex, _re_flags(source))
-        except re.error as err:
+            _span_finder(source)
+        except (re.error, re2.error) as err:
             errors.append(PolicyError(source.regex_where, "pattern.invalid", f"regex does not compile: {err}"))
     if errors:
         return None, 0
@@ -544,9 +552,57 @@ def _compiled(source: _Source) -> ContentRule:
         ref=source.ref,
         category=source.category,
         pii=source.pii,
-        regex=re.compile(source.regex, _re_flags(source)),
+        regex=_span_finder(source),
         validator=VALIDATORS[source.validator] if source.validator else None,
     )
+
+
+def _span_finder(source: _Source) -> SpanFinder:
+    r"""RE2 finds the spans: it runs in linear time, where Python's backtracking `re` takes
+    minutes on 100 KB built to make `[A-Za-z0-9._%+-]+@` or `\{\{[^}]*__` try every
+    start. Only a prefilter rule, which may hold look-arounds or back-references that RE2
+    lacks, keeps `re`; keeping it linear is then its author's part.
+    """
+    if source.prefilter:
+        return re.compile(source.regex, _re_flags(source))
+    options = re2.Options()
+    options.log_errors = False  # a bad regex is reported as a policy error, not on stderr
+    options.case_sensitive = not source.ignore_case
+    options.dot_nl = source.dot_all
+    return re2.compile(_in_re2_terms(source.regex), options)  # type: ignore[no-any-return]
+
+
+_RE2_SPACE: Final = r"\t\n\v\f\r "
+
+
+def _in_re2_terms(regex: str) -> str:
+    r"""`regex` as RE2 reads it the way Hyperscan and `re` do: `\s` takes in the vertical
+    tab, `$` also matches before a final newline, and `\Z` is RE2's `\z`."""
+    out: list[str] = []
+    index, opened = 0, -1  # `opened`: where the current character class began, or -1
+    while index < len(regex):
+        char = regex[index]
+        if char == "\\" and index + 1 < len(regex):
+            pair = regex[index : index + 2]
+            if pair == r"\s":
+                out.append(_RE2_SPACE if opened >= 0 else f"[{_RE2_SPACE}]")
+            elif pair == r"\S" and opened < 0:
+                out.append(f"[^{_RE2_SPACE}]")
+            else:
+                out.append(r"\z" if pair == r"\Z" else pair)
+            index += 2
+            continue
+        if opened >= 0:
+            # A `]` first in the class, or after its `^`, is a member, not the end.
+            if char == "]" and index > opened + 1 and regex[opened + 1 : index] != "^":
+                opened = -1
+        elif char == "[":
+            opened = index
+        elif char == "$":
+            char = r"(?:\n?\z)"
+        out.append(char)
+        index += 1
+    return "".join(out)
 
 
 # -- the gate: strings every match must contain ------------------------------------------

@@ -68,6 +68,8 @@ FRAGMENTS = [
     "insert",
     "update",
     "\n",
+    "\x0b",
+    "\t",
     " ",
     "=",
     "'",
@@ -114,6 +116,17 @@ def test_hyperscan_agrees_with_re(default_build: Build, text: str) -> None:
             continue
         found = any(m.end() > m.start() for m in rule.regex.finditer(text))
         assert (index in fired) == found, (rule.ref.id, text)
+
+
+def test_spans_are_found_in_linear_time_on_text_built_to_backtrack(snapshot: Snapshot) -> None:
+    """Python's `re` took about 14 s on the first and minutes on the second (100 KB, the
+    resource limit); the span finder is RE2, linear in the text."""
+    email = "a" * 100_000 + " x@y.co"
+    found = inspect_content(snapshot.content, Content("resource", email)).findings
+    assert [(f.rule, email[f.start : f.end]) for f in found] == [("content/pii-email", "x@y.co")]
+    braces = "{{" * 50_000 + "{{ __class__"
+    found = inspect_content(snapshot.content, Content("resource", braces)).findings
+    assert "content/ssti-dunder-access" in {f.rule for f in found}
 
 
 def test_exact_rules_are_most_rules(default_build: Build) -> None:
