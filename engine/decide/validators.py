@@ -37,7 +37,12 @@ def _card(text: str, start: int, end: int) -> bool:
 
 
 def _ssn(text: str, start: int, end: int) -> bool:
-    area, group, serial = text[start:end].split("-")
+    # By digit position, not by splitting on `-`: a custom detector may allow spaces or
+    # no separator at all, and an unexpected shape is simply not an SSN.
+    digits = "".join(c for c in text[start:end] if c.isdigit())
+    if len(digits) != 9:
+        return False
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
