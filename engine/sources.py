@@ -40,7 +40,7 @@ def read_layer(paths: Iterable[str | Path], *, without_tests: bool = False) -> l
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix in _SUFFIXES and p.is_file()))
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix in _SUFFIXES and _visible(p, path)))
         elif path.is_file():
             files.append(path)
         else:
@@ -55,6 +55,15 @@ def read_layer(paths: Iterable[str | Path], *, without_tests: bool = False) -> l
             sources.append(Source(str(file), text))
         except UnicodeDecodeError as err:
             errors.append(PolicyError(Location(str(file)), "file.encoding", f"file is not UTF-8 text: {err.reason}"))
+        except OSError as err:  # removed or replaced between listing and reading
+            errors.append(PolicyError(Location(str(file)), "file.unreadable", f"file cannot be read: {err.strerror}"))
     if errors:
         raise PolicyErrors(errors)
     return sources
+
+
+def _visible(file: Path, folder: Path) -> bool:
+    """A policy file, not one under a hidden folder: a Kubernetes ConfigMap mount keeps a
+    second copy of every file under `..data` and `..<timestamp>`, which would define
+    every document twice."""
+    return file.is_file() and not any(part.startswith(".") for part in file.relative_to(folder).parts)

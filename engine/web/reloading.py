@@ -83,4 +83,7 @@ async def _watch(gw: Gateway) -> None:
     if not paths:
         return
     async for _changes in awatch(*paths, debounce=300, recursive=True):
-        await reload_policies(gw, trigger="file change")
+        try:
+            await reload_policies(gw, trigger="file change")
+        except Exception:  # the watch outlives any one reload; the policy in force stays
+            log.exception("policy reload (file change) failed, keeping %s", gw.status.version[:12])

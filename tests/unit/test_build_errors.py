@@ -83,3 +83,19 @@ def test_a_header_http_cannot_carry_never_builds(build: BuildFn, spec: str, code
     with pytest.raises(PolicyErrors) as caught:
         build([Source("bad/network.yaml", document)])
     assert [(e.code, e.where.line) for e in caught.value.errors] == [(code, 5)]
+
+
+def test_a_configmap_mount_is_read_once(tmp_path: Path) -> None:
+    """Kubernetes mounts each key as a link into `..data`, a link to a hidden folder that
+    holds the real files: only the visible names count, or every document is defined twice."""
+    real = tmp_path / "..2026_11_21_00_00_00.000000001"
+    real.mkdir()
+    for file in sorted(POLICIES.glob("*.yaml")):
+        (real / file.name).write_text(file.read_text())
+        (tmp_path / file.name).symlink_to(Path("..data") / file.name)
+    (tmp_path / "..data").symlink_to(real.name)
+    layer = read_layer([tmp_path], without_tests=True)
+    assert sorted(Path(s.label).name for s in layer) == sorted(
+        Path(s.label).name for s in read_layer([POLICIES], without_tests=True) if Path(s.label).parent == POLICIES
+    )
+    _compile(layer)
