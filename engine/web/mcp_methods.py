@@ -295,8 +295,10 @@ async def _forward(
 def _checked_contents(result: dict[str, Any], key: str, context: str, mime_field: str | None = None) -> dict[str, Any]:
     """Every text in the result passes the pipeline; refusals never echo the text."""
     items = result.get(key)
-    if not isinstance(items, list):
+    if items is None:
         return result
+    if not isinstance(items, list):  # not what the protocol allows, and upstream output all the same
+        return {**result, key: _checked_json(context, items, key)}
     checked: list[Any] = []
     for item in items:
         if isinstance(item, dict) and isinstance(item.get("content"), dict):
