@@ -12,11 +12,11 @@ import re
 import uuid
 from typing import Final
 
-from quart import Blueprint, Response, jsonify
+from quart import Blueprint, Response, g, jsonify
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from engine.decide import User
+from engine.decide import Access, User, Visibility
 from engine.store.models import Invitation, JoinRequest, Membership, Team
 from engine.store.models import User as UserRow
 from engine.web.audit import audit
@@ -44,9 +44,20 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "team"
 
 
+def _reach() -> frozenset[str] | None:
+    """The teams this request reaches (None: every team), as for the catalog: an API
+    token reaches only the teams its `teams` claim leaves of the user's memberships, and
+    a public-only token none, whatever the user belongs to."""
+    seen: Visibility = g.decision.visibility
+    if seen.access is Access.UNRESTRICTED:
+        return None
+    return seen.teams if seen.access is Access.TEAM_AND_PUBLIC else frozenset()
+
+
 async def _team_for(user: User, team_id: str, *, manage: bool = False) -> Team:
     team = await Team.filter(id=team_id).first()
-    if team is None or (not user.admin and team_id not in user.teams):
+    reach = _reach()
+    if team is None or (reach is not None and team_id not in reach):
         raise ApiError(404, "not_found", f"no team `{team_id}`")
     if manage and not user.admin:
         owner = await Membership.filter(team_id=team_id, user__email=user.email, role="owner").exists()
@@ -63,8 +74,9 @@ async def _members(team_id: str) -> list[dict[str, str]]:
 @blueprint.get("/teams")
 async def list_teams() -> Response:
     """The caller's teams (all teams for platform admins)."""
-    user = caller()
-    query = Team.all() if user.admin else Team.filter(id__in=sorted(user.teams))
+    caller()
+    reach = _reach()
+    query = Team.all() if reach is None else Team.filter(id__in=sorted(reach))
     rows = await query.order_by("name")
     return jsonify({"items": [{"id": t.id, "name": t.name, "description": t.description} for t in rows]})
 

@@ -92,6 +92,26 @@ def test_team_lifecycle(open_gateway: Gateway) -> None:
     assert (last.status_code, last.json()["error"]["code"]) == (409, "last_owner")
 
 
+def test_an_api_token_reaches_only_the_teams_it_names(open_gateway: Gateway) -> None:
+    """The teams API follows the token's `teams` claim, as the catalog does: a token
+    limited to no team neither lists nor manages the teams its user owns."""
+    server = open_gateway
+    admin = server.client(server.login())
+    admin.post("/admin/users", json={"email": "owner@example.com", "password": PASSWORD, "roles": ["developer"]})
+    owner = server.client(server.login("owner@example.com", PASSWORD))
+    first = owner.post("/teams", json={"name": "First"}).json()["id"]
+    second = owner.post("/teams", json={"name": "Second"}).json()["id"]
+    public_only = server.client(owner.post("/tokens", json={"name": "public", "teams": []}).json()["token"])
+    assert public_only.get("/teams").json()["items"] == []
+    assert public_only.get(f"/teams/{first}").status_code == 404
+    joined = public_only.post(f"/teams/{first}/members", json={"email": ADMIN_EMAIL})
+    assert joined.status_code == 404
+    one = server.client(owner.post("/tokens", json={"name": "one", "teams": [first]}).json()["token"])
+    assert [t["id"] for t in one.get("/teams").json()["items"]] == [first]
+    assert one.get(f"/teams/{second}").status_code == 404
+    assert [t["id"] for t in owner.get("/teams").json()["items"]] == [first, second], "a session reaches them all"
+
+
 def test_reverse_proxy_sessions(open_gateway: Gateway) -> None:
     server = open_gateway
     assert httpx.get(f"{server.url}/reverse-proxy/sessions").status_code == 401
