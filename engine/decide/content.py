@@ -319,11 +319,12 @@ def build_content_table(
         actions = tuple(Action(mode[c]) if c in source.contexts else Action.ALLOW for c in CONTEXTS)
         if any(a is not Action.ALLOW for a in actions):
             chosen.append((source, actions))
+    finders = _span_finders([s for s, _ in chosen], errors)
     database, size = _compile([s for s, _ in chosen], errors)
     if errors:
         return None, errors
     gate = _compile_gate([s for s, _ in chosen])
-    rules = tuple(_compiled(s) for s, _ in chosen)
+    rules = tuple(_compiled(s, finder) for (s, _), finder in zip(chosen, finders, strict=True))
     scanners = {
         context: ContextScanner(
             context=context,
@@ -500,17 +501,22 @@ def _flags(source: _Source) -> int:
     return flags
 
 
-def _compile(sources: Sequence[_Source], errors: list[PolicyError]) -> tuple[Any, int]:
-    """Compile the database; on failure, find and report each regex Hyperscan refuses."""
-    if not sources:
-        return None, 0
+def _span_finders(sources: Sequence[_Source], errors: list[PolicyError]) -> list[SpanFinder]:
+    """Each source's span finder; a regex `re` or RE2 refuses is reported at its place."""
+    finders: list[SpanFinder] = []
     for source in sources:
         try:
-            re.compile(source.regex, _re_flags(source))
-            _span_finder(source)
+            re.compile(source.regex, _re_flags(source))  # the gate reads the regex as `re` parses it
+            finders.append(_span_finder(source))
         except (re.error, re2.error) as err:
             errors.append(PolicyError(source.regex_where, "pattern.invalid", f"regex does not compile: {err}"))
-    if errors:
+    return finders
+
+
+def _compile(sources: Sequence[_Source], errors: list[PolicyError]) -> tuple[Any, int]:
+    """Compile the database (unless a regex already failed); on failure, find and report
+    each regex Hyperscan refuses."""
+    if not sources or errors:
         return None, 0
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     try:
@@ -547,12 +553,12 @@ def _re_flags(source: _Source) -> int:
     return flags
 
 
-def _compiled(source: _Source) -> ContentRule:
+def _compiled(source: _Source, finder: SpanFinder) -> ContentRule:
     return ContentRule(
         ref=source.ref,
         category=source.category,
         pii=source.pii,
-        regex=_span_finder(source),
+        regex=finder,
         validator=VALIDATORS[source.validator] if source.validator else None,
     )
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from tortoise.transactions import in_transaction
 
@@ -192,15 +193,16 @@ async def _named_freely(row: Upstream, items: list[_Item], report: SyncReport) -
 
 
 def _text(check: Checker, context: str, field_name: str, text: str) -> str:
-    try:
-        return check.text(context, text, field_name)
-    except Exception as err:  # the content pipeline's refusal
-        raise _Refused(field_name, getattr(err, "code", "refused")) from err
+    return cast(str, _judged(field_name, lambda: check.text(context, text, field_name)))
 
 
 def _json(check: Checker, context: str, field_name: str, value: Any) -> Any:
+    return _judged(field_name, lambda: check.json(context, value, field_name))
+
+
+def _judged(field_name: str, check: Callable[[], Any]) -> Any:
     try:
-        return check.json(context, value, field_name)
+        return check()
     except Exception as err:  # the content pipeline's refusal
         raise _Refused(field_name, getattr(err, "code", "refused")) from err
 

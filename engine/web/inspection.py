@@ -68,7 +68,10 @@ def check_json(context: str, value: Any, *, field: str) -> Any:
     _act_on(snapshot, context, field, inspection.denial, [f for found in inspection.findings for f in found])
     if not any(f.action is Action.REDACT for found in inspection.findings for f in found):
         return value
-    redacted = (redact(snapshot.content, text, found) for text, found in zip(parts, inspection.findings, strict=True))
+    redacted = (
+        redact(snapshot.content, text, found) if found else text
+        for text, found in zip(parts, inspection.findings, strict=True)
+    )
     try:
         return replaced(value, redacted)
     except ValueError as err:

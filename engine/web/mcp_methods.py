@@ -191,7 +191,7 @@ async def call_tool(
         forwarded["_meta"] = {"progressToken": progress_token}
     notes = _checked_notes(relay) if relay is not None else None
     answerer = _checked_answers(ask) if ask is not None else None
-    result = await _forward(tool["upstream_id"], "tools/call", forwarded, "tool_result", notes, answerer)
+    result = await _forward(tool["upstream_id"], "tools/call", forwarded, notes, answerer)
     result = _checked_contents(result, "content", "tool_result")
     if result.get("structuredContent") is not None:
         # The same answer for clients that read JSON rather than text: checked the same way.
@@ -258,16 +258,19 @@ async def find_tool(ctx: McpContext, **where: Any) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
+_ANSWERED_AS: Final = {"tools/call": "tool_result", "resources/read": "resource", "prompts/get": "prompt"}
+"""The content context of what each forwarded method returns."""
+
+
 async def _forward(
     upstream_id: str | None,
     method: str,
     params: dict[str, Any],
-    context: str,
     relay: Relay | None = None,
     ask: Answerer | None = None,
 ) -> dict[str, Any]:
     """The upstream's result; its error message is upstream output as well, checked in
-    the `context` of the result it stands in for."""
+    the context of the result it stands in for."""
     if upstream_id is None:
         raise RpcError(-32013, "this item has no upstream to serve it", {"code": "not_available"})
     gw = gateway()
@@ -282,7 +285,7 @@ async def _forward(
     except UpstreamError as err:
         if err.code == "upstream_error":
             try:
-                message = check_text(context, err.message, field="error")
+                message = check_text(_ANSWERED_AS[method], err.message, field="error")
             except ContentRefused as refused:
                 raise _refused(refused) from err
             raise RpcError(int(err.rpc_code or -32603), message, {"code": "upstream_error"}) from err
@@ -411,7 +414,7 @@ async def resources_read(ctx: McpContext, params: dict[str, Any]) -> dict[str, A
             raise _refused(err) from err
         mime = found["mime_type"]
         return {"contents": [{"uri": uri, "mimeType": mime, "text": sanitize_markup(mime, text)}]}
-    result = await _forward(found["upstream_id"], "resources/read", {"uri": uri}, "resource")
+    result = await _forward(found["upstream_id"], "resources/read", {"uri": uri})
     return _checked_contents(result, "contents", "resource", mime_field="mimeType")
 
 
@@ -441,7 +444,7 @@ async def prompts_get(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]
     arguments = _checked_json("prompt", arguments, "arguments")
     if prompt["upstream_id"] is not None:
         forwarded = {"name": prompt["upstream_name"], "arguments": {k: str(v) for k, v in arguments.items()}}
-        result = await _forward(prompt["upstream_id"], "prompts/get", forwarded, "prompt")
+        result = await _forward(prompt["upstream_id"], "prompts/get", forwarded)
         return _checked_contents(result, "messages", "prompt")
     missing = [a["name"] for a in prompt["arguments"] if a.get("required") and a.get("name") not in arguments]
     if missing:
