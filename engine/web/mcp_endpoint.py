@@ -9,7 +9,8 @@ is judged again with its method, exactly as the policy lists MCP methods, then s
 - one message per POST from 2025-06-18 on; 2025-03-26 clients may still send batches;
 - sessions made here on `initialize`, bound to the user and endpoint (404 otherwise);
 - JSON or SSE answers according to the Accept header; 202 for notifications;
-- a browser Origin must be the gateway's own or one the policy allows (403);
+- a browser Origin must be one the policy allows, or the gateway's own when the Host
+  is an address or loopback name: a DNS name could be a rebinding attacker's (403);
 - `server/discover` (revision 2026-07-28) is answered "method not found", so current
   clients fall back to `initialize`.
 """
@@ -17,6 +18,7 @@ is judged again with its method, exactly as the policy lists MCP methods, then s
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -79,20 +81,44 @@ def _rpc_error(ident: Any, error: RpcError) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": ident, "error": error.body()}
 
 
-_LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+_LOOPBACK_NAMES: Final = frozenset({"localhost"})
+
+
+def _host_name(host: str) -> str:
+    """The name or address in a Host header, without port or IPv6 brackets."""
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0]
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(name: str) -> bool:
+    return name in _LOOPBACK_NAMES or (_is_address(name) and ipaddress.ip_address(name).is_loopback)
 
 
 def _origin_refused(incoming: Incoming) -> Response | None:
     """Refuse DNS rebinding: a loopback gateway answers loopback Host names only, and a
-    browser Origin must be the gateway itself or one the policy allows."""
-    host = incoming.host.rsplit(":", 1)[0] if not incoming.host.endswith("]") else incoming.host
-    if gateway().settings.bind.rsplit(":", 1)[0] in _LOOPBACK and host not in _LOOPBACK:
+    browser Origin must be one the policy allows, or the gateway itself when the Host
+    names it by address or loopback name.
+
+    A Host that is some other DNS name proves nothing: under DNS rebinding the attacker's
+    page sends its own name as both Host and Origin. Deployments reached by name list
+    their origin in the policy (`cors.allowedOrigins`, or APP_DOMAIN).
+    """
+    host = _host_name(incoming.host)
+    if _is_loopback(_host_name(gateway().settings.bind)) and not _is_loopback(host):
         return error_response(403, "host_not_allowed", "this endpoint answers loopback host names only")
     origin = incoming.header("origin")
-    if origin is None:
+    if origin is None or origin in g.snapshot.network.allowed_origins:
         return None
-    own = incoming.host_url.rstrip("/")
-    if origin == own or origin in g.snapshot.network.allowed_origins:
+    if origin == incoming.host_url.rstrip("/") and (_is_address(host) or _is_loopback(host)):
         return None
     return error_response(403, "origin_not_allowed", f"origin `{origin[:200]}` may not use this endpoint")
 

@@ -23,8 +23,8 @@ def _no_tracebacks() -> Iterator[None]:
         assert not trace, f"the gateway logged a traceback:\n{trace}"
 
 
-def start_server(folder: Path, **env: Any) -> Gateway:
-    gateway = start_gateway(folder, {k: None if v is None else str(v) for k, v in env.items()})
+def start_server(folder: Path, *, address: str = "127.0.0.1", **env: Any) -> Gateway:
+    gateway = start_gateway(folder, {k: None if v is None else str(v) for k, v in env.items()}, address=address)
     _LIVE.append(gateway)
     return gateway
 

@@ -90,13 +90,16 @@ class Gateway:
         return self.process.returncode
 
 
-def start_gateway(workdir: Path, env: Mapping[str, str | None] | None = None, *, wait: bool = True) -> Gateway:
-    """A gateway process on a free port; a variable given as None is left unset."""
+def start_gateway(
+    workdir: Path, env: Mapping[str, str | None] | None = None, *, wait: bool = True, address: str = "127.0.0.1"
+) -> Gateway:
+    """A gateway process on a free port; a variable given as None is left unset. Bound to
+    another `address` (such as 0.0.0.0), it is still called on 127.0.0.1."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "MCPGATEWAY_", "DATABASE_", "REDIS_"))},
-        "BIND": f"127.0.0.1:{port}",
+        "BIND": f"{address}:{port}",
         "DATA_DIR": str(workdir / "data"),
         "POLICY_PATHS": str(ROOT / "policies"),
         "POLICY_WATCH": "false",

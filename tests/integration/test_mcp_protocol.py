@@ -181,6 +181,26 @@ def test_foreign_origins_are_refused(env: dict[str, Any]) -> None:
     assert (rebinding.status_code, rebinding.json()["error"]["code"]) == (403, "host_not_allowed")
 
 
+def test_a_gateway_reached_by_name_trusts_only_the_origins_the_policy_lists(tmp_path: Path) -> None:
+    # Bound beyond loopback, any Host may arrive: under DNS rebinding an attacker's page
+    # sends its own name as Host and Origin, so only listed origins and address Hosts pass.
+    gw = start_server(tmp_path, address="0.0.0.0", ALLOWED_ORIGINS="https://gw.example.com")  # noqa: S104
+    try:
+        token = mint(claims(teams=None))
+
+        def post(host: str, origin: str) -> httpx.Response:
+            return httpx.post(f"{gw.url}/mcp", headers=_headers(token, Host=host, Origin=origin), json=INIT)
+
+        rebinding = post("evil.example.com:4444", "http://evil.example.com:4444")
+        assert (rebinding.status_code, rebinding.json()["error"]["code"]) == (403, "origin_not_allowed")
+        assert post("gw.example.com", "https://gw.example.com").status_code == 200
+        by_address = gw.url.removeprefix("http://")
+        assert post(by_address, gw.url).status_code == 200
+        assert post(by_address, "http://evil.example.com").status_code == 403
+    finally:
+        stop_server(gw)
+
+
 def test_a_server_scoped_token_reaches_only_its_server(env: dict[str, Any]) -> None:
     gw, server = env["gw"], env["server"]
     scoped = mint(claims(teams=None, scopes={"server_id": server["id"]}))
