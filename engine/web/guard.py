@@ -31,7 +31,7 @@ from engine.signing import read_token, verify_signature
 from engine.store.models import ApiToken
 from engine.store.models import User as UserRow
 from engine.store.queries import use_store
-from engine.web.incoming import Incoming, metadata_url
+from engine.web.incoming import Incoming, challenge
 from engine.web.responses import error_response
 from engine.web.state import Gateway, gateway, in_background
 
@@ -63,6 +63,8 @@ async def admit(gw: Gateway, incoming: Incoming) -> Response | None:
     now = time.time()
     ctx, early = await _context(gw, snapshot, now, incoming)
     if early is not None:
+        if early.status_code == 401 and _is_mcp(snapshot, incoming):
+            early.headers["WWW-Authenticate"] = challenge(incoming)
         return early
     decision = decide(snapshot, ctx)
     g.decision = decision
@@ -73,14 +75,18 @@ async def admit(gw: Gateway, incoming: Incoming) -> Response | None:
         _log(decision, snapshot, incoming)
         headers = {"Retry-After": str(decision.retry_after)} if decision.retry_after is not None else {}
         if decision.status == 401 and decision.route in _MCP_ROUTES:
-            # MCP clients find the authorization server through the resource metadata.
-            headers["WWW-Authenticate"] = f'Bearer realm="policygate", resource_metadata="{metadata_url(incoming)}"'
+            headers["WWW-Authenticate"] = challenge(incoming)
         return error_response(decision.status, str(decision.reason), decision.message, headers=headers)
     if log.isEnabledFor(logging.DEBUG):
         _log(decision, snapshot, incoming)
     if ctx.token is not None and ctx.token.jti and ctx.token.claims.get("token_use") == "api":
         _note_use(gw, ctx.token.jti, ctx.now)
     return None
+
+
+def _is_mcp(snapshot: Snapshot, incoming: Incoming) -> bool:
+    found = match_route(snapshot.access, incoming.method, incoming.path)
+    return found is not None and found[0].ref.id in _MCP_ROUTES
 
 
 _USE_INTERVAL: Final = 60.0

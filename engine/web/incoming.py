@@ -15,7 +15,7 @@ from typing import Any
 from quart import Request
 from werkzeug.sansio.utils import get_host
 
-__all__ = ["Incoming", "metadata_url"]
+__all__ = ["Incoming", "challenge", "metadata_url"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +76,9 @@ class Incoming:
 def metadata_url(incoming: Incoming) -> str:
     """Where RFC 9728 metadata describes the protected resource `incoming` addressed."""
     return f"{incoming.host_url.rstrip('/')}/.well-known/oauth-protected-resource{incoming.path}"
+
+
+def challenge(incoming: Incoming) -> str:
+    """The `WWW-Authenticate` of a 401 from an MCP endpoint: MCP clients find the
+    authorization server through the resource metadata it names, whatever the refusal."""
+    return f'Bearer realm="policygate", resource_metadata="{metadata_url(incoming)}"'

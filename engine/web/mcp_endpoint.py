@@ -32,7 +32,7 @@ from engine.federation.upstream import Answerer, Relay
 from engine.json_bytes import dumps, loads
 from engine.store.catalog import Server
 from engine.web.catalog import visible
-from engine.web.incoming import Incoming, metadata_url
+from engine.web.incoming import Incoming, challenge, metadata_url
 from engine.web.mcp_asking import asker, is_answer, take_answer
 from engine.web.mcp_methods import METHODS, McpContext, RpcError
 from engine.web.mcp_sessions import McpSession
@@ -52,8 +52,10 @@ _NO_BATCHES_FROM: Final = "2025-06-18"
 
 @blueprint.get("/.well-known/oauth-protected-resource")
 async def protected_resource_root() -> Response:
-    """RFC 9728 metadata for the gateway's MCP endpoint."""
-    return _metadata("/mcp")
+    """RFC 9728 metadata for the gateway as a whole: its `resource` is the bare origin,
+    as the well-known URL it was fetched from names no path, and it covers every MCP
+    endpoint beneath it (clients accept metadata whose resource prefixes their URL)."""
+    return _metadata("")
 
 
 @blueprint.get("/.well-known/oauth-protected-resource/<path:resource>")
@@ -172,7 +174,8 @@ async def serve_endpoint(server_id: str | None, incoming: Incoming, body: bytes)
         return refused
     if g.get("user") is None:
         # Sessions are bound to a user; even with AUTH_REQUIRED off, MCP needs one.
-        return error_response(401, "auth_required", "the MCP endpoint needs an authenticated user")
+        message = "the MCP endpoint needs an authenticated user"
+        return error_response(401, "auth_required", message, headers={"WWW-Authenticate": challenge(incoming)})
     server = await _server(server_id)
     if isinstance(server, Response):
         return server

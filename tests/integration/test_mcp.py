@@ -163,6 +163,14 @@ def test_unauthenticated_requests_point_at_the_resource_metadata(federated: tupl
     metadata = httpx.get(f"{gw.url}/.well-known/oauth-protected-resource/mcp").json()
     assert metadata["resource"] == f"{gw.url}/mcp"
     assert "tools.execute" in metadata["scopes_supported"]
+    # RFC 9728: the metadata without a path describes the resource without one.
+    assert httpx.get(f"{gw.url}/.well-known/oauth-protected-resource").json()["resource"] == gw.url
+    forged = mint(claims(teams=None), secret="another-secret-of-at-least-32-bytes!")
+    for authorization in ("Bearer not-a-jwt", f"Bearer {forged}", "Digest abc"):
+        refused = httpx.post(f"{gw.url}/servers/s1/mcp", headers={"Authorization": authorization}, json={})
+        assert refused.status_code == 401, authorization
+        expected = f'resource_metadata="{gw.url}/.well-known/oauth-protected-resource/servers/s1/mcp"'
+        assert expected in refused.headers["www-authenticate"], authorization
 
 
 def test_rest_invoke_takes_the_same_path_as_tools_call(federated: tuple[Gateway, dict[str, str]]) -> None:
