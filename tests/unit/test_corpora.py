@@ -2,8 +2,9 @@
 
 The tuning sets (`attacks`, `benign`, `pii`) were used while writing the rules; the
 validation sets were written afterwards by someone else and are only measured, never
-tuned on, so their rates are the honest estimate (measured: 81% of validation attacks
-blocked, 1.7% of validation benign text refused). The bounds here guard against regressions.
+tuned on, so their rates are the honest estimate (measured: 84% of validation attacks
+blocked, 1.7% of validation benign text refused, all of it SQL documentation). The
+bounds here guard against regressions.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from engine.decide import Content
-from engine.decide.content import inspect_content
+from engine.decide import Content, Denial, Finding
+from engine.decide.content import inspect_content, inspect_parts
+from engine.json_texts import texts
 from engine.policy import Snapshot
 from tests.conftest import ROOT
 
@@ -27,8 +29,20 @@ def _rows(name: str) -> Iterator[dict[str, Any]]:
         yield json.loads(line)
 
 
+def _judged(snapshot: Snapshot, row: dict[str, Any]) -> tuple[Denial | None, list[Finding]]:
+    """What the gateway makes of a row: tool arguments arrive as a JSON object and are
+    judged string by string (engine.json_texts), everything else as the text it is."""
+    if row["context"] == "tool_args":
+        arguments = json.loads(row["text"])
+        if isinstance(arguments, dict):
+            parts = inspect_parts(snapshot.content, "tool_args", texts(arguments), len(json.dumps(arguments)))
+            return parts.denial, [f for found in parts.findings for f in found]
+    whole = inspect_content(snapshot.content, Content(row["context"], row["text"]))
+    return whole.denial, list(whole.findings)
+
+
 def _blocked(snapshot: Snapshot, row: dict[str, Any]) -> bool:
-    return inspect_content(snapshot.content, Content(row["context"], row["text"])).denial is not None
+    return _judged(snapshot, row)[0] is not None
 
 
 def _rate(snapshot: Snapshot, name: str) -> tuple[float, list[str]]:
@@ -52,7 +66,6 @@ def test_benign_text_passes(snapshot: Snapshot, name: str, ceiling: float) -> No
 def test_pii_is_found_and_lookalikes_are_not(snapshot: Snapshot) -> None:
     wrong = []
     for row in _rows("pii"):
-        findings = inspect_content(snapshot.content, Content(row["context"], row["text"])).findings
-        if any(f.pii for f in findings) != row["expect_pii"]:
+        if any(f.pii for f in _judged(snapshot, row)[1]) != row["expect_pii"]:
             wrong.append(row["id"])
     assert wrong == []
