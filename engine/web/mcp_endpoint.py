@@ -225,9 +225,13 @@ async def _post(at: _At, body: bytes) -> Response:
     if batch and (not payload or at.version >= _NO_BATCHES_FROM):
         message = "batches are not accepted; send one message per request"
         return error_response(400, "batch_not_supported", message, details={"code": -32600, "message": message})
-    messages = payload if batch else [payload]
-    if session is None and not any(isinstance(m, dict) and m.get("method") == "initialize" for m in messages):
+    if batch and any(isinstance(m, dict) and m.get("method") == "initialize" for m in payload):
+        # The rest of the batch would run before the session it opens exists.
+        message = "`initialize` must be sent on its own, never in a batch"
+        return error_response(400, "batch_not_supported", message, details={"code": -32600, "message": message})
+    if session is None and not (isinstance(payload, dict) and payload.get("method") == "initialize"):
         return error_response(400, "session_required", "`Mcp-Session-Id` is required after `initialize`")
+    messages = payload if batch else [payload]
     allowed = _streamable(payload, accept) if not batch else None
     if allowed is not None:
         return await _streamed(payload, at, wants_json, allowed)

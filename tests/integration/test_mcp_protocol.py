@@ -111,6 +111,12 @@ def test_old_clients_may_batch(env: dict[str, Any]) -> None:
     session = reply.headers["mcp-session-id"]
     batch = _call(gw, token, session, [{"jsonrpc": "2.0", "id": i, "method": "ping"} for i in (1, 2)])
     assert [r["id"] for r in batch.json()] == [1, 2]
+    # `initialize` opens the session the rest of a batch would need, so it comes alone.
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "add", "arguments": {"a": 1}}}
+    old = {**INIT, "params": {"protocolVersion": "2025-03-26"}}
+    sneaked = httpx.post(f"{gw.url}/mcp", headers=_headers(token), json=[old, call])
+    assert (sneaked.status_code, sneaked.json()["error"]["code"]) == (400, "batch_not_supported")
+    assert "mcp-session-id" not in sneaked.headers
 
 
 def test_sse_answers_when_only_sse_is_accepted(env: dict[str, Any]) -> None:
