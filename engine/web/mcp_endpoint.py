@@ -18,10 +18,12 @@ is judged again with its method, exactly as the policy lists MCP methods, then s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -48,6 +50,8 @@ blueprint = Blueprint("mcp", __name__)
 SUPPORTED_VERSIONS: Final = ("2025-11-25", "2025-06-18", "2025-03-26")
 _DEFAULT_VERSION: Final = "2025-03-26"
 _NO_BATCHES_FROM: Final = "2025-06-18"
+
+Alive = Callable[[], Awaitable[bool]]
 
 
 @blueprint.get("/.well-known/oauth-protected-resource")
@@ -195,7 +199,7 @@ async def serve_endpoint(server_id: str | None, incoming: Incoming, body: bytes)
     if incoming.method == "GET":
         if session is None:
             return error_response(400, "session_required", "`Mcp-Session-Id` is required")
-        return _event_stream()
+        return _event_stream(_entitlement(session))
     version = session.version if session is not None else header_version or _DEFAULT_VERSION
     return await _post(_At(incoming, server, session, version), body)
 
@@ -392,20 +396,39 @@ def _answer(body: Any, wants_json: bool) -> Response:
     return Response(_event(body), content_type="text/event-stream")
 
 
-def _event_stream() -> Response:
+def _event_stream(alive: Alive) -> Response:
     """Server-to-client messages: `list_changed` notifications, with keep-alives."""
     queue: asyncio.Queue[str] = asyncio.Queue(maxsize=100)
-    response = Response(notifications(queue, gateway().listeners), content_type="text/event-stream")
+    response = Response(notifications(queue, gateway().listeners, alive), content_type="text/event-stream")
     response.headers["Cache-Control"] = "no-store"
     response.timeout = None
     return response
 
 
-async def notifications(queue: asyncio.Queue[str], listeners: set[Any], keep_alive: float = 15) -> AsyncIterator[bytes]:
+def _entitlement(session: McpSession) -> Alive:
+    """Whether the caller who opened a stream may still hear it: its session is open and
+    its request would still be allowed now, so an expired or revoked token, a disabled
+    or removed account or a stricter policy ends the stream rather than feeding it."""
+    gw, ctx = gateway(), g.ctx
+
+    async def alive() -> bool:
+        if await gw.sessions.find(session.id, session.email, session.endpoint) is None:
+            return False
+        found = await gw.directory.lookup(session.email, ctx.token.jti if ctx.token is not None else None)
+        now = replace(ctx, now=time.time(), user=found.user, revoked=found.revoked, rate={})
+        return decide(gw.engine.current, now).allow
+
+    return alive
+
+
+async def notifications(
+    queue: asyncio.Queue[str], listeners: set[Any], alive: Alive, keep_alive: float = 15
+) -> AsyncIterator[bytes]:
     """The SSE body of an event stream, listening from its first byte to its consumer's end.
 
     It joins `listeners` only once it runs: a generator that never starts (a response
     abandoned before its body) never runs its `finally` either, and would stay listed.
+    Before each message or keep-alive it asks `alive`, and ends when the answer is no.
     """
     try:
         listeners.add(queue)
@@ -414,12 +437,12 @@ async def notifications(queue: asyncio.Queue[str], listeners: set[Any], keep_ali
             # Not `wait_for`: on Python 3.11 it swallows a cancellation that meets a queued
             # message, so a stream whose client left amid a burst of notifications would
             # live on, sending keep-alives to no one.
-            try:
+            method: str | None = None
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(keep_alive):
                     method = await queue.get()
-            except TimeoutError:
-                yield b": keep-alive\n\n"
-                continue
-            yield _event({"jsonrpc": "2.0", "method": method})
+            if not await alive():
+                return
+            yield b": keep-alive\n\n" if method is None else _event({"jsonrpc": "2.0", "method": method})
     finally:
         listeners.discard(queue)

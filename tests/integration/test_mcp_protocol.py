@@ -270,6 +270,45 @@ def test_list_changed_is_pushed_on_the_event_stream(env: dict[str, Any]) -> None
     assert received == ["notifications/prompts/list_changed"]
 
 
+def test_an_event_stream_ends_with_its_session_or_its_token(env: dict[str, Any]) -> None:
+    gw = env["gw"]
+    admin = gw.client(mint(claims(teams=None)))
+
+    def stream_after(end: Callable[[dict[str, str], str], None]) -> list[str]:
+        """What a stream hears when `end(created, session)` runs and then a list changes."""
+        created = admin.post("/tokens", json={"name": f"stream-{time.monotonic_ns()}"}).json()
+        token = created["token"]
+        session = _open(gw, token)
+        lines: list[str] = []
+        opened = threading.Event()
+
+        def listen() -> None:
+            headers = _headers(token, Accept="text/event-stream", **{"Mcp-Session-Id": session})
+            with httpx.stream("GET", f"{gw.url}/mcp", headers=headers, timeout=10) as stream:
+                for line in stream.iter_lines():
+                    opened.set()
+                    lines.append(line)
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        assert opened.wait(5)
+        end(created, session)
+        admin.post("/prompts", json={"name": f"p{time.monotonic_ns()}", "template": "hi", "visibility": "public"})
+        listener.join(10)
+        assert not listener.is_alive(), "the stream outlived what entitled it"
+        return [line for line in lines if line.startswith("data:")]
+
+    def delete(created: dict[str, str], session: str) -> None:
+        headers = _headers(created["token"], **{"Mcp-Session-Id": session})
+        assert httpx.delete(f"{gw.url}/mcp", headers=headers).status_code == 204
+
+    def revoke(created: dict[str, str], _: str) -> None:
+        assert admin.delete(f"/tokens/{created['jti']}").status_code == 204
+
+    assert stream_after(delete) == []
+    assert stream_after(revoke) == []
+
+
 def test_an_unreachable_upstream_fails_alone(env: dict[str, Any]) -> None:
     gw = env["gw"]
     admin = gw.client(mint(claims(teams=None)))

@@ -1,4 +1,5 @@
-"""An MCP event stream ends when its consumer is cancelled, even as a message arrives."""
+"""An MCP event stream ends when its consumer is cancelled, even as a message arrives,
+and when its caller may no longer hear it."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import asyncio
 from engine.web.mcp_endpoint import notifications
 
 
+async def _always() -> bool:
+    return True
+
+
 async def _cancelled_as_a_message_lands() -> tuple[bool, bool, set[object]]:
     queue: asyncio.Queue[str] = asyncio.Queue()
     listeners: set[object] = set()
     heard: list[bytes] = []
 
     async def consume() -> None:
-        async for chunk in notifications(queue, listeners, keep_alive=0.05):
+        async for chunk in notifications(queue, listeners, _always, keep_alive=0.05):
             heard.append(chunk)
 
     consumer = asyncio.ensure_future(consume())
@@ -39,7 +44,7 @@ def test_a_stream_whose_client_left_ends_even_when_a_message_meets_the_cancellat
 
 async def _idle_then_message() -> list[bytes]:
     queue: asyncio.Queue[str] = asyncio.Queue()
-    stream = notifications(queue, set(), keep_alive=0.01)
+    stream = notifications(queue, set(), _always, keep_alive=0.01)
     chunks = [await anext(stream), await anext(stream)]
     queue.put_nowait("notifications/prompts/list_changed")
     chunks.append(await anext(stream))
@@ -52,3 +57,28 @@ def test_an_idle_stream_sends_keep_alives_then_the_message() -> None:
     assert connected == b": connected\n\n"
     assert keep_alive == b": keep-alive\n\n"
     assert b'"method":"notifications/prompts/list_changed"' in message
+
+
+async def _entitlement_lost() -> tuple[list[bytes], set[object]]:
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    listeners: set[object] = set()
+    entitled = [True]
+
+    async def alive() -> bool:
+        return entitled[0]
+
+    stream = notifications(queue, listeners, alive, keep_alive=60)
+    heard = [await anext(stream)]
+    queue.put_nowait("notifications/tools/list_changed")
+    heard.append(await anext(stream))
+    entitled[0] = False  # the session was deleted or the token revoked meanwhile
+    queue.put_nowait("notifications/prompts/list_changed")
+    heard.extend([chunk async for chunk in stream])
+    return heard, listeners
+
+
+def test_a_stream_ends_at_the_first_message_its_caller_may_no_longer_hear() -> None:
+    heard, listeners = asyncio.run(_entitlement_lost())
+    assert len(heard) == 2
+    assert b"tools/list_changed" in heard[1]
+    assert not listeners
