@@ -3,6 +3,10 @@
 A session id is 128 random bits; presenting it from another user or another endpoint
 is the same as presenting an unknown one (404), so ids cannot be borrowed. Sessions live
 in Redis when the gateway has it (shared by every worker), otherwise in the process.
+
+A user holds at most `PER_USER` sessions: opening one more closes their oldest, so one
+account cannot fill the store, and a client whose session went that way is answered 404
+and initializes again, as the protocol has it.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["McpSession", "SessionStore"]
+__all__ = ["PER_USER", "McpSession", "SessionStore"]
 
 _TTL: Final = 24 * 3600
+PER_USER: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,22 +35,37 @@ class SessionStore:
     def __init__(self, redis: Any = None) -> None:
         self._redis = redis
         self._local: dict[str, tuple[float, McpSession]] = {}
+        self._owned: dict[str, list[str]] = {}
+        """Each user's session ids in the process, oldest first."""
 
     async def open(self, email: str, endpoint: str, version: str) -> McpSession:
         session = McpSession(secrets.token_hex(16), email, endpoint, version)
         if self._redis is not None:
             value = json.dumps({"email": email, "endpoint": endpoint, "version": version})
-            await self._redis.set(f"policygate:mcp:{session.id}", value, ex=_TTL)
+            owned = _owned_key(email)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(_key(session.id), value, ex=_TTL)
+                pipe.rpush(owned, session.id)
+                pipe.lrange(owned, 0, -PER_USER - 1)
+                pipe.ltrim(owned, -PER_USER, -1)
+                pipe.expire(owned, _TTL)
+                results = await pipe.execute()
+            if results[2]:
+                await self._redis.delete(*(_key(old) for old in results[2]))
         else:
             if len(self._local) > 100_000:
                 self._evict()
             self._local[session.id] = (time.monotonic() + _TTL, session)
+            owned_ids = self._owned.setdefault(email, [])
+            owned_ids.append(session.id)
+            while len(owned_ids) > PER_USER:
+                self._local.pop(owned_ids.pop(0), None)
         return session
 
     async def find(self, session_id: str, email: str, endpoint: str) -> McpSession | None:
         session: McpSession | None = None
         if self._redis is not None:
-            raw = await self._redis.get(f"policygate:mcp:{session_id}")
+            raw = await self._redis.get(_key(session_id))
             if raw is not None:
                 data = json.loads(raw)
                 session = McpSession(session_id, data["email"], data["endpoint"], data["version"])
@@ -59,11 +79,32 @@ class SessionStore:
 
     async def close(self, session: McpSession) -> None:
         if self._redis is not None:
-            await self._redis.delete(f"policygate:mcp:{session.id}")
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(_key(session.id))
+                pipe.lrem(_owned_key(session.email), 0, session.id)
+                await pipe.execute()
         else:
             self._local.pop(session.id, None)
+            self._disown(session.email, session.id)
 
     def _evict(self) -> None:
         now = time.monotonic()
-        for key in [k for k, (expires, _) in self._local.items() if expires <= now]:
-            del self._local[key]
+        for key, (expires, session) in list(self._local.items()):
+            if expires <= now:
+                del self._local[key]
+                self._disown(session.email, key)
+
+    def _disown(self, email: str, session_id: str) -> None:
+        owned = self._owned.get(email)
+        if owned is not None and session_id in owned:
+            owned.remove(session_id)
+            if not owned:
+                del self._owned[email]
+
+
+def _key(session_id: str) -> str:
+    return f"policygate:mcp:{session_id}"
+
+
+def _owned_key(email: str) -> str:
+    return f"policygate:mcp-user:{email}"
