@@ -32,6 +32,7 @@ __all__ = ["Cache", "Directory", "LocalCache", "Lookup", "RedisCache"]
 log = logging.getLogger("policygate")
 
 _MISS: Final = object()
+_COUNTERS_MAX: Final = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,9 @@ class Cache(Protocol):
     async def forget_user(self, email: str) -> None: ...
     async def add_revoked(self, jti: str) -> None: ...
     async def prime(self, jtis: list[str]) -> None: ...
-    async def count(self, key: str, window_s: int, now: float) -> int: ...
+    async def count(self, key: str, window_s: int, now: float, by: int = 1) -> int:
+        """Add `by` requests to `key`'s current window; the window's total so far."""
+
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
 
@@ -64,7 +67,8 @@ class LocalCache:
     users: dict[str, tuple[float, User]] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
     primed: bool = False
-    counters: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Each window's count, and when the window ends."""
 
     async def lookup(self, email: str, jti: str | None) -> tuple[Any, bool | None]:
         entry = self.users.get(email)
@@ -85,12 +89,18 @@ class LocalCache:
         self.revoked.update(jtis)
         self.primed = True
 
-    async def count(self, key: str, window_s: int, now: float) -> int:
-        slot = f"{key}:{int(now) // window_s}"
-        if len(self.counters) > 100_000:
-            self.counters.clear()
-        self.counters[slot] = self.counters.get(slot, 0) + 1
-        return self.counters[slot]
+    async def count(self, key: str, window_s: int, now: float, by: int = 1) -> int:
+        window = int(now) // window_s
+        slot = f"{key}:{window}"
+        if len(self.counters) > _COUNTERS_MAX and slot not in self.counters:
+            # Windows that have ended go first: clearing everything would hand every
+            # caller a fresh budget whenever someone sent enough distinct keys.
+            self.counters = {k: v for k, v in self.counters.items() if v[1] > now}
+            if len(self.counters) > _COUNTERS_MAX:
+                self.counters.clear()
+        total = self.counters.get(slot, (0, 0.0))[0] + by
+        self.counters[slot] = (total, float((window + 1) * window_s))
+        return total
 
     async def ping(self) -> bool:
         return True
@@ -145,10 +155,10 @@ class RedisCache:
             pipe.set(_PRIMED, "1")
             await pipe.execute()
 
-    async def count(self, key: str, window_s: int, now: float) -> int:
+    async def count(self, key: str, window_s: int, now: float, by: int = 1) -> int:
         slot = f"policygate:rate:{key}:{int(now) // window_s}"
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.incr(slot)
+            pipe.incrby(slot, by)
             pipe.expire(slot, window_s + 1)
             value, _ = await pipe.execute()
         return int(value)

@@ -24,6 +24,7 @@ from quart import Response, g, request
 from engine.decide import AuthMethod, Decision, RequestContext, Token, User, decide
 from engine.decide.access import match_route
 from engine.decide.limits import check_rate
+from engine.decide.model import Denial
 from engine.decide.tokens import check_token
 from engine.passwords import TIMING_HASH, verify_password
 from engine.policy import Snapshot
@@ -35,7 +36,7 @@ from engine.web.incoming import Incoming, challenge
 from engine.web.responses import error_response
 from engine.web.state import Gateway, gateway, in_background
 
-__all__ = ["admit", "after_request", "finish_response", "guard", "mask_email"]
+__all__ = ["admit", "after_request", "charge", "finish_response", "guard", "mask_email"]
 
 log = logging.getLogger("policygate.decision")
 
@@ -207,10 +208,7 @@ async def _refused(gw: Gateway, snapshot: Snapshot, now: float, client_ip: str |
     if not snapshot.limits.enabled:
         return refusal
     limited = check_rate(snapshot.limits, await _count(gw, snapshot, now, client_ip, None, None, None), now)
-    if limited is None:
-        return refusal
-    (reason, _, message), retry_after = limited
-    return error_response(429, str(reason), message, headers={"Retry-After": str(retry_after)})
+    return refusal if limited is None else _too_many(limited)
 
 
 async def _count(
@@ -221,6 +219,7 @@ async def _count(
     token: Token | None,
     user: User | None,
     tool_id: str | None,
+    by: int = 1,
 ) -> dict[str, int]:
     keys = {
         "token": token.jti if token is not None else None,
@@ -235,8 +234,23 @@ async def _count(
     for bucket in snapshot.limits.buckets:
         value = keys.get(bucket.key)
         if value is not None:
-            counts[bucket.id] = await cache.count(f"{bucket.id}:{value}", bucket.window_s, now)
+            counts[bucket.id] = await cache.count(f"{bucket.id}:{value}", bucket.window_s, now, by)
     return counts
+
+
+async def charge(gw: Gateway, snapshot: Snapshot, ctx: RequestContext, extra: int) -> Response | None:
+    """Count `extra` more requests against the budgets the admitted request `ctx` was
+    counted in, as a batch of JSON-RPC messages is: the 429 when that exhausts one."""
+    if not snapshot.limits.enabled or extra <= 0:
+        return None
+    counts = await _count(gw, snapshot, ctx.now, ctx.client_ip, ctx.token, ctx.user, None, extra)
+    limited = check_rate(snapshot.limits, counts, ctx.now)
+    return None if limited is None else _too_many(limited)
+
+
+def _too_many(limited: tuple[Denial, int]) -> Response:
+    (reason, _, message), retry_after = limited
+    return error_response(429, str(reason), message, headers={"Retry-After": str(retry_after)})
 
 
 def _preflight(snapshot: Snapshot, incoming: Incoming) -> Response:

@@ -34,6 +34,7 @@ from engine.federation.upstream import Answerer, Relay
 from engine.json_bytes import dumps, loads
 from engine.store.catalog import Server
 from engine.web.catalog import visible
+from engine.web.guard import charge
 from engine.web.incoming import Incoming, challenge, metadata_url
 from engine.web.mcp_asking import asker, is_answer, take_answer
 from engine.web.mcp_methods import METHODS, McpContext, RpcError
@@ -235,6 +236,11 @@ async def _post(at: _At, body: bytes) -> Response:
         return error_response(400, "batch_not_supported", message, details={"code": -32600, "message": message})
     if session is None and not (isinstance(payload, dict) and payload.get("method") == "initialize"):
         return error_response(400, "session_required", "`Mcp-Session-Id` is required after `initialize`")
+    if batch:
+        # The guard counted the request once; every message in it is one against the budgets.
+        limited = await charge(gateway(), g.snapshot, g.ctx, len(payload) - 1)
+        if limited is not None:
+            return limited
     messages = payload if batch else [payload]
     allowed = _streamable(payload, accept) if not batch else None
     if allowed is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from tests.integration.servers import ROOT, Gateway, claims, mint
 
 LIMITS = """
@@ -53,3 +55,19 @@ def test_forged_tokens_are_counted_per_address(start: Callable[..., Gateway], tm
     forged = mint(claims(teams=None), secret="not-the-gateway-secret-but-long-enough-000")
     codes = [server.client(forged).get("/auth/me").status_code for _ in range(4)]
     assert codes == [401, 401, 401, 429]
+
+
+def test_each_message_of_a_batch_counts(start: Callable[..., Gateway], tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "ratelimits.yaml").write_text(LIMITS.replace("limit: 3,", "limit: 4,"))
+    server = start(POLICY_PATHS=f"{ROOT / 'policies'},{overlay}")
+    token = mint(claims(teams=None))
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json", "MCP-Protocol-Version": "2025-03-26"}
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-03-26"}}
+    opened = httpx.post(f"{server.url}/mcp", headers=headers, json=init)  # request 1
+    headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
+    pings = [{"jsonrpc": "2.0", "id": i, "method": "ping"} for i in range(2)]
+    assert httpx.post(f"{server.url}/mcp", headers=headers, json=pings).status_code == 200  # requests 2 and 3
+    refused = httpx.post(f"{server.url}/mcp", headers=headers, json=pings)  # 4 and 5: one too many
+    assert (refused.status_code, refused.json()["error"]["code"]) == (429, "rate_limited")
