@@ -247,10 +247,10 @@ def test_team_tokens_see_only_their_teams_tools(env: dict[str, Any]) -> None:
     assert {"red-only", "blue-only"} <= asyncio.run(names(None))
 
 
-def test_list_changed_is_pushed_on_the_event_stream(env: dict[str, Any]) -> None:
-    gw, token = env["gw"], mint(claims(teams=None))
-    session = _open(gw, token)
-    received: list[str] = []
+def _listening(gw: Gateway, token: str, session: str, *, until_data: bool) -> tuple[threading.Thread, list[str]]:
+    """A thread reading the session's event stream into a list, started once the stream
+    is open; with `until_data` it stops after the first message."""
+    lines: list[str] = []
     opened = threading.Event()
 
     def listen() -> None:
@@ -258,15 +258,22 @@ def test_list_changed_is_pushed_on_the_event_stream(env: dict[str, Any]) -> None
         with httpx.stream("GET", f"{gw.url}/mcp", headers=headers, timeout=10) as stream:
             for line in stream.iter_lines():
                 opened.set()
-                if line.startswith("data:"):
-                    received.append(json.loads(line[5:])["method"])
+                lines.append(line)
+                if until_data and line.startswith("data:"):
                     return
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
     assert opened.wait(5)
+    return listener, lines
+
+
+def test_list_changed_is_pushed_on_the_event_stream(env: dict[str, Any]) -> None:
+    gw, token = env["gw"], mint(claims(teams=None))
+    listener, lines = _listening(gw, token, _open(gw, token), until_data=True)
     gw.client(token).post("/prompts", json={"name": "fresh", "template": "hello", "visibility": "public"})
     listener.join(10)
+    received = [json.loads(line[5:])["method"] for line in lines if line.startswith("data:")]
     assert received == ["notifications/prompts/list_changed"]
 
 
@@ -277,21 +284,8 @@ def test_an_event_stream_ends_with_its_session_or_its_token(env: dict[str, Any])
     def stream_after(end: Callable[[dict[str, str], str], None]) -> list[str]:
         """What a stream hears when `end(created, session)` runs and then a list changes."""
         created = admin.post("/tokens", json={"name": f"stream-{time.monotonic_ns()}"}).json()
-        token = created["token"]
-        session = _open(gw, token)
-        lines: list[str] = []
-        opened = threading.Event()
-
-        def listen() -> None:
-            headers = _headers(token, Accept="text/event-stream", **{"Mcp-Session-Id": session})
-            with httpx.stream("GET", f"{gw.url}/mcp", headers=headers, timeout=10) as stream:
-                for line in stream.iter_lines():
-                    opened.set()
-                    lines.append(line)
-
-        listener = threading.Thread(target=listen, daemon=True)
-        listener.start()
-        assert opened.wait(5)
+        session = _open(gw, created["token"])
+        listener, lines = _listening(gw, created["token"], session, until_data=False)
         end(created, session)
         admin.post("/prompts", json={"name": f"p{time.monotonic_ns()}", "template": "hi", "visibility": "public"})
         listener.join(10)
