@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -89,6 +90,7 @@ def _rpc_error(ident: Any, error: RpcError) -> dict[str, Any]:
 
 
 _LOOPBACK_NAMES: Final = frozenset({"localhost"})
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _host_name(host: str) -> str:
@@ -98,16 +100,22 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0]
 
 
-def _is_address(name: str) -> bool:
+def _address(name: str) -> _Address | None:
     try:
-        ipaddress.ip_address(name)
+        return ipaddress.ip_address(name)
     except ValueError:
-        return False
-    return True
+        return None
 
 
-def _is_loopback(name: str) -> bool:
-    return name in _LOOPBACK_NAMES or (_is_address(name) and ipaddress.ip_address(name).is_loopback)
+def _is_loopback(name: str, address: _Address | None) -> bool:
+    return name in _LOOPBACK_NAMES or (address is not None and address.is_loopback)
+
+
+@functools.cache
+def _bound_to_loopback(bind: str) -> bool:
+    """Whether the process listens on loopback only: one answer per process, kept."""
+    name = _host_name(bind)
+    return _is_loopback(name, _address(name))
 
 
 def _origin_refused(incoming: Incoming) -> Response | None:
@@ -120,12 +128,13 @@ def _origin_refused(incoming: Incoming) -> Response | None:
     their origin in the policy (`cors.allowedOrigins`, or APP_DOMAIN).
     """
     host = _host_name(incoming.host)
-    if _is_loopback(_host_name(gateway().settings.bind)) and not _is_loopback(host):
+    address = _address(host)
+    if _bound_to_loopback(gateway().settings.bind) and not _is_loopback(host, address):
         return error_response(403, "host_not_allowed", "this endpoint answers loopback host names only")
     origin = incoming.header("origin")
     if origin is None or origin in g.snapshot.network.allowed_origins:
         return None
-    if origin == incoming.host_url.rstrip("/") and (_is_address(host) or _is_loopback(host)):
+    if origin == incoming.host_url.rstrip("/") and (address is not None or host in _LOOPBACK_NAMES):
         return None
     return error_response(403, "origin_not_allowed", f"origin `{origin[:200]}` may not use this endpoint")
 
@@ -230,11 +239,11 @@ async def _post(at: _At, body: bytes) -> Response:
     if batch and (not payload or at.version >= _NO_BATCHES_FROM):
         message = "batches are not accepted; send one message per request"
         return error_response(400, "batch_not_supported", message, details={"code": -32600, "message": message})
-    if batch and any(isinstance(m, dict) and m.get("method") == "initialize" for m in payload):
+    if batch and any(_opens(m) for m in payload):
         # The rest of the batch would run before the session it opens exists.
         message = "`initialize` must be sent on its own, never in a batch"
         return error_response(400, "batch_not_supported", message, details={"code": -32600, "message": message})
-    if session is None and not (isinstance(payload, dict) and payload.get("method") == "initialize"):
+    if session is None and not _opens(payload):
         return error_response(400, "session_required", "`Mcp-Session-Id` is required after `initialize`")
     if batch:
         # The guard counted the request once; every message in it is one against the budgets.
@@ -261,6 +270,11 @@ async def _post(at: _At, body: bytes) -> Response:
     response = _answer(replies if batch else replies[0], wants_json)
     response.headers.update(headers)
     return response
+
+
+def _opens(message: Any) -> bool:
+    """Whether `message` is an `initialize`, the one message that needs no session."""
+    return isinstance(message, dict) and message.get("method") == "initialize"
 
 
 def _streamable(message: Any, accept: str) -> Decision | None:
