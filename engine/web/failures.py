@@ -25,7 +25,7 @@ async def failure_response(err: Exception) -> Response:
     from redis.exceptions import RedisError
 
     if isinstance(err, ApiError):
-        return error_response(err.status, err.code, err.message, details=err.details)
+        return error_response(err.status, err.code, err.message, details=err.details, headers=err.headers)
     if isinstance(err, HTTPException):
         return _http_error(err)
     if isinstance(err, DoesNotExist):

@@ -36,7 +36,7 @@ from engine.web.incoming import Incoming, challenge
 from engine.web.responses import error_response
 from engine.web.state import Gateway, gateway, in_background
 
-__all__ = ["admit", "after_request", "charge", "finish_response", "guard", "mask_email"]
+__all__ = ["admit", "after_request", "charge", "charge_tool", "finish_response", "guard", "mask_email"]
 
 log = logging.getLogger("policygate.decision")
 
@@ -123,7 +123,7 @@ async def _context(gw: Gateway, snapshot: Snapshot, now: float, incoming: Incomi
         if found is not None and snapshot.limits.enabled and method not in ("GET", "HEAD"):
             # Unauthenticated writes (login, registration) are counted per address, so
             # password guessing meets the same budgets; health checks are not.
-            rate = await _count(gw, snapshot, now, client_ip, None, None, incoming.tool_id)
+            rate = await _count(gw, snapshot, now, client_ip, None, None)
             return RequestContext(method, path, now, client_ip, rate=rate), None
         return base, None
     route = found[0]
@@ -163,7 +163,7 @@ async def _context(gw: Gateway, snapshot: Snapshot, now: float, incoming: Incomi
         user, revoked = found_user.user, found_user.revoked
     else:
         auth = AuthMethod.NONE
-    rate = await _count(gw, snapshot, now, client_ip, token, user, incoming.tool_id) if snapshot.limits.enabled else {}
+    rate = await _count(gw, snapshot, now, client_ip, token, user) if snapshot.limits.enabled else {}
     return RequestContext(method, path, now, client_ip, auth, token, user, revoked, rate=rate), None
 
 
@@ -207,7 +207,7 @@ async def _refused(gw: Gateway, snapshot: Snapshot, now: float, client_ip: str |
     against the address's budget, so guessing is throttled like everything else."""
     if not snapshot.limits.enabled:
         return refusal
-    limited = check_rate(snapshot.limits, await _count(gw, snapshot, now, client_ip, None, None, None), now)
+    limited = check_rate(snapshot.limits, await _count(gw, snapshot, now, client_ip, None, None), now)
     return refusal if limited is None else _too_many(limited)
 
 
@@ -218,16 +218,25 @@ async def _count(
     client_ip: str | None,
     token: Token | None,
     user: User | None,
-    tool_id: str | None,
     by: int = 1,
 ) -> dict[str, int]:
+    """Count a request against every bucket keyed by who sent it.
+
+    Tool buckets are not among them: a tool's budget is charged only for a call the
+    caller was admitted to make (`charge_tool`), so nobody can spend it without the
+    right to run the tool.
+    """
     keys = {
         "token": token.jti if token is not None else None,
         "user": user.email if user is not None else None,
         "ip": client_ip,
         "server": token.server_id if token is not None else None,
-        "tool": tool_id,
     }
+    return await _counted(gw, snapshot, now, keys, by)
+
+
+async def _counted(gw: Gateway, snapshot: Snapshot, now: float, keys: dict[str, str | None], by: int) -> dict[str, int]:
+    """The count of each bucket whose key has a value in `keys`, after adding `by`."""
     counts: dict[str, int] = {}
     # Without a shared cache each process counts alone: budgets then hold per worker.
     cache = gw.cache if gw.cache is not None else gw.counters
@@ -243,9 +252,18 @@ async def charge(gw: Gateway, snapshot: Snapshot, ctx: RequestContext, extra: in
     counted in, as a batch of JSON-RPC messages is: the 429 when that exhausts one."""
     if not snapshot.limits.enabled or extra <= 0:
         return None
-    counts = await _count(gw, snapshot, ctx.now, ctx.client_ip, ctx.token, ctx.user, None, extra)
+    counts = await _count(gw, snapshot, ctx.now, ctx.client_ip, ctx.token, ctx.user, extra)
     limited = check_rate(snapshot.limits, counts, ctx.now)
     return None if limited is None else _too_many(limited)
+
+
+async def charge_tool(gw: Gateway, snapshot: Snapshot, now: float, tool_id: str) -> tuple[Denial, int] | None:
+    """Count one call of `tool_id` against the tool buckets: the denial and the seconds
+    until its window resets when that exhausts one. Charged over REST and MCP alike,
+    once the caller has been admitted and the tool found visible to it."""
+    if not snapshot.limits.enabled:
+        return None
+    return check_rate(snapshot.limits, await _counted(gw, snapshot, now, {"tool": tool_id}, 1), now)
 
 
 def _too_many(limited: tuple[Denial, int]) -> Response:

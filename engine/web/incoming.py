@@ -29,8 +29,6 @@ class Incoming:
     scheme: str
     host: str
     """The Host header as werkzeug validates it: empty when it holds invalid characters."""
-    tool_id: str | None = None
-    """The tool a REST route names, which per-tool rate limits count."""
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -41,8 +39,6 @@ class Incoming:
 
     @classmethod
     def from_request(cls, request: Request) -> Incoming:
-        args = request.view_args or {}
-        tool = args.get("item_id") or args.get("tool_id") if request.path.startswith("/tools/") else None
         return cls(
             request.method,
             request.path,
@@ -50,7 +46,6 @@ class Incoming:
             request.remote_addr,
             request.scheme,
             request.host,
-            str(tool) if tool is not None else None,
         )
 
     @classmethod

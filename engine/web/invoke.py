@@ -34,6 +34,7 @@ _STATUS: Final = {
     "upstream_timeout": 503,
     "upstream_protocol": 503,
     "upstream_error": 422,
+    "rate_limited": 429,
 }
 
 
@@ -49,6 +50,8 @@ async def invoke(tool_id: str) -> Response:
     try:
         result = await call_tool(tool, body["arguments"])
     except RpcError as err:
-        code = str((err.data or {}).get("code", "upstream_error"))
-        raise ApiError(_STATUS.get(code, 503), code, err.message) from err
+        data = err.data or {}
+        code = str(data.get("code", "upstream_error"))
+        retry = {"Retry-After": str(data["retryAfter"])} if "retryAfter" in data else None
+        raise ApiError(_STATUS.get(code, 503), code, err.message, headers=retry) from err
     return jsonify(result)

@@ -24,6 +24,7 @@ from engine.federation.upstream import Answerer, Relay, UpstreamError
 from engine.store.catalog import Server, Upstream
 from engine.store.queries import visible_rows
 from engine.web.gateways import pooled_client, upstream_client
+from engine.web.guard import charge_tool
 from engine.web.inspection import ContentRefused, check_json, check_text, sanitize_markup
 from engine.web.state import gateway
 
@@ -180,6 +181,10 @@ async def call_tool(
     progress_token: Any = None,
 ) -> dict[str, Any]:
     """Check, forward and check again: the one way a tool is run, over MCP or REST."""
+    limited = await charge_tool(gateway(), g.snapshot, g.ctx.now, tool["id"])
+    if limited is not None:
+        (_, _, message), retry_after = limited
+        raise RpcError(-32014, message, {"code": "rate_limited", "retryAfter": retry_after})
     if tool["changed"] and g.snapshot.content.tool_changes == "block":
         message = f"tool `{tool['name']}` changed upstream since it was approved"
         raise RpcError(-32012, message, {"code": "tool_changed"})

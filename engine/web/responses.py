@@ -20,12 +20,15 @@ __all__ = ["ApiError", "created", "error_response"]
 class ApiError(Exception):
     """A refusal with its HTTP status and stable code."""
 
-    def __init__(self, status: int, code: str, message: str, *, details: Any = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, details: Any = None, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers
 
 
 def error_response(
