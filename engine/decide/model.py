@@ -380,6 +380,18 @@ class Visibility(NamedTuple):
     access: Access
     teams: frozenset[str] = frozenset()
 
+    def shows(self, visibility: str, team_id: str | None, owner: str | None, viewer: str | None) -> bool:
+        """Whether one item (its visibility, team and owner) is in this caller's catalog,
+        for `viewer` (the caller's email): the filter the catalog queries apply, for a
+        single item the shell holds rather than a query."""
+        if self.access is Access.UNRESTRICTED or visibility == "public":
+            return True
+        if self.access is not Access.TEAM_AND_PUBLIC:
+            return False
+        if visibility == "team":
+            return team_id in self.teams
+        return visibility == "private" and viewer is not None and owner == viewer
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:

@@ -41,12 +41,13 @@ from engine.web import (
 from engine.web.failures import failure_response
 from engine.web.fanout import Fanout
 from engine.web.guard import after_request, guard
+from engine.web.list_changes import change_from_event, tell_streams
 from engine.web.mcp_asking import give_answer
 from engine.web.mcp_lane import McpLane
 from engine.web.mcp_sessions import SessionStore
 from engine.web.reloading import release_free_memory, start_reload_triggers
 from engine.web.startup import check_startup
-from engine.web.state import Gateway, PolicyStatus, attach, gateway, in_background, tell_streams
+from engine.web.state import Gateway, PolicyStatus, attach, gateway, in_background
 from engine.web.upstream_health import watch_upstreams
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -129,8 +130,8 @@ async def _open_fanout(gw: Gateway, redis_url: str) -> Fanout:
     from redis.asyncio import Redis
 
     def deliver(event: dict[str, Any]) -> None:
-        if event.get("kind") == "list_changed" and isinstance(event.get("method"), str):
-            tell_streams(gw, event["method"])
+        if event.get("kind") == "list_changed" and (change := change_from_event(event)) is not None:
+            tell_streams(gw.listeners, change)
         elif event.get("kind") == "answer" and isinstance(event.get("session"), str):
             give_answer(gw, event["session"], event.get("message"))
 

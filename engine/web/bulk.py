@@ -17,6 +17,7 @@ from engine.validation import Validator
 from engine.web.bodies import read_body
 from engine.web.catalog import KINDS, check_team, checked_fields, item_json, notify_changed
 from engine.web.identity import caller
+from engine.web.list_changes import Scope, scope_of
 from engine.web.responses import ApiError, created
 
 __all__ = ["blueprint"]
@@ -70,10 +71,12 @@ async def bulk_import() -> Response:
         raise ApiError(422, "bulk_import_rejected", f"{len(problems)} item(s) rejected; nothing was imported",
                        details=problems)  # fmt: skip
     stored = []
+    scopes: dict[str, list[Scope]] = {}
     async with in_transaction():
         for kind_name, values in accepted:
             item = await KINDS[kind_name].model.create(id=uuid.uuid4().hex, owner=user.email, **values)
             stored.append({"kind": kind_name, **item_json(KINDS[kind_name], item)})
-    for kind_name in sorted({kind_name for kind_name, _ in accepted}):
-        notify_changed(KINDS[kind_name])
+            scopes.setdefault(kind_name, []).append(scope_of(item))
+    for kind_name, changed in sorted(scopes.items()):
+        notify_changed(KINDS[kind_name], changed)
     return created({"imported": len(stored), "items": stored})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,6 +29,7 @@ from engine.store.catalog import CatalogItem, Prompt, Resource, Server, Tool
 from engine.web.bodies import read_body
 from engine.web.identity import caller
 from engine.web.inspection import check_json, check_text, sanitize_markup
+from engine.web.list_changes import Change, Scope, scope_of
 from engine.web.responses import ApiError, created
 from engine.web.state import gateway, notify
 
@@ -236,7 +237,7 @@ def _register(kind: Kind) -> None:
             item = await kind.model.create(id=uuid.uuid4().hex, owner=user.email, **body)
         except IntegrityError as err:
             raise ApiError(409, "name_taken", f"a {kind.name[:-1]} named `{body['name']}` exists") from err
-        notify_changed(kind)
+        notify_changed(kind, [scope_of(item)])
         return created((await _shown(kind, [item]))[0])
 
     async def read_item(item_id: str) -> Response:
@@ -259,6 +260,7 @@ def _register(kind: Kind) -> None:
         check_team(user, {"team_id": item.team_id, "visibility": item.visibility, **body})
         if kind.model is Server:
             await _check_members(body)
+        before = scope_of(item)
         for name, value in body.items():
             setattr(item, name, value)
         # Only what was sent is written: an upstream sync may have flagged the tool or
@@ -270,7 +272,7 @@ def _register(kind: Kind) -> None:
                 await item.save(update_fields=[*body, "updated_at"])
         except IntegrityError as err:
             raise ApiError(409, "name_taken", f"a {kind.name[:-1]} named `{body.get('name')}` exists") from err
-        notify_changed(kind)
+        notify_changed(kind, [before, scope_of(item)], item.id)
         stored = await kind.model.filter(id=item_id).first()
         if stored is None:
             raise ApiError(404, "not_found", f"no {kind.name[:-1]} `{item_id}`")  # removed meanwhile
@@ -280,7 +282,7 @@ def _register(kind: Kind) -> None:
         item = await _find(kind, item_id)
         _require_owner(caller(), item)
         await item.delete()
-        notify_changed(kind)
+        notify_changed(kind, [scope_of(item)])
         return Response("", status=204)
 
     for view, rule, methods in (
@@ -294,9 +296,18 @@ def _register(kind: Kind) -> None:
         blueprint.add_url_rule(rule, f"{kind.name}_{view.__name__}", view, methods=methods)
 
 
-def notify_changed(kind: Kind) -> None:
-    if kind.name != "servers":
-        notify(gateway(), f"notifications/{kind.name}/list_changed")
+def notify_changed(kind: Kind, scopes: Iterable[Scope], item_id: str | None = None) -> None:
+    """Tell the MCP streams that may see one of `scopes` that a list of `kind` changed.
+
+    A virtual server's lists are its members: when one is updated (`item_id`), the
+    streams on its own endpoint hear that all three of its lists changed.
+    """
+    distinct = tuple(dict.fromkeys(scopes))
+    if kind.model is not Server:
+        notify(gateway(), Change(f"notifications/{kind.name}/list_changed", distinct))
+    elif item_id is not None:
+        for name in ("tools", "resources", "prompts"):
+            notify(gateway(), Change(f"notifications/{name}/list_changed", distinct, item_id))
 
 
 async def _find(kind: Kind, item_id: str) -> Any:

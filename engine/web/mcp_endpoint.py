@@ -30,13 +30,14 @@ from typing import Any, Final
 
 from quart import Blueprint, Response, g, request
 
-from engine.decide import Decision, RequestContext, decide
+from engine.decide import Access, Decision, RequestContext, Visibility, decide
 from engine.federation.upstream import Answerer, Relay
 from engine.json_bytes import dumps, loads
 from engine.store.catalog import Server
 from engine.web.catalog import visible
 from engine.web.guard import charge
 from engine.web.incoming import Incoming, challenge, metadata_url
+from engine.web.list_changes import Change, recheck
 from engine.web.mcp_asking import asker, is_answer, take_answer
 from engine.web.mcp_methods import METHODS, McpContext, RpcError
 from engine.web.mcp_sessions import McpSession
@@ -53,7 +54,20 @@ SUPPORTED_VERSIONS: Final = ("2025-11-25", "2025-06-18", "2025-03-26")
 _DEFAULT_VERSION: Final = "2025-03-26"
 _NO_BATCHES_FROM: Final = "2025-06-18"
 
-Alive = Callable[[], Awaitable[bool]]
+_PUBLIC_ONLY: Final = Visibility(Access.PUBLIC_ONLY)
+
+Sight = Callable[[], Awaitable[Visibility | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """Who an event stream speaks to: their session, email and endpoint's virtual server,
+    and what they may see at the moment (`Sight`)."""
+
+    session: str
+    viewer: str
+    server: str | None
+    sight: Sight
 
 
 @blueprint.get("/.well-known/oauth-protected-resource")
@@ -205,11 +219,14 @@ async def serve_endpoint(server_id: str | None, incoming: Incoming, body: bytes)
         if session is None:
             return error_response(400, "session_required", "`Mcp-Session-Id` is required")
         await gateway().sessions.close(session)
+        recheck(gateway().listeners, session.id)
         return Response("", status=204)
     if incoming.method == "GET":
         if session is None:
             return error_response(400, "session_required", "`Mcp-Session-Id` is required")
-        return _event_stream(_entitlement(session))
+        return _event_stream(
+            Listening(session.id, session.email, server.id if server is not None else None, _sight(session))
+        )
     version = session.version if session is not None else header_version or _DEFAULT_VERSION
     return await _post(_At(incoming, server, session, version), body)
 
@@ -416,53 +433,64 @@ def _answer(body: Any, wants_json: bool) -> Response:
     return Response(_event(body), content_type="text/event-stream")
 
 
-def _event_stream(alive: Alive) -> Response:
+def _event_stream(listening: Listening) -> Response:
     """Server-to-client messages: `list_changed` notifications, with keep-alives."""
-    queue: asyncio.Queue[str] = asyncio.Queue(maxsize=100)
-    response = Response(notifications(queue, gateway().listeners, alive), content_type="text/event-stream")
+    queue: asyncio.Queue[Change] = asyncio.Queue(maxsize=100)
+    response = Response(notifications(queue, gateway().listeners, listening), content_type="text/event-stream")
     response.headers["Cache-Control"] = "no-store"
     response.timeout = None
     return response
 
 
-def _entitlement(session: McpSession) -> Alive:
-    """Whether the caller who opened a stream may still hear it: its session is open and
-    its request would still be allowed now, so an expired or revoked token, a disabled
-    or removed account or a stricter policy ends the stream rather than feeding it."""
+def _sight(session: McpSession) -> Sight:
+    """What the caller who opened a stream may see now, or None once they may no longer
+    hear it: its session is closed, or its request would be refused now (an expired or
+    revoked token, a disabled or removed account, a stricter policy)."""
     gw, ctx = gateway(), g.ctx
 
-    async def alive() -> bool:
+    async def sight() -> Visibility | None:
         if await gw.sessions.find(session.id, session.email, session.endpoint) is None:
-            return False
+            return None
         found = await gw.directory.lookup(session.email, ctx.token.jti if ctx.token is not None else None)
         now = replace(ctx, now=time.time(), user=found.user, revoked=found.revoked, rate={})
-        return decide(gw.engine.current, now).allow
+        decision = decide(gw.engine.current, now)
+        if not decision.allow:
+            return None
+        return decision.visibility if decision.visibility is not None else _PUBLIC_ONLY
 
-    return alive
+    return sight
 
 
 async def notifications(
-    queue: asyncio.Queue[str], listeners: set[Any], alive: Alive, keep_alive: float = 15
+    queue: asyncio.Queue[Change],
+    listeners: dict[asyncio.Queue[Change], str],
+    listening: Listening,
+    keep_alive: float = 15,
 ) -> AsyncIterator[bytes]:
     """The SSE body of an event stream, listening from its first byte to its consumer's end.
 
     It joins `listeners` only once it runs: a generator that never starts (a response
     abandoned before its body) never runs its `finally` either, and would stay listed.
-    Before each message or keep-alive it asks `alive`, and ends when the answer is no.
+    Before each message or keep-alive it asks what its caller may see now: it ends when
+    the answer is nothing, and passes a change on only when the caller sees what changed.
     """
     try:
-        listeners.add(queue)
+        listeners[queue] = listening.session
         yield b": connected\n\n"
         while True:
             # Not `wait_for`: on Python 3.11 it swallows a cancellation that meets a queued
             # message, so a stream whose client left amid a burst of notifications would
             # live on, sending keep-alives to no one.
-            method: str | None = None
+            change: Change | None = None
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(keep_alive):
-                    method = await queue.get()
-            if not await alive():
+                    change = await queue.get()
+            sight = await listening.sight()
+            if sight is None:
                 return
-            yield b": keep-alive\n\n" if method is None else _event({"jsonrpc": "2.0", "method": method})
+            if change is None:
+                yield b": keep-alive\n\n"
+            elif change.seen_by(sight, listening.viewer, listening.server):
+                yield _event({"jsonrpc": "2.0", "method": change.method})
     finally:
-        listeners.discard(queue)
+        listeners.pop(queue, None)

@@ -19,8 +19,9 @@ from engine.reload import Engine
 from engine.settings import Settings
 from engine.signing import Keys
 from engine.store.reading import FileReader
+from engine.web.list_changes import Change, Scope, event_of, tell_streams
 
-__all__ = ["Gateway", "PolicyStatus", "gateway", "in_background", "notify", "notify_upstream_lists", "tell_streams"]
+__all__ = ["Gateway", "PolicyStatus", "gateway", "in_background", "notify", "notify_upstream_lists"]
 
 _KEY = "policygate"
 
@@ -49,7 +50,8 @@ class Gateway:
     sealer: Any = None
     upstreams: dict[str, Any] = field(default_factory=dict)
     sessions: Any = None
-    listeners: set[Any] = field(default_factory=set)
+    listeners: dict[asyncio.Queue[Change], str] = field(default_factory=dict)
+    """This worker's open MCP event streams, each with its session's id."""
     last_used: dict[str, float] = field(default_factory=dict)
     counters: Any = field(default_factory=lambda: LocalCache(0))
     background: set[Any] = field(default_factory=set)
@@ -74,24 +76,18 @@ def in_background(gw: Gateway, work: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(gw.background.discard)
 
 
-def notify(gw: Gateway, method: str) -> None:
-    """Tell every open MCP event stream that a list changed, in every worker."""
-    tell_streams(gw, method)
+def notify(gw: Gateway, change: Change) -> None:
+    """Tell the MCP event streams that may hear `change` that a list changed, in every worker."""
+    tell_streams(gw.listeners, change)
     if gw.fanout is not None:
-        gw.fanout.publish({"kind": "list_changed", "method": method})
+        gw.fanout.publish(event_of(change))
 
 
-def notify_upstream_lists(gw: Gateway) -> None:
-    """An upstream's items came or went: its tools, resources and prompts all changed."""
+def notify_upstream_lists(gw: Gateway, upstream: Scope) -> None:
+    """An upstream's items came or went: its tools, resources and prompts all changed.
+    Its items share the upstream's own scope."""
     for kind in ("tools", "resources", "prompts"):
-        notify(gw, f"notifications/{kind}/list_changed")
-
-
-def tell_streams(gw: Gateway, method: str) -> None:
-    """Tell this worker's open MCP event streams that a list changed."""
-    for queue in list(gw.listeners):
-        if not queue.full():
-            queue.put_nowait(method)
+        notify(gw, Change(f"notifications/{kind}/list_changed", (upstream,)))
 
 
 def gateway() -> Gateway:

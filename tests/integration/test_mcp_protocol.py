@@ -277,6 +277,63 @@ def test_list_changed_is_pushed_on_the_event_stream(env: dict[str, Any]) -> None
     assert received == ["notifications/prompts/list_changed"]
 
 
+def test_a_session_hears_a_change_once_and_only_when_it_can_see_what_changed(env: dict[str, Any]) -> None:
+    gw = env["gw"]
+    admin = gw.client(mint(claims(teams=None)))
+    red = mint(claims(teams=["red"]))
+    session = _open(gw, red)
+    streams = [_listening(gw, red, session, until_data=False) for _ in range(2)]
+    stamp = time.monotonic_ns()
+    for team in ("blue", "red"):  # the blue one is hidden from this caller
+        created = admin.post(
+            "/prompts", json={"name": f"{team}-{stamp}", "template": "hi", "team_id": team, "visibility": "team"}
+        )
+        assert created.status_code == 201, created.text
+
+    def heard() -> list[str]:
+        return [line for _, lines in streams for line in lines if line.startswith("data:")]
+
+    deadline = time.monotonic() + 5
+    while not heard() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # room for a duplicate or a late hidden change to arrive
+    # Closing the session ends both its streams at once.
+    assert httpx.delete(f"{gw.url}/mcp", headers=_headers(red, **{"Mcp-Session-Id": session})).status_code == 204
+    for listener, _ in streams:
+        listener.join(10)
+        assert not listener.is_alive()
+    assert [json.loads(line[5:])["method"] for line in heard()] == ["notifications/prompts/list_changed"]
+
+
+def test_a_virtual_servers_streams_hear_its_membership_change(env: dict[str, Any]) -> None:
+    gw, tools = env["gw"], env["tools"]
+    token = mint(claims(teams=None))
+    admin = gw.client(token)
+    server = admin.post("/servers", json={"name": f"s-{time.monotonic_ns()}", "visibility": "public"}).json()
+    path = f"/servers/{server['id']}/mcp"
+    session = _open(gw, token, path)
+    lines: list[str] = []
+    opened = threading.Event()
+
+    def listen() -> None:
+        headers = _headers(token, Accept="text/event-stream", **{"Mcp-Session-Id": session})
+        with httpx.stream("GET", f"{gw.url}{path}", headers=headers, timeout=10) as stream:
+            for line in stream.iter_lines():
+                opened.set()
+                lines.append(line)
+                if line.startswith("data:"):
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert opened.wait(5)
+    assert admin.patch(f"/servers/{server['id']}", json={"tool_ids": [tools["add"]]}).status_code == 200
+    listener.join(10)
+    assert [json.loads(line[5:])["method"] for line in lines if line.startswith("data:")] == [
+        "notifications/tools/list_changed"
+    ]
+
+
 def test_an_event_stream_ends_with_its_session_or_its_token(env: dict[str, Any]) -> None:
     gw = env["gw"]
     admin = gw.client(mint(claims(teams=None)))

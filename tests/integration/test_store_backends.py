@@ -99,17 +99,18 @@ def test_every_worker_pushes_list_changes_made_in_another(
     start: Callable[..., Gateway], postgres: str, redis_url: str
 ) -> None:
     """Event streams on both workers hear a change made through either one. Each stream
-    is its own connection, which the kernel spreads over the workers (SO_REUSEPORT);
-    eight of them all landing on one worker is a 1 in 128 chance."""
+    (of its own session: a session hears a change on one of its streams) is its own
+    connection, which the kernel spreads over the workers (SO_REUSEPORT); eight of them
+    all landing on one worker is a 1 in 128 chance."""
     server = start(WORKERS="2", REDIS_URL=redis_url, DATABASE_URL=create_database(postgres, "fanout"))
     token = mint(claims(teams=None))
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
-    session = httpx.post(f"{server.url}/mcp", headers=headers, json=init).headers["mcp-session-id"]
-    stream_headers = {**headers, "Accept": "text/event-stream", "Mcp-Session-Id": session}
     with contextlib.ExitStack() as streams:
         lines = []
         for _ in range(8):
+            session = httpx.post(f"{server.url}/mcp", headers=headers, json=init).headers["mcp-session-id"]
+            stream_headers = {**headers, "Accept": "text/event-stream", "Mcp-Session-Id": session}
             client = streams.enter_context(httpx.Client(timeout=5))
             stream = streams.enter_context(client.stream("GET", f"{server.url}/mcp", headers=stream_headers))
             assert stream.status_code == 200

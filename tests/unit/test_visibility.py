@@ -10,7 +10,7 @@ from __future__ import annotations
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 
-from engine.decide import Access, User
+from engine.decide import Access, User, Visibility
 from engine.decide.model import TeamsClaim
 from engine.decide.visibility import resolve_visibility
 from engine.policy import Snapshot
@@ -63,3 +63,23 @@ def test_an_absent_claim_never_unlocks_an_admin_in_the_default_table(snapshot: S
     seen, rule = resolve_visibility(snapshot.visibility, TeamsClaim.ABSENT, frozenset(), admin, False)
     assert seen.access is Access.PUBLIC_ONLY
     assert rule.id == "visibility/absent-admin"
+
+
+@given(
+    access=st.sampled_from(list(Access)),
+    seen=teams,
+    item=st.tuples(st.sampled_from(["public", "team", "private"]), st.none() | team, st.sampled_from(["me", "you"])),
+)
+def test_one_item_is_shown_as_the_catalog_filter_would_show_it(
+    access: Access, seen: frozenset[str], item: tuple[str, str | None, str]
+) -> None:
+    """The single-item answer streams use matches the catalog's query filter, clause by clause."""
+    visibility, team_id, owner = item
+    expected = (
+        access is Access.UNRESTRICTED
+        or visibility == "public"
+        or (access is Access.TEAM_AND_PUBLIC and visibility == "team" and team_id in seen)
+        or (access is Access.TEAM_AND_PUBLIC and visibility == "private" and owner == "me")
+    )
+    assert Visibility(access, seen).shows(visibility, team_id, owner, "me") is expected
+    assert not Visibility(access, seen).shows("private", None, "me", None) or access is Access.UNRESTRICTED
