@@ -40,7 +40,7 @@ import hyperscan
 import re2  # type: ignore[import-untyped]
 
 from engine.decide.model import Action, Content, Denial, Finding, Reason, RuleRef
-from engine.decide.validators import VALIDATORS, Validator
+from engine.decide.validators import VALIDATORS, Span, Validator
 from engine.errors import Location, PolicyError
 
 if TYPE_CHECKING:
@@ -184,9 +184,11 @@ def scan(scanner: ContextScanner, text: str, data: bytes | None = None) -> tuple
         if action is Action.ALLOW:
             continue
         for match in rule.regex.finditer(text):
-            start, end = match.span()
-            if end > start and (rule.validator is None or rule.validator(text, start, end)):
-                findings.append(Finding(rule.ref.id, rule.category, start, end, action, rule.pii))
+            span: Span | None = match.span()
+            if rule.validator is not None and span is not None and span[1] > span[0]:
+                span = rule.validator(text, *span)
+            if span is not None and span[1] > span[0]:
+                findings.append(Finding(rule.ref.id, rule.category, *span, action, rule.pii))
     findings.sort(key=lambda f: (f.start, f.end, f.rule))
     return tuple(findings)
 

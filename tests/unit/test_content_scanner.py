@@ -153,6 +153,9 @@ def test_redaction_replaces_only_redacted_spans(build) -> None:  # type: ignore[
     inspection = inspect_content(built.snapshot.content, Content("tool_result", text))
     assert inspection.denial is None
     assert redact(built.snapshot.content, text, inspection.findings) == "SSN [REDACTED:ssn], mail [REDACTED:email]"
+    joined = "order 12 4111111111111111 123"
+    found = inspect_content(built.snapshot.content, Content("tool_result", joined)).findings
+    assert redact(built.snapshot.content, joined, found) == "order 12 [REDACTED:credit_card] 123", "the card alone"
 
 
 def test_the_issue_examples() -> None:

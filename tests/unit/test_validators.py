@@ -8,7 +8,7 @@ from engine.decide.validators import VALIDATORS, luhn_valid
 
 
 def _check(name: str, text: str) -> bool:
-    return VALIDATORS[name](text, 0, len(text))
+    return VALIDATORS[name](text, 0, len(text)) == (0, len(text))
 
 
 @pytest.mark.parametrize("number", ["4111111111111111", "5500005555555559", "378282246310005", "6011000990139424"])
@@ -62,3 +62,33 @@ def test_ipv6_parsing(text: str, valid: bool) -> None:
 @pytest.mark.parametrize(("text", "valid"), [("+14155552671", True), ("+1 415 555 2671", True), ("+1 23", False)])
 def test_phone_numbers(text: str, valid: bool) -> None:
     assert _check("phone", text) is valid
+
+
+@pytest.mark.parametrize(("text", "card"), [
+    ("4111111111111111 123", "4111111111111111"),  # a card and then another number
+    ("order 12 4111111111111111", "4111111111111111"),  # a number and then a card
+    ("4111 1111 1111 1111 7", "4111 1111 1111 1111"),  # groups of four, then a stray digit
+    ("12 3782 822463 10005", "3782 822463 10005"),  # American Express layout
+    ("4111-1111-1111-1111", "4111-1111-1111-1111"),
+])  # fmt: skip
+def test_a_card_joined_to_a_neighbouring_number_is_found_alone(text: str, card: str) -> None:
+    span = VALIDATORS["luhn"](text, 0, len(text))
+    assert span is not None
+    assert text[span[0] : span[1]] == card
+
+
+@pytest.mark.parametrize("text", [
+    "2024 11 21 10 30 45 12",  # dates and times: runs of small numbers are not card layouts
+    "4111111111111112 123",  # the card fails its checksum
+])  # fmt: skip
+def test_runs_of_numbers_that_are_not_laid_out_as_cards_are_not_cards(text: str) -> None:
+    assert VALIDATORS["luhn"](text, 0, len(text)) is None
+
+
+@pytest.mark.parametrize(("text", "start", "found"), [
+    ("IP:2001:db8::1", 3, True),  # a label, a colon, an address
+    ("std::2001:db8::1", 5, False),
+    ("cafe:2001:db8::1", 5, False),  # began mid-address
+])  # fmt: skip
+def test_an_ipv6_address_after_a_label_and_colon(text: str, start: int, found: bool) -> None:
+    assert (VALIDATORS["ipv6"](text, start, len(text)) is not None) is found
