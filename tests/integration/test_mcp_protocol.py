@@ -247,7 +247,9 @@ def test_team_tokens_see_only_their_teams_tools(env: dict[str, Any]) -> None:
     assert {"red-only", "blue-only"} <= asyncio.run(names(None))
 
 
-def _listening(gw: Gateway, token: str, session: str, *, until_data: bool) -> tuple[threading.Thread, list[str]]:
+def _listening(
+    gw: Gateway, token: str, session: str, *, until_data: bool, path: str = "/mcp"
+) -> tuple[threading.Thread, list[str]]:
     """A thread reading the session's event stream into a list, started once the stream
     is open; with `until_data` it stops after the first message."""
     lines: list[str] = []
@@ -255,7 +257,7 @@ def _listening(gw: Gateway, token: str, session: str, *, until_data: bool) -> tu
 
     def listen() -> None:
         headers = _headers(token, Accept="text/event-stream", **{"Mcp-Session-Id": session})
-        with httpx.stream("GET", f"{gw.url}/mcp", headers=headers, timeout=10) as stream:
+        with httpx.stream("GET", f"{gw.url}{path}", headers=headers, timeout=10) as stream:
             for line in stream.iter_lines():
                 opened.set()
                 lines.append(line)
@@ -311,22 +313,7 @@ def test_a_virtual_servers_streams_hear_its_membership_change(env: dict[str, Any
     admin = gw.client(token)
     server = admin.post("/servers", json={"name": f"s-{time.monotonic_ns()}", "visibility": "public"}).json()
     path = f"/servers/{server['id']}/mcp"
-    session = _open(gw, token, path)
-    lines: list[str] = []
-    opened = threading.Event()
-
-    def listen() -> None:
-        headers = _headers(token, Accept="text/event-stream", **{"Mcp-Session-Id": session})
-        with httpx.stream("GET", f"{gw.url}{path}", headers=headers, timeout=10) as stream:
-            for line in stream.iter_lines():
-                opened.set()
-                lines.append(line)
-                if line.startswith("data:"):
-                    return
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    assert opened.wait(5)
+    listener, lines = _listening(gw, token, _open(gw, token, path), until_data=True, path=path)
     assert admin.patch(f"/servers/{server['id']}", json={"tool_ids": [tools["add"]]}).status_code == 200
     listener.join(10)
     assert [json.loads(line[5:])["method"] for line in lines if line.startswith("data:")] == [
