@@ -184,10 +184,11 @@ def scan(scanner: ContextScanner, text: str, data: bytes | None = None) -> tuple
         if action is Action.ALLOW:
             continue
         for match in rule.regex.finditer(text):
-            span: Span | None = match.span()
-            if rule.validator is not None and span is not None and span[1] > span[0]:
-                span = rule.validator(text, *span)
-            if span is not None and span[1] > span[0]:
+            start, end = match.span()
+            if end <= start:
+                continue
+            span: Span | None = (start, end) if rule.validator is None else rule.validator(text, start, end)
+            if span is not None:
                 findings.append(Finding(rule.ref.id, rule.category, *span, action, rule.pii))
     findings.sort(key=lambda f: (f.start, f.end, f.rule))
     return tuple(findings)

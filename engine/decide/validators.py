@@ -111,13 +111,17 @@ def _ipv4(text: str, start: int, end: int) -> Span | None:
     return (start, end)
 
 
+_ADDRESS_OR_CODE: Final = frozenset("0123456789abcdefABCDEF:_")
+"""What before a `:` shows the match began inside an address or a `::` of code."""
+
+
 def _ipv6(text: str, start: int, end: int) -> Span | None:
     # `Foo::bar` and `std::map` are code, not addresses; `IP:2001:db8::1` is a label and
     # an address, but a colon after a hex digit means the match began mid-address.
     before = text[start - 1] if start > 0 else ""
     if before.isalnum() or before == "_":
         return None
-    if before == ":" and (start < 2 or text[start - 2] in ":_" or text[start - 2] in _HEX):
+    if before == ":" and (start < 2 or text[start - 2] in _ADDRESS_OR_CODE):
         return None
     if end < len(text) and (text[end].isalnum() or text[end] == "_"):
         return None
@@ -129,9 +133,6 @@ def _ipv6(text: str, start: int, end: int) -> Span | None:
     except ValueError:
         return None
     return (start, end)
-
-
-_HEX: Final = frozenset("0123456789abcdefABCDEF")
 
 
 VALIDATORS: Final[Mapping[str, Validator]] = MappingProxyType(

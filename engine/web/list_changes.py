@@ -31,9 +31,12 @@ class Change(NamedTuple):
     server: str | None = None
     """A virtual server whose own lists changed: only the streams of its endpoint hear it."""
 
-    def seen_by(self, sight: Visibility, viewer: str | None, endpoint_server: str | None) -> bool:
-        if self.server is not None and self.server != endpoint_server:
-            return False
+    def concerns(self, endpoint_server: str | None) -> bool:
+        """Whether the lists of the endpoint serving `endpoint_server` (None: `/mcp`) may
+        have changed, before anything is asked about the caller."""
+        return self.server is None or self.server == endpoint_server
+
+    def seen_by(self, sight: Visibility, viewer: str | None) -> bool:
         return any(sight.shows(*scope, viewer) for scope in self.scopes)
 
 

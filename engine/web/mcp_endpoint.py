@@ -485,12 +485,14 @@ async def notifications(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(keep_alive):
                     change = await queue.get()
+            if change is not None and not change.concerns(listening.server):
+                continue  # another virtual server's: not worth a look-up
             sight = await listening.sight()
             if sight is None:
                 return
             if change is None:
                 yield b": keep-alive\n\n"
-            elif change.seen_by(sight, listening.viewer, listening.server):
+            elif change.seen_by(sight, listening.viewer):
                 yield _event({"jsonrpc": "2.0", "method": change.method})
     finally:
         listeners.pop(queue, None)
