@@ -73,16 +73,18 @@ def run_server(settings: Settings, snapshot: Snapshot | None = None) -> int:
     asyncio.run(_prepare_store(settings))
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker, args=(settings,), daemon=False) for _ in range(settings.workers)]
-    for worker in workers:
-        worker.start()
 
     def forward(signum: int, _frame: object) -> None:
         for worker in workers:
             if worker.pid is not None and worker.is_alive():
                 os.kill(worker.pid, signum)
 
+    # Before any worker starts: a worker passes a reload on with SIGHUP, whose default
+    # action would end this process.
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
+    for worker in workers:
+        worker.start()
     codes = []
     for worker in workers:
         worker.join()
@@ -109,7 +111,7 @@ def _worker(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _config(settings)
     config.workers = settings.workers  # makes Hypercorn set SO_REUSEPORT on this worker's socket
-    uvloop.run(_serve_until_signalled(create_app(settings), config))
+    uvloop.run(_serve_until_signalled(create_app(settings, supervisor=os.getppid()), config))
 
 
 async def _serve_until_signalled(app: object, config: Config) -> None:

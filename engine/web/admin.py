@@ -20,7 +20,7 @@ from engine.store.models import User as UserRow
 from engine.web.audit import audit
 from engine.web.bodies import read_body
 from engine.web.identity import caller
-from engine.web.reloading import reload_policies
+from engine.web.reloading import reload_everywhere, reload_policies
 from engine.web.responses import ApiError, created
 from engine.web.state import gateway
 from engine.web.tokens import revoke_jti
@@ -161,7 +161,8 @@ async def audit_log() -> Response:
 
 @blueprint.post("/policies/reload")
 async def reload() -> Response:
-    """Rebuild the policy from its files; a bad policy keeps the running one."""
+    """Rebuild the policy from its files, here and then in every other worker; a bad
+    policy keeps the running one everywhere, as this worker refuses it before passing on."""
     errors = await reload_policies(gateway(), trigger="admin-api")
     if errors:
         details = [
@@ -169,6 +170,7 @@ async def reload() -> Response:
             for e in errors
         ]
         raise ApiError(422, "policy_invalid", f"{len(errors)} policy error(s): {errors[0]}", details=details)
+    reload_everywhere(gateway())
     await audit(caller().email, "policy.reload", gateway().engine.current.version)
     return jsonify(_status())
 

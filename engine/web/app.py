@@ -20,7 +20,7 @@ from quart import Quart
 from engine.cache import Cache, Directory, LocalCache, RedisCache
 from engine.federation.sealing import sealer_for
 from engine.policy import Snapshot
-from engine.policy_files import gateway_snapshot
+from engine.policy_files import build_policy, read_policy, sources_digest
 from engine.reload import Engine
 from engine.settings import Settings
 from engine.store.queries import bootstrap_admin, close_store, open_store
@@ -45,7 +45,7 @@ from engine.web.list_changes import change_from_event, tell_streams
 from engine.web.mcp_asking import give_answer
 from engine.web.mcp_lane import McpLane
 from engine.web.mcp_sessions import SessionStore
-from engine.web.reloading import release_free_memory, start_reload_triggers
+from engine.web.reloading import RELOAD_EVENT, release_free_memory, reload_in_background, start_reload_triggers
 from engine.web.startup import check_startup
 from engine.web.state import Gateway, PolicyStatus, attach, gateway, in_background
 from engine.web.upstream_health import watch_upstreams
@@ -58,14 +58,20 @@ MAX_BODY_BYTES = 1 << 20
 """REST bodies are small; MCP bodies get their own limit from the policy."""
 
 
-def create_app(settings: Settings, *, snapshot: Snapshot | None = None) -> Quart:
+def create_app(settings: Settings, *, snapshot: Snapshot | None = None, supervisor: int | None = None) -> Quart:
     """Build the app for `settings`; `snapshot` skips reading the policy folders.
+
+    `supervisor` is the pid of the `serve` process when this app is one of its workers:
+    a reload asked of one worker reaches the others through it.
 
     Raises:
         PolicyErrors: the policy does not build.
         SettingsError: keys are missing or production settings are unsafe.
     """
-    snapshot = snapshot if snapshot is not None else gateway_snapshot(settings.policy_paths)
+    digest = None
+    if snapshot is None:
+        layers = read_policy(settings.policy_paths)
+        snapshot, digest = build_policy(layers), sources_digest(layers)
     keys = check_startup(settings, snapshot)
     app = Quart("policygate")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -76,7 +82,8 @@ def create_app(settings: Settings, *, snapshot: Snapshot | None = None) -> Quart
         keys=keys,
         directory=Directory(None),
         cache=None,
-        status=PolicyStatus(version=snapshot.version, loaded_at=time.time()),
+        status=PolicyStatus(version=snapshot.version, loaded_at=time.time(), digest=digest),
+        supervisor=supervisor,
     )
     attach(app, state)
     for module in (mcp_endpoint, public, identity, tokens, teams, admin, sessions, catalog, bulk, gateways, invoke):
@@ -134,6 +141,8 @@ async def _open_fanout(gw: Gateway, redis_url: str) -> Fanout:
             tell_streams(gw.listeners, change)
         elif event.get("kind") == "answer" and isinstance(event.get("session"), str):
             give_answer(gw, event["session"], event.get("message"))
+        elif event.get("kind") == RELOAD_EVENT:
+            reload_in_background(gw, "another instance")
 
     # Its own connection, without the cache's socket timeout: a subscription is quiet
     # for as long as nothing changes.

@@ -1,8 +1,16 @@
 """Hot reload: rebuild the policy off the event loop and swap it in, or keep the old one.
 
-Three triggers lead here: `POST /admin/policies/reload`, SIGHUP, and a change in the
-policy folders (watchfiles). Builds are serialised by a lock so two triggers at once do
-not race; requests keep being served by the current snapshot while a build runs.
+Four triggers lead here: `POST /admin/policies/reload`, SIGHUP, a change in the policy
+folders (watchfiles), and a reload asked of another worker. Builds are serialised by a
+lock so two triggers at once do not race; requests keep being served by the current
+snapshot while a build runs.
+
+An operator who reloads through the API means the gateway, not the one worker the
+request happened to reach: a worker left on the old policy would go on enforcing it.
+So a reload the API asked for, once it succeeded here, is passed on: to the `serve`
+process, which signals every worker of this instance, and through Redis to the workers
+of other instances. Each rebuilds from its own files; the asking worker's own signal
+finds its files unchanged and costs one read of them.
 """
 
 from __future__ import annotations
@@ -14,25 +22,40 @@ import os
 import signal
 import time
 from contextlib import suppress
+from typing import Final
 
 from engine.errors import Location, PolicyError, PolicyErrors
-from engine.policy_files import gateway_snapshot
+from engine.policy_files import build_policy, read_policy, sources_digest
 from engine.sources import MissingPath
 from engine.web.state import Gateway, in_background
 
-__all__ = ["release_free_memory", "reload_policies", "start_reload_triggers"]
+__all__ = [
+    "RELOAD_EVENT",
+    "release_free_memory",
+    "reload_everywhere",
+    "reload_in_background",
+    "reload_policies",
+    "start_reload_triggers",
+]
 
 log = logging.getLogger("policygate")
-_LOCK = "reload_lock"
+
+RELOAD_EVENT: Final = "reload"
+"""The fanout event kind that asks the other instances' workers to reload."""
 
 
 async def reload_policies(gw: Gateway, *, trigger: str) -> tuple[PolicyError, ...]:
-    """Rebuild from the configured folders; the errors, or () when the new policy is in force."""
-    lock: asyncio.Lock = gw.__dict__.setdefault(_LOCK, asyncio.Lock())
-    async with lock:
+    """Rebuild from the configured folders; the errors, or () when the files' policy is in force."""
+    async with gw.reload_lock:
         gw.status.last_attempt_at = time.time()
         try:
-            snapshot = await asyncio.to_thread(gateway_snapshot, gw.settings.policy_paths)
+            layers = await asyncio.to_thread(read_policy, gw.settings.policy_paths)
+            digest = sources_digest(layers)
+            if digest == gw.status.digest:
+                gw.status.last_error = ()
+                log.info("policy reload (%s): files unchanged, keeping %s", trigger, gw.status.version[:12])
+                return ()
+            snapshot = await asyncio.to_thread(build_policy, layers)
         except PolicyErrors as err:
             gw.status.last_error = err.errors
             log.error("policy reload (%s) refused, keeping %s: %s", trigger, gw.status.version[:12], err.errors[0])
@@ -45,12 +68,32 @@ async def reload_policies(gw: Gateway, *, trigger: str) -> tuple[PolicyError, ..
         gw.engine.swap(snapshot)
         gw.status.version = gw.engine.current.version
         gw.status.loaded_at = time.time()
+        gw.status.digest = digest
         gw.status.last_error = ()
         gw.status.reloads += 1
         gw.verified.clear()
         release_free_memory()
         log.info("policy reloaded (%s): version %s", trigger, gw.status.version[:12])
         return ()
+
+
+def reload_everywhere(gw: Gateway) -> None:
+    """Pass a reload that succeeded here on to every other worker (see the module's doc)."""
+    # A supervisor that died leaves this worker with another parent; its old pid may
+    # belong to an unrelated process by now, which must not get a signal.
+    if gw.supervisor is not None and os.getppid() == gw.supervisor:
+        os.kill(gw.supervisor, signal.SIGHUP)
+    if gw.fanout is not None:
+        gw.fanout.publish({"kind": RELOAD_EVENT})
+
+
+def reload_in_background(gw: Gateway, trigger: str) -> None:
+    """Reload on a task of its own; the outcome is logged and shown by the status route."""
+    in_background(gw, _reload(gw, trigger))
+
+
+async def _reload(gw: Gateway, trigger: str) -> None:
+    await reload_policies(gw, trigger=trigger)
 
 
 def release_free_memory() -> None:
@@ -67,13 +110,9 @@ def start_reload_triggers(gw: Gateway) -> None:
     """SIGHUP (when the loop can take signals) and, if enabled, a watch on the folders."""
     loop = asyncio.get_running_loop()
     with suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGHUP, lambda: in_background(gw, _on_signal(gw)))
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload_in_background(gw, "SIGHUP"))
     if gw.settings.policy_watch:
         in_background(gw, _watch(gw))
-
-
-async def _on_signal(gw: Gateway) -> None:
-    await reload_policies(gw, trigger="SIGHUP")
 
 
 async def _watch(gw: Gateway) -> None:

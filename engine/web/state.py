@@ -35,6 +35,8 @@ class PolicyStatus:
     last_error: tuple[PolicyError, ...] = ()
     last_attempt_at: float | None = None
     reloads: int = 0
+    digest: str | None = None
+    """The fingerprint of the files the policy in force was built from, when known."""
 
 
 @dataclass
@@ -62,6 +64,9 @@ class Gateway:
     """Questions put to MCP clients for an upstream, by (session, id): see mcp_asking."""
     fanout: Any = None
     """Events for the other workers, when they share a Redis: see engine.web.fanout."""
+    supervisor: int | None = None
+    """The pid of the `serve` process that started this worker among others, if any."""
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def in_background(gw: Gateway, work: Coroutine[Any, Any, None]) -> None:

@@ -99,6 +99,28 @@ def test_reload_swaps_the_policy_and_a_bad_one_keeps_the_old(start: Callable[...
     assert status["version"] == good_version
     assert status["last_error"][0]["where"].startswith(f"{sizes}:")
     assert httpx.get(f"{server.url}/ready").json()["policy_version"] == good_version
+    sizes.write_text(sizes.read_text().replace("maxBytes: lots\n", "maxBytes: 20480\n"))
+    restored = admin.post("/admin/policies/reload").json()
+    assert (restored["version"], restored["last_error"]) == (good_version, [])
+    assert restored["reloads"] == status["reloads"], "the files of the policy in force are not built again"
+
+
+def test_a_reload_through_the_api_reaches_every_worker(start: Callable[..., Gateway], tmp_path: Path) -> None:
+    """The API request reaches one of two workers; the other must not go on enforcing the
+    old policy. Each `/ready` below is a new connection, which the kernel places on
+    either worker (SO_REUSEPORT): twenty in a row on one worker is a 1 in 10^6 chance."""
+    policies = _policy_copy(tmp_path)
+    server = start(POLICY_PATHS=policies, POLICY_WATCH="false", WORKERS="2", MCPGATEWAY_ADMIN_API_ENABLED="true")
+    sizes = policies / "sizes.yaml"
+    sizes.write_text(sizes.read_text().replace("maxBytes: 10240\n", "maxBytes: 20480\n"))
+    reloaded = server.client(server.login()).post("/admin/policies/reload")
+    assert reloaded.status_code == 200
+    new = reloaded.json()["version"]
+    deadline, in_a_row = time.monotonic() + 15, 0
+    while in_a_row < 20:
+        assert time.monotonic() < deadline, "a worker kept the old policy"
+        in_a_row = in_a_row + 1 if httpx.get(f"{server.url}/ready").json()["policy_version"] == new else 0
+        time.sleep(0.02)
 
 
 def test_a_change_in_the_policy_folder_reloads(start: Callable[..., Gateway], tmp_path: Path) -> None:

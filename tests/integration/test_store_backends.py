@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ import httpx
 import pytest
 
 from tests.integration.mcp_client import UPSTREAM_TOKEN, upstream_server
-from tests.integration.servers import Gateway, claims, create_database, mint, postgres_server, redis_server
+from tests.integration.servers import ROOT, Gateway, claims, create_database, mint, postgres_server, redis_server
 
 BACKENDS = ["sqlite", "postgres", "postgres+redis"]
 
@@ -79,6 +81,32 @@ def test_two_instances_agree_on_a_revocation_at_once(
     assert second.client(mint(token)).get("/auth/me").status_code == 200  # now cached in the second
     first.client(first.login()).post("/admin/revocations", json={"jti": token["jti"]})
     assert second.client(mint(token)).get("/auth/me").json()["error"]["code"] == "token_revoked"
+
+
+def test_a_reload_through_the_api_reaches_the_other_instances(
+    start: Callable[..., Gateway], postgres: str, redis_url: str, tmp_path: Path
+) -> None:
+    """Each instance rebuilds from its own files, as hosts do once their files are deployed."""
+    shared = {
+        "DATABASE_URL": create_database(postgres, "reloads"), "REDIS_URL": redis_url, "POLICY_WATCH": "false",
+        "MCPGATEWAY_ADMIN_API_ENABLED": "true",
+    }  # fmt: skip
+    folders = [tmp_path / name for name in ("first", "second")]
+    for folder in folders:
+        shutil.copytree(ROOT / "policies", folder)
+    first = start(POLICY_PATHS=folders[0], **shared)
+    second = start(POLICY_PATHS=folders[1], **shared)
+    old = httpx.get(f"{second.url}/ready").json()["policy_version"]
+    for folder in folders:
+        sizes = folder / "sizes.yaml"
+        sizes.write_text(sizes.read_text().replace("maxBytes: 10240\n", "maxBytes: 20480\n"))
+    new = first.client(first.login()).post("/admin/policies/reload").json()["version"]
+    assert new != old
+    deadline = time.monotonic() + 15
+    while (seen := httpx.get(f"{second.url}/ready").json()["policy_version"]) == old:
+        assert time.monotonic() < deadline, "the other instance kept the old policy"
+        time.sleep(0.05)
+    assert seen == new
 
 
 def test_several_workers_share_revocations_through_redis(
