@@ -337,33 +337,48 @@ async def _streamed(message: dict[str, Any], at: _At, wants_json: bool, allowed:
             return outcome
         return _answer(outcome, wants_json) if outcome is not None else Response("", status=202)
 
-    async def events() -> AsyncIterator[bytes]:
-        next_note: asyncio.Future[dict[str, Any]] | None = None
-        try:
-            while True:
-                next_note = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({task, next_note}, return_when=asyncio.FIRST_COMPLETED)
-                if next_note in done:
-                    yield _event(next_note.result())
-                    continue
-                next_note.cancel()
-                while not queue.empty():
-                    yield _event(queue.get_nowait())
-                outcome = task.result()
-                if isinstance(outcome, dict):
-                    yield _event(outcome)
-                return
-        finally:
-            # A client that leaves mid-stream cancels us inside `wait`: neither the
-            # call nor the pending read of its queue may outlive the stream.
-            task.cancel()
-            if next_note is not None:
-                next_note.cancel()
-
-    response = Response(events(), content_type="text/event-stream")
+    response = Response(_call_events(task, queue), content_type="text/event-stream")
     response.headers["Cache-Control"] = "no-store"
     response.timeout = None
     return response
+
+
+def _call_events(call: asyncio.Task[Any], queue: asyncio.Queue[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """The SSE body of a streamed call: its notes as they come, then its outcome.
+
+    The call ends with the request's task, which goes on to send this body. A client that
+    leaves before the body's first read (while its headers are sent, say) gets the body
+    closed unstarted, or not closed at all, and a generator that never ran cannot run its
+    `finally`: the call would go on, holding an upstream connection, for its whole timeout.
+    """
+    request = asyncio.current_task()
+    if request is not None:
+        request.add_done_callback(lambda _: call.cancel())
+    return _relay(call, queue)
+
+
+async def _relay(call: asyncio.Task[Any], queue: asyncio.Queue[dict[str, Any]]) -> AsyncIterator[bytes]:
+    next_note: asyncio.Future[dict[str, Any]] | None = None
+    try:
+        while True:
+            next_note = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({call, next_note}, return_when=asyncio.FIRST_COMPLETED)
+            if next_note in done:
+                yield _event(next_note.result())
+                continue
+            next_note.cancel()
+            while not queue.empty():
+                yield _event(queue.get_nowait())
+            outcome = call.result()
+            if isinstance(outcome, dict):
+                yield _event(outcome)
+            return
+    finally:
+        # A client that leaves mid-stream cancels us inside `wait`: neither the call nor
+        # the pending read of its queue may outlive the stream.
+        call.cancel()
+        if next_note is not None:
+            next_note.cancel()
 
 
 def _event(message: Any) -> bytes:

@@ -8,6 +8,7 @@ from typing import Any
 
 from quart import Response
 
+from engine.web.mcp_endpoint import _call_events
 from engine.web.mcp_lane import _cancelled_if_the_client_leaves, _Gone, _stream
 
 
@@ -55,6 +56,35 @@ def test_a_stream_stops_and_its_call_ends_when_the_client_leaves() -> None:
     sent, closed = asyncio.run(_streamed(client_leaves_after=3))
     assert [m.get("body") for m in sent] == [None, b"progress", b"log"]
     assert closed, "the call behind the stream outlived its client"
+
+
+async def _call_left_while_its_headers_go_out() -> bool:
+    """A streamed call whose client leaves as the stream's headers are sent, so the body
+    is closed before it was ever read; whether the call behind it ended."""
+    call = asyncio.ensure_future(asyncio.Event().wait())  # a call that would never end by itself
+    notes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    notes.put_nowait({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}})
+    left = asyncio.Event()
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            left.set()
+            await asyncio.sleep(0.01)  # the headers take a moment to go out
+
+    async def receive() -> Any:
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    async def request() -> None:  # one task, as a server runs one per request
+        await _stream(Response(_call_events(call, notes), content_type="text/event-stream"), send, receive)
+
+    await asyncio.wait_for(request(), timeout=5)
+    await asyncio.wait({call}, timeout=1)
+    return call.cancelled()
+
+
+def test_a_call_ends_when_its_client_leaves_before_the_first_event() -> None:
+    assert asyncio.run(_call_left_while_its_headers_go_out()), "the call outlived its client"
 
 
 async def _leaving(work_seconds: float, leaves_after: float) -> tuple[str, bool]:
