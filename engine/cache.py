@@ -10,8 +10,13 @@ Three ways to answer, chosen by how the gateway runs:
     └── no cache     several workers without Redis: one store query per request
 
 A revocation takes effect on the next request everywhere: it is written to the store and
-to the cache before the API answers. When nothing can answer (store and cache down), the
-lookup reports "unknown" and the policy's failure mode decides; it never guesses.
+to the cache before the API answers. A change to a user bumps that user's generation;
+a row read from the store is cached under the generation seen before the read, and a
+cached row of an older generation is a miss. So a worker that read a row just before
+another worker changed it cannot put the old row back for the cache's lifetime.
+
+When nothing can answer (store and cache down), the lookup reports "unknown" and the
+policy's failure mode decides; it never guesses.
 """
 
 from __future__ import annotations
@@ -44,11 +49,17 @@ class Lookup:
 
 
 class Cache(Protocol):
-    async def lookup(self, email: str, jti: str | None) -> tuple[Any, bool | None]:
-        """The cached user (or `_MISS`) and revocation answer (None when not known here)."""
+    async def lookup(self, email: str, jti: str | None) -> tuple[Any, bool | None, int]:
+        """The cached user (or `_MISS`), the revocation answer (None when not known here)
+        and the user's generation, to hand back to `store_user`."""
 
-    async def store_user(self, user: User) -> None: ...
-    async def forget_user(self, email: str) -> None: ...
+    async def store_user(self, user: User, generation: int) -> None:
+        """Cache `user`, read from the store after `generation` was seen; a row of an
+        older generation than the current one is never served."""
+
+    async def forget_user(self, email: str) -> None:
+        """The user changed in the store: drop the cached row and start a new generation."""
+
     async def add_revoked(self, jti: str) -> None: ...
     async def prime(self, jtis: list[str]) -> None: ...
     async def count(self, key: str, window_s: int, now: float, by: int = 1) -> int:
@@ -65,22 +76,27 @@ class LocalCache:
     ttl_s: float
     clock: Callable[[], float] = time.monotonic
     users: dict[str, tuple[float, User]] = field(default_factory=dict)
+    generations: dict[str, int] = field(default_factory=dict)
+    """Per user changed since the start; one small entry per such user."""
     revoked: set[str] = field(default_factory=set)
     primed: bool = False
     counters: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Each window's count, and when the window ends."""
 
-    async def lookup(self, email: str, jti: str | None) -> tuple[Any, bool | None]:
+    async def lookup(self, email: str, jti: str | None) -> tuple[Any, bool | None, int]:
         entry = self.users.get(email)
         user: Any = entry[1] if entry is not None and entry[0] > self.clock() else _MISS
-        return user, (jti in self.revoked if jti else False) if self.primed else None
+        revoked = (jti in self.revoked if jti else False) if self.primed else None
+        return user, revoked, self.generations.get(email, 0)
 
-    async def store_user(self, user: User) -> None:
-        if self.ttl_s > 0:
+    async def store_user(self, user: User, generation: int) -> None:
+        # The sole writer checks at write time: nothing else can change it in between.
+        if self.ttl_s > 0 and self.generations.get(user.email, 0) == generation:
             self.users[user.email] = (self.clock() + self.ttl_s, user)
 
     async def forget_user(self, email: str) -> None:
         self.users.pop(email, None)
+        self.generations[email] = self.generations.get(email, 0) + 1
 
     async def add_revoked(self, jti: str) -> None:
         self.revoked.add(jti)
@@ -111,6 +127,9 @@ class LocalCache:
 
 _REVOKED: Final = "policygate:revoked"
 _PRIMED: Final = "policygate:revoked:primed"
+_GENERATION: Final = "policygate:user-generation:"
+"""Kept without expiry, one small integer per user ever changed: if it expired, a row
+cached from before the change could match the generation read as 0 again."""
 
 
 @dataclass
@@ -120,23 +139,30 @@ class RedisCache:
     client: Any
     ttl_s: int
 
-    async def lookup(self, email: str, jti: str | None) -> tuple[Any, bool | None]:
+    async def lookup(self, email: str, jti: str | None) -> tuple[Any, bool | None, int]:
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.get(f"policygate:user:{email}")
+            pipe.get(f"{_GENERATION}{email}")
             pipe.exists(_PRIMED)
             pipe.sismember(_REVOKED, jti or "")
-            raw, primed, member = await pipe.execute()
-        user: Any = _MISS if raw is None else _user_from_json(raw)
+            raw, current, primed, member = await pipe.execute()
+        generation = int(current or 0)
+        user: Any = _MISS if raw is None else _user_from_json(raw, generation)
         # INVARIANT: without the primed marker (a Redis restart lost the set) a missing
         # member proves nothing, so the store is asked instead.
-        return user, (bool(member) if jti else False) if primed else None
+        return user, (bool(member) if jti else False) if primed else None, generation
 
-    async def store_user(self, user: User) -> None:
+    async def store_user(self, user: User, generation: int) -> None:
+        # Written whatever the generation is now: another worker may bump it at any
+        # moment after a check, so readers compare instead (see `_user_from_json`).
         if self.ttl_s > 0:
-            await self.client.set(f"policygate:user:{user.email}", _user_to_json(user), ex=self.ttl_s)
+            await self.client.set(f"policygate:user:{user.email}", _user_to_json(user, generation), ex=self.ttl_s)
 
     async def forget_user(self, email: str) -> None:
-        await self.client.delete(f"policygate:user:{email}")
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.incr(f"{_GENERATION}{email}")
+            pipe.delete(f"policygate:user:{email}")
+            await pipe.execute()
 
     async def add_revoked(self, jti: str) -> None:
         try:
@@ -173,9 +199,10 @@ class RedisCache:
         await self.client.aclose()
 
 
-def _user_to_json(user: User) -> str:
+def _user_to_json(user: User, generation: int) -> str:
     return json.dumps(
         {
+            "generation": generation,
             "email": user.email,
             "admin": user.admin,
             "active": user.active,
@@ -185,8 +212,12 @@ def _user_to_json(user: User) -> str:
     )
 
 
-def _user_from_json(raw: str | bytes) -> User:
+def _user_from_json(raw: str | bytes, generation: int) -> Any:
+    """The cached user, or `_MISS` when the user changed after the row was read (or the
+    row was written by a version that did not stamp it)."""
     data = json.loads(raw)
+    if data.get("generation") != generation:
+        return _MISS
     return User(data["email"], data["admin"], data["active"], frozenset(data["teams"]), frozenset(data["roles"]))
 
 
@@ -195,8 +226,6 @@ class Directory:
     """User and revocation look-ups for the guard, through the cache when there is one."""
 
     cache: Cache | None
-    changes: int = 0
-    """User changes seen by this process; a look-up that raced any of them does not cache."""
 
     async def start(self) -> None:
         """Load the revocation set into the cache; until then the store is asked."""
@@ -206,27 +235,27 @@ class Directory:
     async def lookup(self, email: str, jti: str | None) -> Lookup:
         cached_user: Any = _MISS
         revoked: bool | None = None
+        generation: int | None = None
         if self.cache is not None:
             try:
-                cached_user, revoked = await self.cache.lookup(email, jti)
+                cached_user, revoked, generation = await self.cache.lookup(email, jti)
             except Exception as err:
                 log.warning("cache look-up failed, asking the store: %s", type(err).__name__)
         if cached_user is not _MISS and revoked is not None:
             return Lookup(cached_user, revoked)
-        seen = self.changes
         try:
             user, stored_revoked = await fetch_principal(email, jti)
         except Exception as err:
             log.error("store look-up failed: %s", type(err).__name__)
             return Lookup(None if cached_user is _MISS else cached_user, None)
-        # INVARIANT: a user changed while we read is not cached, or the old row would be.
-        if user is not None and self.cache is not None and self.changes == seen:
+        # INVARIANT: the row is cached under the generation seen before it was read, so a
+        # change made while we read leaves it unserved.
+        if user is not None and self.cache is not None and generation is not None:
             with suppress(Exception):  # caching is an optimisation only
-                await self.cache.store_user(user)
+                await self.cache.store_user(user, generation)
         return Lookup(user, stored_revoked)
 
     async def user_changed(self, email: str) -> None:
-        self.changes += 1
         if self.cache is not None:
             await self.cache.forget_user(email)
 
