@@ -31,6 +31,7 @@ from typing import Any, Final
 from quart import Blueprint, Response, g, request
 
 from engine.decide import Access, Decision, RequestContext, Visibility, decide
+from engine.decide.tokens import TokenTable
 from engine.federation.upstream import Answerer, Relay
 from engine.json_bytes import dumps, loads
 from engine.store.catalog import Server
@@ -89,7 +90,7 @@ def _metadata(path: str) -> Response:
     permissions = sorted({m.permission for m in g.snapshot.access.mcp_methods.values() if m.permission})
     body = {
         "resource": base + path,
-        "authorization_servers": [base],
+        "authorization_servers": _authorization_servers(g.snapshot.tokens) or [base],
         "bearer_methods_supported": ["header"],
         "scopes_supported": permissions,
         "resource_name": "PolicyGate MCP",
@@ -97,6 +98,18 @@ def _metadata(path: str) -> Response:
     response = Response(json.dumps(body), content_type="application/json")
     response.headers["Cache-Control"] = "public, max-age=3600"
     return response
+
+
+def _authorization_servers(tokens: TokenTable) -> list[str]:
+    """The issuers, besides the gateway itself, whose tokens the policy accepts and that
+    can be OAuth authorization servers (RFC 8414 issuer identifiers are https URLs): where
+    a client gets a token for this resource, such as the organisation's SSO.
+
+    The gateway signs its own tokens without an OAuth flow, so with none of these the
+    metadata names the gateway: MCP clients refuse metadata that names no server.
+    """
+    accepted = sorted(tokens.issuer or ())
+    return [issuer for issuer in accepted if issuer != tokens.issue_issuer and issuer.startswith("https://")]
 
 
 def _rpc_error(ident: Any, error: RpcError) -> dict[str, Any]:

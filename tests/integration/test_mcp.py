@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +22,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from tests.integration.conftest import start_server, stop_server
 from tests.integration.mcp_client import UPSTREAM_TOKEN, mcp_session, upstream_server
-from tests.integration.servers import Gateway, claims, mint
+from tests.integration.servers import ROOT, Gateway, claims, mint
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +165,7 @@ def test_unauthenticated_requests_point_at_the_resource_metadata(federated: tupl
     metadata = httpx.get(f"{gw.url}/.well-known/oauth-protected-resource/mcp").json()
     assert metadata["resource"] == f"{gw.url}/mcp"
     assert "tools.execute" in metadata["scopes_supported"]
+    assert metadata["authorization_servers"] == [gw.url], "no other issuer is accepted: the gateway names itself"
     # RFC 9728: the metadata without a path describes the resource without one.
     assert httpx.get(f"{gw.url}/.well-known/oauth-protected-resource").json()["resource"] == gw.url
     forged = mint(claims(teams=None), secret="another-secret-of-at-least-32-bytes!")
@@ -171,6 +174,22 @@ def test_unauthenticated_requests_point_at_the_resource_metadata(federated: tupl
         assert refused.status_code == 401, authorization
         expected = f'resource_metadata="{gw.url}/.well-known/oauth-protected-resource/servers/s1/mcp"'
         assert expected in refused.headers["www-authenticate"], authorization
+
+
+def test_the_metadata_names_the_sso_whose_tokens_are_accepted(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    rules = policies / "tokens.yaml"
+    rules.write_text(
+        rules.read_text().replace("accepted: [mcpgateway]", "accepted: [mcpgateway, 'https://sso.example.com']")
+    )
+    gw = start_server(tmp_path, POLICY_PATHS=policies)
+    try:
+        for path in ("", "/mcp"):
+            metadata = httpx.get(f"{gw.url}/.well-known/oauth-protected-resource{path}").json()
+            assert metadata["authorization_servers"] == ["https://sso.example.com"]
+    finally:
+        stop_server(gw)
 
 
 def test_rest_invoke_takes_the_same_path_as_tools_call(federated: tuple[Gateway, dict[str, str]]) -> None:
