@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -84,6 +84,9 @@ class Document:
     label: str
     positions: Mapping[Path, Position]
     index: int
+    overridden: Mapping[Path, str] = field(default_factory=dict)
+    """Values an environment variable set, by path, with the variable's name: an error in
+    one of them (or beneath it) is reported at the variable, not at the YAML it replaced."""
 
     @property
     def where(self) -> Location:
@@ -100,6 +103,10 @@ class Document:
         return self._at(("spec", *path), key=key)
 
     def _at(self, path: Path, *, key: bool) -> Location:
+        for end in range(len(path), 0, -1):
+            variable = self.overridden.get(path[:end])
+            if variable is not None:
+                return Location(f"env:{variable}")
         for end in range(len(path), -1, -1):
             found = self.positions.get(path[:end])
             if found is not None:

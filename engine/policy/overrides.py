@@ -300,7 +300,8 @@ def apply_overrides(
             continue
         index, document = target
         spec = copy.deepcopy(document.spec)
-        if not _assign(spec, override.path, value):
+        where = _assign(spec, override.path, value)
+        if where is None:
             errors.append(
                 PolicyError(
                     Location(f"env:{override.env}"),
@@ -310,7 +311,8 @@ def apply_overrides(
                 )
             )
             continue
-        result[index] = replace(document, spec=spec)
+        overridden = {**document.overridden, ("spec", *where): override.env}
+        result[index] = replace(document, spec=spec, overridden=overridden)
         applied.append(Applied(override.env, override.kind, override.path, value))
     return result, applied, errors
 
@@ -325,21 +327,31 @@ def _target(documents: Sequence[Document], override: Override) -> tuple[int, Doc
     return candidates[0] if candidates else None
 
 
-def _assign(spec: Any, path: Sequence[Step], value: JSONValue) -> bool:
+def _assign(spec: Any, path: Sequence[Step], value: JSONValue) -> tuple[str | int, ...] | None:
+    """Set `value` at `path`; the path it was set at, with list items as indices, or None
+    when the document has no such place."""
     node = spec
+    where: list[str | int] = []
     for step in path[:-1]:
         if isinstance(step, tuple):
             field, wanted = step
-            node = next((item for item in node if item.get(field) == wanted), None) if isinstance(node, list) else None
-            if node is None:
-                return False
+            found = (
+                next((i for i, item in enumerate(node) if item.get(field) == wanted), None)
+                if isinstance(node, list)
+                else None
+            )
+            if found is None:
+                return None
+            node = node[found]
+            where.append(found)
         else:
             node = node.setdefault(step, {})
+            where.append(step)
     last = path[-1]
     if not isinstance(last, str) or not isinstance(node, dict):
-        return False
+        return None
     node[last] = value
-    return True
+    return (*where, last)
 
 
 def _dotted(path: Sequence[Step]) -> str:
