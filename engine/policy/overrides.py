@@ -206,7 +206,7 @@ OVERRIDES: Final[tuple[Override, ...]] = (
         "Network",
         ("cors", "allowedOrigins"),
         {"type": "string", "regex": r"^[A-Za-z0-9.-]+(:\d+)?$"},
-        lambda v: [f"https://{v}"],
+        lambda v: [f"https://{v.lower()}"],
     ),
     Override("ALLOWED_ORIGINS", "Network", ("cors", "allowedOrigins"), _LIST),
     _flag("CORS_ALLOW_CREDENTIALS", "Network", "cors", "allowCredentials"),

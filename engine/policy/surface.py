@@ -21,6 +21,9 @@ __all__ = ["NetworkTable", "WellKnownTable", "build_network_table", "build_well_
 _FIELD_VALUE = re.compile(r"([\x21-\x7e]+([ \t]+[\x21-\x7e]+)*)?")
 """A header value the gateway can send as it is: visible ASCII, inner spaces and tabs."""
 
+_ORIGIN = re.compile(r"https?://([a-z0-9-]+(\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+"""An origin as browsers send it: lowercase scheme and host, an optional port, no path."""
+
 
 @dataclass(frozen=True, slots=True)
 class NetworkTable:
@@ -65,6 +68,17 @@ def build_network_table(doc: Document) -> tuple[NetworkTable, list[PolicyError]]
                 )
             )
     origins = cors.get("allowedOrigins", [])
+    for index, origin in enumerate(origins):
+        if origin == "null":
+            why = "`null` is the origin of sandboxed frames and local files, which any page can produce"
+        elif origin != "*" and not _ORIGIN.fullmatch(origin):
+            why = (
+                f"`{origin}` is not an origin as browsers send it, so it would never match: "
+                "write scheme://host[:port] in lowercase, without a path or a trailing slash"
+            )
+        else:
+            continue
+        errors.append(PolicyError(doc.locate(["cors", "allowedOrigins", index]), "network.origin_invalid", why))
     if cors.get("allowCredentials", False) and "*" in origins:
         errors.append(
             PolicyError(

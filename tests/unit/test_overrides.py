@@ -39,6 +39,11 @@ def test_lists_are_split_on_commas(build: BuildFn) -> None:
     assert inspect_content(content, Content("prompt", "card 4111 1111 1111 1111")).findings == ()
 
 
+def test_an_app_domain_becomes_the_origin_browsers_send(build: BuildFn) -> None:
+    built = build(env={"APP_DOMAIN": "App.Example.com:8443"})
+    assert built.snapshot.network.allowed_origins == frozenset({"https://app.example.com:8443"})
+
+
 def test_modes_switch(build: BuildFn) -> None:
     built = build(env={"CONTENT_PATTERN_VALIDATION_MODE": "lenient"})
     assert built.snapshot.content.pattern_mode == "lenient"
@@ -65,6 +70,9 @@ def test_invalid_value_is_an_error_at_the_variable(build: BuildFn, name: str, va
     [
         ("CONTENT_MAX_PROMPT_SIZE", "100", "size.out_of_range"),
         ("CONTENT_PII_PATTERNS", "email, bogus", "ref.unknown_category"),
+        ("ALLOWED_ORIGINS", "https://app.example.com, null", "network.origin_invalid"),
+        ("ALLOWED_ORIGINS", "https://App.example.com", "network.origin_invalid"),
+        ("ALLOWED_ORIGINS", "https://app.example.com/ui", "network.origin_invalid"),
     ],
 )
 def test_a_value_the_policy_checks_refuse_is_reported_at_the_variable(
