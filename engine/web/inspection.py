@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -31,7 +32,19 @@ __all__ = ["ContentRefused", "check_json", "check_text", "sanitize_markup"]
 
 log = logging.getLogger("policygate.content")
 
-_MARKUP: Final = frozenset({"text/html", "text/markdown", "application/xhtml+xml"})
+_HTML: Final = frozenset({"text/html", "application/xhtml+xml"})
+
+_SAFE_AUTOLINK: Final = re.compile(
+    r"<(?![^>]*/on[a-z]+=)(?:https?://|mailto:)[^<>\s\"'`]*>|<[\w.+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+>",
+    re.IGNORECASE,
+)
+"""A markdown autolink to a web page or a mailbox. Nothing in it can close a quoted
+attribute, and nothing reads as an event handler should it ever be parsed as HTML."""
+
+_HTML_START: Final = re.compile(r"<[A-Za-z/!?]")
+"""Where HTML can begin: a tag, an end tag, a comment, a declaration or an instruction."""
+
+_KEPT: Final = ("\ue000", "\ue001")
 
 
 class ContentRefused(ApiError):
@@ -96,9 +109,34 @@ def _act_on(snapshot: Snapshot, context: str, field: str, denial: Denial | None,
 
 def sanitize_markup(mime_type: str, text: str) -> str:
     """HTML and markdown lose scripts, handlers and dangerous URLs before they are served."""
-    if mime_type.split(";")[0].strip().lower() in _MARKUP:
+    kind = mime_type.split(";")[0].strip().lower()
+    if kind == "text/markdown":
+        return _sanitize_markdown(text)
+    return nh3.clean(text) if kind in _HTML else text
+
+
+def _sanitize_markdown(text: str) -> str:
+    """Markdown is text that may hold HTML, and only that HTML is an HTML sanitizer's to
+    clean. Over the whole text nh3 escapes markdown's own characters (`Tom && Jerry` comes
+    back as `Tom &amp;&amp; Jerry`, and code shows the escapes as they are) and drops
+    autolinks such as `<https://example.com>` as unknown tags. So text without HTML is
+    served as it is, and autolinks stay out of nh3's way in text with some.
+
+    Link destinations are plain text to nh3; script URLs in them are the content rules'
+    to refuse (`xss-script-url`, `xss-entity-obfuscated-url`).
+    """
+    if not _HTML_START.search(_SAFE_AUTOLINK.sub("", text)):
+        return text
+    if any(mark in text for mark in _KEPT):
         return nh3.clean(text)
-    return text
+    links: list[str] = []
+
+    def keep(found: re.Match[str]) -> str:
+        links.append(found[0])
+        return f"{_KEPT[0]}{len(links) - 1}{_KEPT[1]}"
+
+    cleaned = nh3.clean(_SAFE_AUTOLINK.sub(keep, text))
+    return re.sub(f"{_KEPT[0]}(\\d+){_KEPT[1]}", lambda kept: links[int(kept[1])], cleaned)
 
 
 def _violation(
