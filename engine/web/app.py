@@ -41,7 +41,7 @@ from engine.web import (
 from engine.web.failures import failure_response
 from engine.web.fanout import Fanout
 from engine.web.guard import after_request, guard
-from engine.web.list_changes import change_from_event, tell_streams
+from engine.web.list_changes import SESSION_CLOSED, change_from_event, recheck, tell_streams
 from engine.web.mcp_asking import give_answer
 from engine.web.mcp_lane import McpLane
 from engine.web.mcp_sessions import SessionStore
@@ -141,6 +141,8 @@ async def _open_fanout(gw: Gateway, redis_url: str) -> Fanout:
             tell_streams(gw.listeners, change)
         elif event.get("kind") == "answer" and isinstance(event.get("session"), str):
             give_answer(gw, event["session"], event.get("message"))
+        elif event.get("kind") == SESSION_CLOSED and isinstance(event.get("session"), str):
+            recheck(gw.listeners, event["session"])
         elif event.get("kind") == RELOAD_EVENT:
             reload_in_background(gw, "another instance")
 

@@ -18,7 +18,16 @@ from typing import Any, Final, NamedTuple
 
 from engine.decide import Visibility
 
-__all__ = ["Change", "Scope", "change_from_event", "event_of", "recheck", "scope_of", "tell_streams"]
+__all__ = [
+    "SESSION_CLOSED",
+    "Change",
+    "Scope",
+    "change_from_event",
+    "event_of",
+    "recheck",
+    "scope_of",
+    "tell_streams",
+]
 
 Scope = tuple[str, str | None, str | None]
 """An item's (visibility, team_id, owner)."""
@@ -56,6 +65,10 @@ def tell_streams(listeners: Mapping[asyncio.Queue[Change], str], change: Change)
 
 _RECHECK: Final = Change("", ())
 """Seen by nobody: it only wakes a stream to ask whether its caller may still listen."""
+
+
+SESSION_CLOSED: Final = "session_closed"
+"""The fanout event that has the other workers `recheck` a session's streams."""
 
 
 def recheck(listeners: Mapping[asyncio.Queue[Change], str], session: str) -> None:

@@ -154,6 +154,32 @@ def test_every_worker_pushes_list_changes_made_in_another(
             assert json.loads(data[5:])["method"] == "notifications/prompts/list_changed"
 
 
+def test_closing_a_session_ends_its_streams_on_every_worker(
+    start: Callable[..., Gateway], postgres: str, redis_url: str
+) -> None:
+    """Each DELETE is its own connection, as each stream is, so about half of them reach
+    the other worker; a stream left there would end only at its next keep-alive (15 s),
+    after the 5 s this test reads for."""
+    server = start(WORKERS="2", REDIS_URL=redis_url, DATABASE_URL=create_database(postgres, "closing"))
+    token = mint(claims(teams=None))
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    with contextlib.ExitStack() as streams:
+        opened = []
+        for _ in range(8):
+            session = httpx.post(f"{server.url}/mcp", headers=headers, json=init).headers["mcp-session-id"]
+            stream_headers = {**headers, "Accept": "text/event-stream", "Mcp-Session-Id": session}
+            client = streams.enter_context(httpx.Client(timeout=5))
+            stream = streams.enter_context(client.stream("GET", f"{server.url}/mcp", headers=stream_headers))
+            line_iter = stream.iter_lines()
+            assert next(line_iter) == ": connected"
+            opened.append((session, line_iter))
+        for session, line_iter in opened:
+            closed = httpx.delete(f"{server.url}/mcp", headers={**headers, "Mcp-Session-Id": session})
+            assert closed.status_code == 204
+            assert [line for line in line_iter if line.startswith("data:")] == [], "the stream ended without a word"
+
+
 def test_an_answer_reaches_the_worker_that_asked(start: Callable[..., Gateway], postgres: str, redis_url: str) -> None:
     """The upstream's question goes out on the call's stream; the client's answer comes
     back on a new connection, which may reach the other worker. Four rounds: all four
