@@ -123,33 +123,41 @@ def test_several_workers_share_revocations_through_redis(
     assert {client.get("/auth/me").status_code for _ in range(20)} == {401}
 
 
+def _sessions_with_a_stream(
+    server: Gateway, headers: dict[str, str], streams: contextlib.ExitStack, count: int = 8
+) -> list[tuple[str, Iterator[str]]]:
+    """`count` sessions, each with one event stream on its own connection (which the
+    kernel places on either worker, SO_REUSEPORT): each session's id and stream lines."""
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    opened = []
+    for _ in range(count):
+        session = httpx.post(f"{server.url}/mcp", headers=headers, json=init).headers["mcp-session-id"]
+        stream_headers = {**headers, "Accept": "text/event-stream", "Mcp-Session-Id": session}
+        client = streams.enter_context(httpx.Client(timeout=5))
+        stream = streams.enter_context(client.stream("GET", f"{server.url}/mcp", headers=stream_headers))
+        assert stream.status_code == 200
+        line_iter = stream.iter_lines()
+        assert next(line_iter) == ": connected"
+        opened.append((session, line_iter))
+    return opened
+
+
 def test_every_worker_pushes_list_changes_made_in_another(
     start: Callable[..., Gateway], postgres: str, redis_url: str
 ) -> None:
     """Event streams on both workers hear a change made through either one. Each stream
-    (of its own session: a session hears a change on one of its streams) is its own
-    connection, which the kernel spreads over the workers (SO_REUSEPORT); eight of them
-    all landing on one worker is a 1 in 128 chance."""
+    is of its own session (a session hears a change on one of its streams); eight of
+    them all landing on one worker is a 1 in 128 chance."""
     server = start(WORKERS="2", REDIS_URL=redis_url, DATABASE_URL=create_database(postgres, "fanout"))
     token = mint(claims(teams=None))
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
     with contextlib.ExitStack() as streams:
-        lines = []
-        for _ in range(8):
-            session = httpx.post(f"{server.url}/mcp", headers=headers, json=init).headers["mcp-session-id"]
-            stream_headers = {**headers, "Accept": "text/event-stream", "Mcp-Session-Id": session}
-            client = streams.enter_context(httpx.Client(timeout=5))
-            stream = streams.enter_context(client.stream("GET", f"{server.url}/mcp", headers=stream_headers))
-            assert stream.status_code == 200
-            line_iter = stream.iter_lines()
-            assert next(line_iter) == ": connected"
-            lines.append(line_iter)
+        opened = _sessions_with_a_stream(server, headers, streams)
         created = server.client(token).post(
             "/prompts", json={"name": "fresh", "template": "hi", "visibility": "public"}
         )
         assert created.status_code == 201
-        for line_iter in lines:
+        for _, line_iter in opened:
             data = next(line for line in line_iter if line.startswith("data:"))
             assert json.loads(data[5:])["method"] == "notifications/prompts/list_changed"
 
@@ -163,18 +171,8 @@ def test_closing_a_session_ends_its_streams_on_every_worker(
     server = start(WORKERS="2", REDIS_URL=redis_url, DATABASE_URL=create_database(postgres, "closing"))
     token = mint(claims(teams=None))
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
     with contextlib.ExitStack() as streams:
-        opened = []
-        for _ in range(8):
-            session = httpx.post(f"{server.url}/mcp", headers=headers, json=init).headers["mcp-session-id"]
-            stream_headers = {**headers, "Accept": "text/event-stream", "Mcp-Session-Id": session}
-            client = streams.enter_context(httpx.Client(timeout=5))
-            stream = streams.enter_context(client.stream("GET", f"{server.url}/mcp", headers=stream_headers))
-            line_iter = stream.iter_lines()
-            assert next(line_iter) == ": connected"
-            opened.append((session, line_iter))
-        for session, line_iter in opened:
+        for session, line_iter in _sessions_with_a_stream(server, headers, streams):
             closed = httpx.delete(f"{server.url}/mcp", headers={**headers, "Mcp-Session-Id": session})
             assert closed.status_code == 204
             assert [line for line in line_iter if line.startswith("data:")] == [], "the stream ended without a word"
