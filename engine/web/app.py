@@ -45,7 +45,7 @@ from engine.web.list_changes import SESSION_CLOSED, change_from_event, recheck, 
 from engine.web.mcp_asking import give_answer
 from engine.web.mcp_lane import McpLane
 from engine.web.mcp_sessions import SessionStore
-from engine.web.reloading import RELOAD_EVENT, release_free_memory, reload_in_background, start_reload_triggers
+from engine.web.reloading import RELOAD_EVENT, release_free_memory, reload_policies, start_reload_triggers
 from engine.web.startup import check_startup
 from engine.web.state import Gateway, PolicyStatus, attach, gateway, in_background
 from engine.web.upstream_health import watch_upstreams
@@ -144,7 +144,7 @@ async def _open_fanout(gw: Gateway, redis_url: str) -> Fanout:
         elif event.get("kind") == SESSION_CLOSED and isinstance(event.get("session"), str):
             recheck(gw.listeners, event["session"])
         elif event.get("kind") == RELOAD_EVENT:
-            reload_in_background(gw, "another instance")
+            in_background(gw, reload_policies(gw, trigger="another instance"))
 
     # Its own connection, without the cache's socket timeout: a subscription is quiet
     # for as long as nothing changes.

@@ -38,12 +38,12 @@ from engine.store.catalog import Server
 from engine.web.catalog import visible
 from engine.web.guard import charge
 from engine.web.incoming import Incoming, challenge, metadata_url
-from engine.web.list_changes import SESSION_CLOSED, Change, recheck
+from engine.web.list_changes import Change
 from engine.web.mcp_asking import asker, is_answer, take_answer
 from engine.web.mcp_methods import METHODS, McpContext, RpcError
 from engine.web.mcp_sessions import McpSession
 from engine.web.responses import error_response
-from engine.web.state import gateway
+from engine.web.state import close_session_streams, gateway
 
 __all__ = ["SUPPORTED_VERSIONS", "blueprint", "notifications", "serve_endpoint"]
 
@@ -232,9 +232,7 @@ async def serve_endpoint(server_id: str | None, incoming: Incoming, body: bytes)
         if session is None:
             return error_response(400, "session_required", "`Mcp-Session-Id` is required")
         await gateway().sessions.close(session)
-        recheck(gateway().listeners, session.id)
-        if gateway().fanout is not None:  # its streams may sit on other workers
-            gateway().fanout.publish({"kind": SESSION_CLOSED, "session": session.id})
+        close_session_streams(gateway(), session.id)
         return Response("", status=204)
     if incoming.method == "GET":
         if session is None:

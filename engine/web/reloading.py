@@ -33,7 +33,6 @@ __all__ = [
     "RELOAD_EVENT",
     "release_free_memory",
     "reload_everywhere",
-    "reload_in_background",
     "reload_policies",
     "start_reload_triggers",
 ]
@@ -87,15 +86,6 @@ def reload_everywhere(gw: Gateway) -> None:
         gw.fanout.publish({"kind": RELOAD_EVENT})
 
 
-def reload_in_background(gw: Gateway, trigger: str) -> None:
-    """Reload on a task of its own; the outcome is logged and shown by the status route."""
-    in_background(gw, _reload(gw, trigger))
-
-
-async def _reload(gw: Gateway, trigger: str) -> None:
-    await reload_policies(gw, trigger=trigger)
-
-
 def release_free_memory() -> None:
     """Hand memory freed after a build back to the system (glibc keeps it otherwise).
 
@@ -110,7 +100,7 @@ def start_reload_triggers(gw: Gateway) -> None:
     """SIGHUP (when the loop can take signals) and, if enabled, a watch on the folders."""
     loop = asyncio.get_running_loop()
     with suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGHUP, lambda: reload_in_background(gw, "SIGHUP"))
+        loop.add_signal_handler(signal.SIGHUP, lambda: in_background(gw, reload_policies(gw, trigger="SIGHUP")))
     if gw.settings.policy_watch:
         in_background(gw, _watch(gw))
 

@@ -19,9 +19,17 @@ from engine.reload import Engine
 from engine.settings import Settings
 from engine.signing import Keys
 from engine.store.reading import FileReader
-from engine.web.list_changes import Change, Scope, event_of, tell_streams
+from engine.web.list_changes import SESSION_CLOSED, Change, Scope, event_of, recheck, tell_streams
 
-__all__ = ["Gateway", "PolicyStatus", "gateway", "in_background", "notify", "notify_upstream_lists"]
+__all__ = [
+    "Gateway",
+    "PolicyStatus",
+    "close_session_streams",
+    "gateway",
+    "in_background",
+    "notify",
+    "notify_upstream_lists",
+]
 
 _KEY = "policygate"
 
@@ -69,7 +77,7 @@ class Gateway:
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-def in_background(gw: Gateway, work: Coroutine[Any, Any, None]) -> None:
+def in_background(gw: Gateway, work: Coroutine[Any, Any, object]) -> None:
     """Run `work` on its own task, held until it ends and cancelled at shutdown.
 
     For work no request waits for (a token-use write, a reload, an event to publish) and
@@ -86,6 +94,14 @@ def notify(gw: Gateway, change: Change) -> None:
     tell_streams(gw.listeners, change)
     if gw.fanout is not None:
         gw.fanout.publish(event_of(change))
+
+
+def close_session_streams(gw: Gateway, session_id: str) -> None:
+    """The session was closed: its streams, in every worker, end now rather than at their
+    next keep-alive (each asks again whether its caller may still listen)."""
+    recheck(gw.listeners, session_id)
+    if gw.fanout is not None:
+        gw.fanout.publish({"kind": SESSION_CLOSED, "session": session_id})
 
 
 def notify_upstream_lists(gw: Gateway, upstream: Scope) -> None:
