@@ -31,7 +31,7 @@ from engine.web.identity import caller
 from engine.web.inspection import check_json, check_text, sanitize_markup
 from engine.web.list_changes import Change, Scope, scope_of
 from engine.web.responses import ApiError, created
-from engine.web.state import gateway, notify
+from engine.web.state import gateway, notify, notify_lists
 
 __all__ = [
     "KINDS",
@@ -306,8 +306,7 @@ def notify_changed(kind: Kind, scopes: Iterable[Scope], item_id: str | None = No
     if kind.model is not Server:
         notify(gateway(), Change(f"notifications/{kind.name}/list_changed", distinct))
     elif item_id is not None:
-        for name in ("tools", "resources", "prompts"):
-            notify(gateway(), Change(f"notifications/{name}/list_changed", distinct, item_id))
+        notify_lists(gateway(), distinct, item_id)
 
 
 async def _find(kind: Kind, item_id: str) -> Any:

@@ -27,7 +27,7 @@ from engine.web.identity import caller
 from engine.web.inspection import check_json, check_text
 from engine.web.list_changes import scope_of
 from engine.web.responses import ApiError, created
-from engine.web.state import Gateway, gateway, in_background, notify_upstream_lists
+from engine.web.state import Gateway, gateway, in_background, notify_lists
 
 __all__ = ["blueprint", "discover", "pooled_client", "upstream_client"]
 
@@ -194,7 +194,7 @@ async def discover(row: Upstream, *, new: bool = False) -> SyncReport:
         if new and (client := gw.upstreams.pop(row.id, None)) is not None:
             in_background(gw, client.close(end_session=False))
         raise
-    notify_upstream_lists(gw, scope_of(row))
+    notify_lists(gw, (scope_of(row),))
     return report
 
 
@@ -264,5 +264,5 @@ async def remove_gateway(upstream_id: str) -> Response:
             await model.filter(upstream_id=row.id).delete()
         await row.delete()
     await _forget_client(gateway(), upstream_id)
-    notify_upstream_lists(gateway(), scope_of(row))
+    notify_lists(gateway(), (scope_of(row),))
     return Response("", status=204)

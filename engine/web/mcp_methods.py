@@ -212,6 +212,13 @@ def _checked_json(context: str, value: Any, field: str) -> Any:
         raise _refused(err) from err
 
 
+def _checked_text(context: str, text: str, field: str) -> str:
+    try:
+        return check_text(context, text, field=field)
+    except ContentRefused as err:
+        raise _refused(err) from err
+
+
 _RELAYED: Final = frozenset({"notifications/progress", "notifications/message"})
 
 
@@ -289,10 +296,7 @@ async def _forward(
         result = await client.request(method, params, on_message=relay, on_request=ask)
     except UpstreamError as err:
         if err.code == "upstream_error":
-            try:
-                message = check_text(_ANSWERED_AS[method], err.message, field="error")
-            except ContentRefused as refused:
-                raise _refused(refused) from err
+            message = _checked_text(_ANSWERED_AS[method], err.message, "error")
             raise RpcError(int(err.rpc_code or -32603), message, {"code": "upstream_error"}) from err
         raise RpcError(UPSTREAM_CODES.get(err.code, -32003), err.message, {"code": err.code}) from err
     if not isinstance(result, dict):
@@ -330,10 +334,7 @@ def _checked_block(block: dict[str, Any], key: str, context: str, mime_field: st
     checked = dict(block)
     text = block.get("text")
     if isinstance(text, str):
-        try:
-            text = check_text(context, text, field=key)
-        except ContentRefused as err:
-            raise _refused(err) from err
+        text = _checked_text(context, text, key)
         checked["text"] = text if mime_field is None else sanitize_markup(str(block.get(mime_field) or ""), text)
     embedded = block.get("resource")
     if isinstance(embedded, dict):
@@ -413,10 +414,7 @@ async def resources_read(ctx: McpContext, params: dict[str, Any]) -> dict[str, A
     if found is None:
         raise RpcError(-32002, f"Resource not found: {uri}", {"code": "not_found", "uri": uri})
     if found["upstream_id"] is None:
-        try:
-            text = check_text("resource", found["content"], field="contents")
-        except ContentRefused as err:
-            raise _refused(err) from err
+        text = _checked_text("resource", found["content"], "contents")
         mime = found["mime_type"]
         return {"contents": [{"uri": uri, "mimeType": mime, "text": sanitize_markup(mime, text)}]}
     result = await _forward(found["upstream_id"], "resources/read", {"uri": uri})
@@ -456,10 +454,7 @@ async def prompts_get(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]
         raise RpcError(-32602, f"missing required arguments: {', '.join(missing)}")
     # Plain substitution, never template evaluation: arguments are data, not code.
     text = _PLACEHOLDER.sub(lambda m: str(arguments.get(m[1], m[0])), prompt["template"])
-    try:
-        text = check_text("prompt", text, field="messages")
-    except ContentRefused as err:
-        raise _refused(err) from err
+    text = _checked_text("prompt", text, "messages")
     message = {"role": "user", "content": {"type": "text", "text": text}}
     return {"description": prompt["description"], "messages": [message]}
 

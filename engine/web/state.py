@@ -28,7 +28,7 @@ __all__ = [
     "gateway",
     "in_background",
     "notify",
-    "notify_upstream_lists",
+    "notify_lists",
 ]
 
 _KEY = "policygate"
@@ -104,11 +104,11 @@ def close_session_streams(gw: Gateway, session_id: str) -> None:
         gw.fanout.publish({"kind": SESSION_CLOSED, "session": session_id})
 
 
-def notify_upstream_lists(gw: Gateway, upstream: Scope) -> None:
-    """An upstream's items came or went: its tools, resources and prompts all changed.
-    Its items share the upstream's own scope."""
+def notify_lists(gw: Gateway, scopes: tuple[Scope, ...], server: str | None = None) -> None:
+    """Tools, resources and prompts all changed: an upstream's items came or went (they
+    share its scope), or a virtual server's members changed (heard on its endpoint)."""
     for kind in ("tools", "resources", "prompts"):
-        notify(gw, Change(f"notifications/{kind}/list_changed", (upstream,)))
+        notify(gw, Change(f"notifications/{kind}/list_changed", scopes, server))
 
 
 def gateway() -> Gateway:

@@ -28,7 +28,7 @@ from engine.store.catalog import Upstream
 from engine.store.queries import use_store
 from engine.web.gateways import discover, upstream_client
 from engine.web.list_changes import scope_of
-from engine.web.state import Gateway, notify_upstream_lists
+from engine.web.state import Gateway, notify_lists
 
 __all__ = ["watch_upstreams"]
 
@@ -93,7 +93,7 @@ def _reason(err: UpstreamError | TimeoutError) -> str:
 async def _went_down(gw: Gateway, row: Upstream, reason: str) -> None:
     if await mark_unreachable(row, reason):
         log.warning("upstream `%s` is unreachable: %s", row.name, reason)
-        notify_upstream_lists(gw, scope_of(row))
+        notify_lists(gw, (scope_of(row),))
 
 
 async def _claim_recovery(row: Upstream) -> bool:
