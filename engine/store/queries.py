@@ -220,7 +220,8 @@ async def visible_rows(
         clauses.append(f"id IN ({', '.join(['{}'] * len(ids))})")
         values += list(ids)
     sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {' AND '.join(clauses)} ORDER BY name"  # noqa: S608
-    sql = sql.format(*_placeholders(len(values)))
+    # A reader reads a SQLite file, whose placeholders need no look-up of the connection.
+    sql = sql.format(*(["?"] * len(values) if reader is not None else _placeholders(len(values))))
     read = reader.fetch(sql, values) if reader is not None else None
     if read is None:
         _, rows = await Tortoise.get_connection("default").execute_query(sql, values)

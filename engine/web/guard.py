@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
+import functools
 import json
 import logging
 import re
@@ -117,7 +118,8 @@ async def _write_use(jti: str, now: float) -> None:
 async def _context(gw: Gateway, snapshot: Snapshot, now: float, incoming: Incoming) -> tuple[RequestContext, _Early]:
     method, path = incoming.method, incoming.path
     client_ip = incoming.remote_addr
-    base = RequestContext(method, path, now, client_ip)
+    # Built only on the paths that return it: an admitted request builds its own.
+    base = functools.partial(RequestContext, method, path, now, client_ip)
     found = match_route(snapshot.access, method, path)
     if found is None or not found[0].route_class.authenticate:
         if found is not None and snapshot.limits.enabled and method not in ("GET", "HEAD"):
@@ -125,7 +127,7 @@ async def _context(gw: Gateway, snapshot: Snapshot, now: float, incoming: Incomi
             # password guessing meets the same budgets; health checks are not.
             rate = await _count(gw, snapshot, now, client_ip, None, None)
             return RequestContext(method, path, now, client_ip, rate=rate), None
-        return base, None
+        return base(), None
     route = found[0]
     header = incoming.header("authorization") or ""
     scheme, _, credential = header.partition(" ")
@@ -137,13 +139,13 @@ async def _context(gw: Gateway, snapshot: Snapshot, now: float, incoming: Incomi
     if scheme == "bearer" and credential:
         token, early = _bearer(gw, snapshot, credential)
         if early is not None:
-            return base, await _refused(gw, snapshot, now, client_ip, early)
+            return base(), await _refused(gw, snapshot, now, client_ip, early)
         auth = AuthMethod.BEARER
         if token is not None and check_token(tokens, token, now) is None:
             subject = token.claims.get("sub")
             if not isinstance(subject, str):
                 refusal = error_response(401, "token_claim_invalid", "claim `sub` must name a user")
-                return base, await _refused(gw, snapshot, now, client_ip, refusal)
+                return base(), await _refused(gw, snapshot, now, client_ip, refusal)
             found_user = await gw.directory.lookup(subject, token.jti)
             user, revoked = found_user.user, found_user.revoked
     elif scheme == "basic" and credential:
@@ -153,10 +155,10 @@ async def _context(gw: Gateway, snapshot: Snapshot, now: float, incoming: Incomi
             user = await _basic_user(gw, credential)
             if user is None:
                 refusal = error_response(401, "invalid_credentials", "the email or password is wrong")
-                return base, await _refused(gw, snapshot, now, client_ip, refusal)
+                return base(), await _refused(gw, snapshot, now, client_ip, refusal)
     elif header:
         refusal = error_response(401, "auth_scheme_unsupported", "use `Authorization: Bearer <token>`")
-        return base, await _refused(gw, snapshot, now, client_ip, refusal)
+        return base(), await _refused(gw, snapshot, now, client_ip, refusal)
     elif tokens.proxy_trusted and (proxied := incoming.header(tokens.proxy_header)):
         auth = AuthMethod.PROXY
         found_user = await gw.directory.lookup(proxied, None)

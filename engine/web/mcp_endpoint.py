@@ -127,7 +127,9 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0]
 
 
+@functools.lru_cache(maxsize=256)
 def _address(name: str) -> _Address | None:
+    """Kept per name: every MCP request asks it of the same few Host names."""
     try:
         return ipaddress.ip_address(name)
     except ValueError:
