@@ -10,14 +10,23 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from engine.policy import Snapshot, Source, compile_policy
 from engine.schemas import validators
 from engine.sources import read_layer
 
-__all__ = ["build_policy", "gateway_snapshot", "read_policy", "sources_digest"]
+__all__ = ["BuiltPolicy", "build_policy", "load_policy", "read_policy", "sources_digest"]
 
 Layers = list[list[Source]]
+
+
+class BuiltPolicy(NamedTuple):
+    """A snapshot with the digest of the files it was built from (see `sources_digest`),
+    so the first reload of unchanged files is as cheap as every later one."""
+
+    snapshot: Snapshot
+    digest: str
 
 
 def read_policy(paths: Sequence[str]) -> Layers:
@@ -39,14 +48,15 @@ def build_policy(layers: Layers) -> Snapshot:
     return compile_policy(layers, validators=validators(), env=os.environ).snapshot
 
 
-def gateway_snapshot(paths: Sequence[str]) -> Snapshot:
+def load_policy(paths: Sequence[str]) -> BuiltPolicy:
     """Read and compile the policy layers as the gateway runs them.
 
     Raises:
         PolicyErrors: the policy does not build.
         MissingPath: a policy folder is gone.
     """
-    return build_policy(read_policy(paths))
+    layers = read_policy(paths)
+    return BuiltPolicy(build_policy(layers), sources_digest(layers))
 
 
 def sources_digest(layers: Layers) -> str:

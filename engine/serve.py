@@ -25,8 +25,7 @@ import uvloop
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
-from engine.policy import Snapshot
-from engine.policy_files import gateway_snapshot
+from engine.policy_files import BuiltPolicy, load_policy
 from engine.settings import Settings
 from engine.web.startup import check_startup
 
@@ -48,7 +47,7 @@ def _config(settings: Settings) -> Config:
     return config
 
 
-def run_server(settings: Settings, snapshot: Snapshot | None = None) -> int:
+def run_server(settings: Settings, policy: BuiltPolicy | None = None) -> int:
     """Serve until SIGTERM or SIGINT, finishing the requests in flight.
 
     Raises:
@@ -58,11 +57,11 @@ def run_server(settings: Settings, snapshot: Snapshot | None = None) -> int:
     if settings.workers == 1:
         from engine.web.app import create_app
 
-        app = create_app(settings, snapshot=snapshot)
+        app = create_app(settings, policy=policy)
         uvloop.run(_serve_until_signalled(app, _config(settings)))
         return 0
     # Fail once, here, rather than in every worker; the web stack is left to the workers.
-    check_startup(settings, snapshot if snapshot is not None else gateway_snapshot(settings.policy_paths))
+    check_startup(settings, (policy or load_policy(settings.policy_paths)).snapshot)
     if not settings.redis_url:
         log.warning(
             "%d workers without REDIS_URL: MCP sessions stay with the worker that made them, "

@@ -52,7 +52,7 @@ def _settings(args: argparse.Namespace) -> Any:
 def _serve(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from engine.policy_files import gateway_snapshot
+    from engine.policy_files import load_policy
     from engine.settings import SettingsError
 
     try:
@@ -67,15 +67,15 @@ def _serve(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(max_workers=1) as pool:
         # Build the policy while the web stack is imported; the result (or its errors)
         # is collected before anything is served.
-        pending = pool.submit(gateway_snapshot, settings.policy_paths)
+        pending = pool.submit(load_policy, settings.policy_paths)
         from engine.serve import run_server
 
         if settings.workers == 1:
             import engine.web.app  # noqa: F401 - imported now, in parallel with the build
 
-        snapshot = pending.result()
+        policy = pending.result()
     try:
-        return run_server(settings, snapshot)
+        return run_server(settings, policy)
     except SettingsError as err:
         print(f"policygate: {err}", file=sys.stderr)
         return FAILED
@@ -90,7 +90,7 @@ def _without_traceback(record: logging.LogRecord) -> bool:
 
 def _token_create(args: argparse.Namespace) -> int:
     from engine.issuing import ABSENT, token_claims
-    from engine.policy_files import gateway_snapshot
+    from engine.policy_files import load_policy
     from engine.settings import SettingsError
     from engine.signing import load_keys, sign
 
@@ -99,7 +99,7 @@ def _token_create(args: argparse.Namespace) -> int:
         scopes = json.loads(args.scopes) if args.scopes else None
         if scopes is not None and not isinstance(scopes, dict):
             raise ValueError("--scopes must be a JSON object")
-        snapshot = gateway_snapshot(settings.policy_paths)
+        snapshot = load_policy(settings.policy_paths).snapshot
         keys = load_keys(settings)
         teams: Any = None if args.admin else [t for t in args.teams.split(",") if t] if args.teams else ABSENT
         claims = token_claims(

@@ -19,8 +19,7 @@ from quart import Quart
 
 from engine.cache import Cache, Directory, LocalCache, RedisCache
 from engine.federation.sealing import sealer_for
-from engine.policy import Snapshot
-from engine.policy_files import build_policy, read_policy, sources_digest
+from engine.policy_files import BuiltPolicy, load_policy
 from engine.reload import Engine
 from engine.settings import Settings
 from engine.store.queries import bootstrap_admin, close_store, open_store
@@ -58,8 +57,8 @@ MAX_BODY_BYTES = 1 << 20
 """REST bodies are small; MCP bodies get their own limit from the policy."""
 
 
-def create_app(settings: Settings, *, snapshot: Snapshot | None = None, supervisor: int | None = None) -> Quart:
-    """Build the app for `settings`; `snapshot` skips reading the policy folders.
+def create_app(settings: Settings, *, policy: BuiltPolicy | None = None, supervisor: int | None = None) -> Quart:
+    """Build the app for `settings`; `policy`, built already, skips reading the policy folders.
 
     `supervisor` is the pid of the `serve` process when this app is one of its workers:
     a reload asked of one worker reaches the others through it.
@@ -68,10 +67,7 @@ def create_app(settings: Settings, *, snapshot: Snapshot | None = None, supervis
         PolicyErrors: the policy does not build.
         SettingsError: keys are missing or production settings are unsafe.
     """
-    digest = None
-    if snapshot is None:
-        layers = read_policy(settings.policy_paths)
-        snapshot, digest = build_policy(layers), sources_digest(layers)
+    snapshot, digest = policy or load_policy(settings.policy_paths)
     keys = check_startup(settings, snapshot)
     app = Quart("policygate")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES

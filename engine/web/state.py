@@ -40,11 +40,11 @@ class PolicyStatus:
 
     version: str
     loaded_at: float
+    digest: str
+    """The fingerprint of the files the policy in force was built from."""
     last_error: tuple[PolicyError, ...] = ()
     last_attempt_at: float | None = None
     reloads: int = 0
-    digest: str | None = None
-    """The fingerprint of the files the policy in force was built from, when known."""
 
 
 @dataclass

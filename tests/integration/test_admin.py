@@ -83,6 +83,8 @@ def test_reload_swaps_the_policy_and_a_bad_one_keeps_the_old(start: Callable[...
     server = start(POLICY_PATHS=policies, MCPGATEWAY_ADMIN_API_ENABLED="true")
     admin = server.client(server.login())
     before = admin.get("/admin/policies/status").json()
+    unchanged = admin.post("/admin/policies/reload").json()
+    assert (unchanged["reloads"], unchanged["loaded_at"]) == (0, before["loaded_at"]), "the files at start-up are known"
     sizes = policies / "sizes.yaml"
     sizes.write_text(sizes.read_text().replace("maxBytes: 10240\n", "maxBytes: 20480\n"))
     reloaded = admin.post("/admin/policies/reload")
