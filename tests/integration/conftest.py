@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.servers import Gateway, start_gateway
+from tests.integration.servers import Gateway, redis_server, start_gateway
 
 _LIVE: list[Gateway] = []
 
@@ -57,3 +57,16 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     yield run
     for server in started:
         stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis server for the module's tests."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as (url, _):
+        yield url
+
+
+@pytest.fixture(params=["process", "redis"])
+def shared_url(request: pytest.FixtureRequest) -> str | None:
+    """Each test twice: with state kept in the process (None), and in a real Redis."""
+    return request.getfixturevalue("redis_url") if request.param == "redis" else None

@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
-import pytest
 from redis.asyncio import Redis
 
 from engine.web.mcp_sessions import PER_USER, SessionStore
-from tests.integration.servers import redis_server
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as (url, _):
-        yield url
-
-
-@pytest.fixture(params=["process", "redis"])
-def store_url(request: pytest.FixtureRequest) -> str | None:
-    return request.getfixturevalue("redis_url") if request.param == "redis" else None
 
 
 async def _flood(url: str | None) -> tuple[list[bool], bool, bool]:
@@ -44,8 +30,8 @@ async def _flood(url: str | None) -> tuple[list[bool], bool, bool]:
             await client.aclose()
 
 
-def test_a_user_opening_sessions_without_end_loses_the_oldest_only(store_url: str | None) -> None:
-    alive, close_frees_a_place, other_kept = asyncio.run(_flood(store_url))
+def test_a_user_opening_sessions_without_end_loses_the_oldest_only(shared_url: str | None) -> None:
+    alive, close_frees_a_place, other_kept = asyncio.run(_flood(shared_url))
     assert alive == [False] * 3 + [True] * PER_USER
     assert close_frees_a_place
     assert other_kept

@@ -32,12 +32,6 @@ def postgres() -> Iterator[str]:
         yield server.url
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as (url, _):
-        yield url
-
-
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> dict[str, str]:
     if request.param == "sqlite":

@@ -4,27 +4,13 @@ cache afterwards, in the process and in a real Redis shared by two workers alike
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
-import pytest
 from redis.asyncio import Redis
 
 from engine.cache import Cache, LocalCache, RedisCache
 from engine.decide import User
-from tests.integration.servers import redis_server
 
 ACTIVE = User("dev@example.com", False, True, frozenset({"team-a"}), frozenset({"developer"}))
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as (url, _):
-        yield url
-
-
-@pytest.fixture(params=["process", "redis"])
-def cache_url(request: pytest.FixtureRequest) -> str | None:
-    return request.getfixturevalue("redis_url") if request.param == "redis" else None
 
 
 async def _race(url: str | None) -> tuple[bool, bool]:
@@ -54,7 +40,7 @@ async def _race(url: str | None) -> tuple[bool, bool]:
             await client.aclose()
 
 
-def test_a_row_read_before_a_change_is_never_served_after_it(cache_url: str | None) -> None:
-    stale_served, fresh_served = asyncio.run(_race(cache_url))
+def test_a_row_read_before_a_change_is_never_served_after_it(shared_url: str | None) -> None:
+    stale_served, fresh_served = asyncio.run(_race(shared_url))
     assert not stale_served, "the cache served a user row older than the user's last change"
     assert fresh_served, "a row read after the change is cached as usual"
