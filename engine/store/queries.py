@@ -222,11 +222,15 @@ async def visible_rows(
     sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {' AND '.join(clauses)} ORDER BY name"  # noqa: S608
     # A reader reads a SQLite file, whose placeholders need no look-up of the connection.
     sql = sql.format(*(["?"] * len(values) if reader is not None else _placeholders(len(values))))
-    read = reader.fetch(sql, values) if reader is not None else None
+    read = reader.fetch(sql, values, _decoded) if reader is not None else None
     if read is None:
         _, rows = await Tortoise.get_connection("default").execute_query(sql, values)
-        read = [dict(row) for row in rows]
-    return [{k: _json_value(v) if k in _JSON_COLUMNS else v for k, v in row.items()} for row in read]
+        read = [_decoded(dict(row)) for row in rows]
+    return read
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: _json_value(v) if k in _JSON_COLUMNS else v for k, v in row.items()}
 
 
 _JSON_COLUMNS: Final = frozenset({"input_schema", "arguments", "tool_ids", "resource_ids", "prompt_ids"})
