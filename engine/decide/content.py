@@ -509,8 +509,9 @@ def _span_finders(sources: Sequence[_Source], errors: list[PolicyError]) -> list
     finders: list[SpanFinder] = []
     for source in sources:
         try:
-            re.compile(source.regex, _re_flags(source))  # the gate reads the regex as `re` parses it
-            finders.append(_span_finder(source))
+            # The gate reads every regex as `re` parses it; a prefilter rule's spans are found by `re`.
+            parsed = re.compile(source.regex, _re_flags(source))
+            finders.append(parsed if source.prefilter else _re2_finder(source))
         except (re.error, re2.error) as err:
             errors.append(PolicyError(source.regex_where, "pattern.invalid", f"regex does not compile: {err}"))
     return finders
@@ -566,14 +567,12 @@ def _compiled(source: _Source, finder: SpanFinder) -> ContentRule:
     )
 
 
-def _span_finder(source: _Source) -> SpanFinder:
+def _re2_finder(source: _Source) -> SpanFinder:
     r"""RE2 finds the spans: it runs in linear time, where Python's backtracking `re` takes
     minutes on 100 KB built to make `[A-Za-z0-9._%+-]+@` or `\{\{[^}]*__` try every
     start. Only a prefilter rule, which may hold look-arounds or back-references that RE2
     lacks, keeps `re`; keeping it linear is then its author's part.
     """
-    if source.prefilter:
-        return re.compile(source.regex, _re_flags(source))
     options = re2.Options()
     options.log_errors = False  # a bad regex is reported as a policy error, not on stderr
     options.case_sensitive = not source.ignore_case

@@ -380,17 +380,33 @@ class Visibility(NamedTuple):
     access: Access
     teams: frozenset[str] = frozenset()
 
+    @property
+    def reach(self) -> frozenset[str] | None:
+        """The teams whose items the caller sees; None for every team's. A public-only
+        caller reaches none, whatever teams it was given."""
+        if self.access is Access.UNRESTRICTED:
+            return None
+        return self.teams if self.access is Access.TEAM_AND_PUBLIC else frozenset()
+
+    @property
+    def sees_own_private(self) -> bool:
+        """Whether the caller's own private items are in its catalog (all are, unrestricted)."""
+        return self.access is Access.TEAM_AND_PUBLIC
+
     def shows(self, visibility: str, team_id: str | None, owner: str | None, viewer: str | None) -> bool:
         """Whether one item (its visibility, team and owner) is in this caller's catalog,
         for `viewer` (the caller's email): the filter the catalog queries apply, for a
         single item the shell holds rather than a query."""
-        if self.access is Access.UNRESTRICTED or visibility == "public":
+        reach = self.reach
+        if reach is None or visibility == "public":
             return True
-        if self.access is not Access.TEAM_AND_PUBLIC:
-            return False
         if visibility == "team":
-            return team_id in self.teams
-        return visibility == "private" and viewer is not None and owner == viewer
+            return team_id in reach
+        return visibility == "private" and self.sees_own_private and viewer is not None and owner == viewer
+
+
+PUBLIC_ONLY: Final = Visibility(Access.PUBLIC_ONLY)
+"""What a caller the truth table gives no wider visibility sees: public items only."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from tortoise.models import Model
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from engine.decide import Access, Decision, User
+from engine.decide import PUBLIC_ONLY, Decision, User
 from engine.store.catalog import CatalogItem, Prompt, Resource, Server, Tool
 from engine.web.bodies import read_body
 from engine.web.identity import caller
@@ -100,15 +100,15 @@ KINDS: Final = {
 
 def visible_filter(decision: Decision, user: User | None) -> Q | None:
     """The truth table's answer as a query filter; None means everything."""
-    seen = decision.visibility
-    if seen is not None and seen.access is Access.UNRESTRICTED:
+    seen = decision.visibility or PUBLIC_ONLY
+    reach = seen.reach
+    if reach is None:
         return None
     condition = Q(visibility="public")
-    if seen is not None and seen.access is Access.TEAM_AND_PUBLIC:
-        if seen.teams:
-            condition |= Q(visibility="team", team_id__in=sorted(seen.teams))
-        if user is not None:
-            condition |= Q(visibility="private", owner=user.email)
+    if reach:
+        condition |= Q(visibility="team", team_id__in=sorted(reach))
+    if seen.sees_own_private and user is not None:
+        condition |= Q(visibility="private", owner=user.email)
     return condition
 
 
@@ -158,7 +158,8 @@ def check_team(user: User, body: Mapping[str, Any]) -> None:
     if not user.admin and team not in user.teams:
         raise ApiError(403, "not_team_member", f"you are not a member of `{team}`")
     seen = g.decision.visibility
-    if seen is not None and seen.access is not Access.UNRESTRICTED and team not in seen.teams:
+    reach = seen.reach if seen is not None else None
+    if reach is not None and team not in reach:
         # The token was narrowed to other teams: what it wrote, it could not read back.
         raise ApiError(403, "team_not_in_token", f"this token does not reach team `{team}`")
 

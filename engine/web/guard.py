@@ -65,9 +65,7 @@ async def admit(gw: Gateway, incoming: Incoming) -> Response | None:
     now = time.time()
     ctx, early = await _context(gw, snapshot, now, incoming)
     if early is not None:
-        if early.status_code == 401 and _is_mcp(snapshot, incoming):
-            early.headers["WWW-Authenticate"] = challenge(incoming)
-        return early
+        return _challenged(early, snapshot, incoming)
     decision = decide(snapshot, ctx)
     g.decision = decision
     g.ctx = ctx
@@ -76,9 +74,8 @@ async def admit(gw: Gateway, incoming: Incoming) -> Response | None:
     if not decision.allow:
         _log(decision, snapshot, incoming)
         headers = {"Retry-After": str(decision.retry_after)} if decision.retry_after is not None else {}
-        if decision.status == 401 and decision.route in _MCP_ROUTES:
-            headers["WWW-Authenticate"] = challenge(incoming)
-        return error_response(decision.status, str(decision.reason), decision.message, headers=headers)
+        refusal = error_response(decision.status, str(decision.reason), decision.message, headers=headers)
+        return _challenged(refusal, snapshot, incoming)
     if log.isEnabledFor(logging.DEBUG):
         _log(decision, snapshot, incoming)
     if ctx.token is not None and ctx.token.jti and ctx.token.claims.get("token_use") == "api":
@@ -86,9 +83,16 @@ async def admit(gw: Gateway, incoming: Incoming) -> Response | None:
     return None
 
 
-def _is_mcp(snapshot: Snapshot, incoming: Incoming) -> bool:
-    found = match_route(snapshot.access, incoming.method, incoming.path)
-    return found is not None and found[0].ref.id in _MCP_ROUTES
+def _challenged(refusal: Response, snapshot: Snapshot, incoming: Incoming) -> Response:
+    """`refusal`, pointing an MCP client that must sign in to the authorization server.
+
+    Only refusals look the route up again; an admitted request matches it once.
+    """
+    if refusal.status_code == 401:
+        found = match_route(snapshot.access, incoming.method, incoming.path)
+        if found is not None and found[0].ref.id in _MCP_ROUTES:
+            refusal.headers["WWW-Authenticate"] = challenge(incoming)
+    return refusal
 
 
 _USE_INTERVAL: Final = 60.0

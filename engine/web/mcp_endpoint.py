@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from quart import Blueprint, Response, g, request
 
-from engine.decide import Access, Decision, RequestContext, Visibility, decide
+from engine.decide import PUBLIC_ONLY, Decision, RequestContext, Visibility, decide
 from engine.decide.tokens import TokenTable
 from engine.federation.upstream import Answerer, Relay
 from engine.json_bytes import dumps, loads
@@ -55,7 +55,6 @@ SUPPORTED_VERSIONS: Final = ("2025-11-25", "2025-06-18", "2025-03-26")
 _DEFAULT_VERSION: Final = "2025-03-26"
 _NO_BATCHES_FROM: Final = "2025-06-18"
 
-_PUBLIC_ONLY: Final = Visibility(Access.PUBLIC_ONLY)
 
 Sight = Callable[[], Awaitable[Visibility | None]]
 
@@ -486,7 +485,7 @@ def _sight(session: McpSession) -> Sight:
         decision = decide(gw.engine.current, now)
         if not decision.allow:
             return None
-        return decision.visibility if decision.visibility is not None else _PUBLIC_ONLY
+        return decision.visibility if decision.visibility is not None else PUBLIC_ONLY
 
     return sight
 

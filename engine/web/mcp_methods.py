@@ -19,7 +19,7 @@ from typing import Any, Final
 from quart import g
 
 from engine import __version__
-from engine.decide import Access, Decision
+from engine.decide import PUBLIC_ONLY, Decision
 from engine.federation.upstream import Answerer, Relay, UpstreamError
 from engine.store.catalog import Server, Upstream
 from engine.store.queries import visible_rows
@@ -72,19 +72,18 @@ async def _rows(
     ctx: McpContext, table: str, columns: tuple[str, ...], field: str, **where: Any
 ) -> list[dict[str, Any]]:
     """Visible, available rows of `table` (within the virtual server, on its endpoint)."""
-    seen = ctx.decision.visibility
-    access = seen.access if seen is not None else Access.PUBLIC_ONLY
-    teams = sorted(seen.teams) if seen is not None and access is Access.TEAM_AND_PUBLIC else []
+    seen = ctx.decision.visibility or PUBLIC_ONLY
+    reach = seen.reach
     user = g.get("user")
-    owner = user.email if user is not None and access is Access.TEAM_AND_PUBLIC else None
+    owner = user.email if user is not None and seen.sees_own_private else None
     ids = list(getattr(ctx.server, field)) if ctx.server is not None else None
     # Look-ups of one item read on this thread; listings do not (see engine.store.reading).
     reader = gateway().reader if "name" in where or "uri" in where else None
     return await visible_rows(
         table,
         columns,
-        unrestricted=access is Access.UNRESTRICTED,
-        teams=teams,
+        unrestricted=reach is None,
+        teams=sorted(reach or ()),
         owner=owner,
         where=where,
         ids=ids,

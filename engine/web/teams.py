@@ -16,7 +16,7 @@ from quart import Blueprint, Response, g, jsonify
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from engine.decide import Access, User, Visibility
+from engine.decide import User, Visibility
 from engine.store.models import Invitation, JoinRequest, Membership, Team
 from engine.store.models import User as UserRow
 from engine.web.audit import audit
@@ -49,9 +49,7 @@ def _reach() -> frozenset[str] | None:
     token reaches only the teams its `teams` claim leaves of the user's memberships, and
     a public-only token none, whatever the user belongs to."""
     seen: Visibility = g.decision.visibility
-    if seen.access is Access.UNRESTRICTED:
-        return None
-    return seen.teams if seen.access is Access.TEAM_AND_PUBLIC else frozenset()
+    return seen.reach
 
 
 async def _team_for(user: User, team_id: str, *, manage: bool = False) -> Team:

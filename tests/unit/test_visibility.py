@@ -83,3 +83,15 @@ def test_one_item_is_shown_as_the_catalog_filter_would_show_it(
     )
     assert Visibility(access, seen).shows(visibility, team_id, owner, "me") is expected
     assert not Visibility(access, seen).shows("private", None, "me", None) or access is Access.UNRESTRICTED
+
+
+@given(access=st.sampled_from(list(Access)), seen=teams)
+def test_the_teams_a_caller_reaches_follow_its_access_not_the_teams_it_was_given(
+    access: Access, seen: frozenset[str]
+) -> None:
+    """Team pages, catalog writes and MCP look-ups all ask `reach`: a public-only caller
+    given teams reaches none of them, and an unrestricted one reaches every team."""
+    visibility = Visibility(access, seen)
+    expected = {Access.UNRESTRICTED: None, Access.TEAM_AND_PUBLIC: seen, Access.PUBLIC_ONLY: frozenset()}[access]
+    assert visibility.reach == expected
+    assert visibility.sees_own_private is (access is Access.TEAM_AND_PUBLIC)
