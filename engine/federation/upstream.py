@@ -207,15 +207,17 @@ class UpstreamClient:
             session = reply.headers.get("mcp-session-id", "")
             if kind != "text/event-stream" or reply.status >= 400:
                 return session, _reply(reply.status, kind, await reply.read(MAX_REPLY_BYTES), ident)
-            lines: list[str] = []
+            # Bytes throughout: the data of a 20 KB result is copied once, not decoded and
+            # encoded again; invalid UTF-8 in it is refused as in a JSON answer.
+            lines: list[bytes] = []
             async with aclosing(reply.lines(MAX_REPLY_BYTES)) as stream:
                 async for raw in stream:
-                    line = raw.decode(errors="replace").rstrip("\r\n")
-                    if line.startswith("data:"):
-                        lines.append(line[5:].removeprefix(" "))
+                    line = raw.rstrip(b"\r\n")
+                    if line.startswith(b"data:"):
+                        lines.append(line[5:].removeprefix(b" "))
                     if line or not lines:
                         continue
-                    data, lines = "\n".join(lines), []
+                    data, lines = b"\n".join(lines), []
                     if not data.strip():
                         continue  # a priming event: an id and no data
                     event = _event(data)
@@ -292,9 +294,9 @@ class UpstreamClient:
         return result
 
 
-def _event(data: str) -> dict[str, Any]:
+def _event(data: bytes) -> dict[str, Any]:
     try:
-        event = loads(data.encode())
+        event = loads(data)
     except (ValueError, RecursionError) as err:
         raise UpstreamError("upstream_protocol", "the upstream's answer is not JSON") from err
     return event if isinstance(event, dict) else {}

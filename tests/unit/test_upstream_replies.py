@@ -286,3 +286,19 @@ def test_answers_and_health_pings_never_wait_behind_the_call_holding_the_connect
                 await client.close(end_session=False)
 
     assert asyncio.run(scenario()) == RESULT["result"]
+
+
+@pytest.mark.parametrize("kind", ["application/json", "text/event-stream"])
+def test_a_reply_that_is_not_utf8_is_a_protocol_error_in_either_form(kind: str) -> None:
+    """What is not text never reaches the content checks, streamed or not."""
+
+    async def garbled(message: dict[str, Any], request: web.Request) -> web.StreamResponse:
+        reply = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": {"text": "@@"}}).encode()
+        reply = reply.replace(b"@@", b"caf\xe9")  # Latin-1, not UTF-8
+        body = b"event: message\ndata: " + reply + b"\n\n" if kind == "text/event-stream" else reply
+        return web.Response(body=body, headers={"Content-Type": kind})
+
+    with pytest.raises(UpstreamError) as caught:
+        _call_answered_by(garbled)
+    assert caught.value.code == "upstream_protocol"
+    assert "not JSON" in caught.value.message
