@@ -3,7 +3,7 @@
 The same flows run on every backend: bootstrap, login, token containment, revocation on
 the next request, user changes, teams. Then what only a shared cache can show: two
 gateway instances (or two workers) agreeing on a revocation at once, a Redis that lost
-its data, and a store outage failing closed.
+its data, a Redis that stops answering, and a store outage failing closed.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -229,3 +230,32 @@ def test_a_store_outage_fails_closed(start: Callable[..., Gateway]) -> None:
         assert (refused.status_code, refused.json()["error"]["code"]) == (503, "revocation_unavailable")
         ready = httpx.get(f"{server.url}/ready")
         assert (ready.status_code, ready.json()["error"]["code"]) == (503, "not_ready")
+
+
+def test_a_redis_that_stops_answering_slows_requests_but_never_hangs_them(
+    start: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    """A frozen Redis (SIGSTOP: the socket stays open, nothing answers, as with a
+    half-open connection or a stalled server) is waited for two seconds per command. The
+    user is then read from the store, readiness says Redis is down, and once Redis
+    answers again everything recovers without a restart."""
+    with redis_server(tmp_path / "redis") as (url, redis):
+        server = start(REDIS_URL=url)
+        client = server.client(mint(claims(teams=None)))
+        assert client.get("/auth/me").status_code == 200
+        redis.send_signal(signal.SIGSTOP)
+        try:
+            me = client.get("/auth/me")
+            assert me.status_code == 200, me.text
+            assert "cache look-up failed, asking the store: TimeoutError" in server.log.read_text()
+            ready = httpx.get(f"{server.url}/ready", timeout=30)
+            assert ready.status_code == 503
+            assert ready.json()["error"]["details"]["checks"] == {"store": True, "redis": False}
+        finally:
+            redis.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 20
+        while (ready := httpx.get(f"{server.url}/ready", timeout=30)).status_code != 200:
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.2)
+        assert ready.json()["checks"] == {"store": True, "redis": True}
+        assert client.get("/auth/me").status_code == 200
