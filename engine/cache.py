@@ -10,10 +10,12 @@ Three ways to answer, chosen by how the gateway runs:
     └── no cache     several workers without Redis: one store query per request
 
 A revocation takes effect on the next request everywhere: it is written to the store and
-to the cache before the API answers. A change to a user bumps that user's generation;
-a row read from the store is cached under the generation seen before the read, and a
-cached row of an older generation is a miss. So a worker that read a row just before
-another worker changed it cannot put the old row back for the cache's lifetime.
+to the cache before the API answers. A change to a user gives that user a new
+generation; a row read from the store is cached under the generation seen before the
+read, and a cached row of any other generation is a miss. So a worker that read a row
+just before another worker changed it cannot put the old row back for the cache's
+lifetime. Redis may evict any of these keys (under an allkeys-* policy) without either
+guarantee breaking: what is lost reads as unknown, never as "not revoked" or "current".
 
 When nothing can answer (store and cache down), the lookup reports "unknown" and the
 policy's failure mode decides; it never guesses.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -126,10 +129,19 @@ class LocalCache:
 
 
 _REVOKED: Final = "policygate:revoked"
-_PRIMED: Final = "policygate:revoked:primed"
+_PRIMED: Final = "\x00primed"
+"""A member of the revocation set saying the set holds every revocation. Kept inside the
+set, not beside it: a Redis that evicts keys (an allkeys-* policy) takes the two
+together, so an evicted set reads as unknown (the store is asked), never as empty."""
 _GENERATION: Final = "policygate:user-generation:"
-"""Kept without expiry, one small integer per user ever changed: if it expired, a row
-cached from before the change could match the generation read as 0 again."""
+"""Per user, a random number drawn at the first look-up and anew at each change, kept
+without expiry. Random rather than counted: if the key is evicted anyway, the next
+look-up draws a fresh one, which no row cached before can carry (a counter would start
+again at a value some old row may hold)."""
+
+
+def _fresh_generation() -> int:
+    return secrets.randbits(62)
 
 
 @dataclass
@@ -143,14 +155,27 @@ class RedisCache:
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.get(f"policygate:user:{email}")
             pipe.get(f"{_GENERATION}{email}")
-            pipe.exists(_PRIMED)
+            pipe.sismember(_REVOKED, _PRIMED)
             pipe.sismember(_REVOKED, jti or "")
             raw, current, primed, member = await pipe.execute()
-        generation = int(current or 0)
+        # INVARIANT: without the primed member (a restart or an eviction lost the set) a
+        # missing member proves nothing, so the store is asked instead.
+        revoked = (bool(member) if jti else False) if primed else None
+        if current is None:
+            # Never changed, or evicted: any cached row predates the generation drawn now.
+            return _MISS, revoked, await self._start_generation(email)
+        generation = int(current)
         user: Any = _MISS if raw is None else _user_from_json(raw, generation)
-        # INVARIANT: without the primed marker (a Redis restart lost the set) a missing
-        # member proves nothing, so the store is asked instead.
-        return user, (bool(member) if jti else False) if primed else None, generation
+        return user, revoked, generation
+
+    async def _start_generation(self, email: str) -> int:
+        """The user's generation, drawn now unless another worker just drew one."""
+        drawn = _fresh_generation()
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(f"{_GENERATION}{email}", drawn, nx=True)
+            pipe.get(f"{_GENERATION}{email}")
+            _, current = await pipe.execute()
+        return int(current) if current is not None else drawn
 
     async def store_user(self, user: User, generation: int) -> None:
         # Written whatever the generation is now: another worker may bump it at any
@@ -160,7 +185,7 @@ class RedisCache:
 
     async def forget_user(self, email: str) -> None:
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.incr(f"{_GENERATION}{email}")
+            pipe.set(f"{_GENERATION}{email}", _fresh_generation())
             pipe.delete(f"policygate:user:{email}")
             await pipe.execute()
 
@@ -168,18 +193,14 @@ class RedisCache:
         try:
             await self.client.sadd(_REVOKED, jti)
         except Exception:
-            # SECURITY: the set may now miss this jti; without the marker every look-up
-            # asks the store instead, until the next start primes the set again.
+            # SECURITY: the set may now miss this jti; without the primed member every
+            # look-up asks the store instead, until the set is primed again.
             with suppress(Exception):
-                await self.client.delete(_PRIMED)
+                await self.client.srem(_REVOKED, _PRIMED)
             raise
 
     async def prime(self, jtis: list[str]) -> None:
-        async with self.client.pipeline(transaction=True) as pipe:
-            if jtis:
-                pipe.sadd(_REVOKED, *jtis)
-            pipe.set(_PRIMED, "1")
-            await pipe.execute()
+        await self.client.sadd(_REVOKED, *jtis, _PRIMED)
 
     async def count(self, key: str, window_s: int, now: float, by: int = 1) -> int:
         slot = f"policygate:rate:{key}:{int(now) // window_s}"

@@ -1,9 +1,13 @@
 """A user row read just before another worker changed that user is never served from the
-cache afterwards, in the process and in a real Redis shared by two workers alike."""
+cache afterwards, in the process and in a real Redis shared by two workers alike; and no
+key a Redis may evict makes the cache serve such a row or forget a revocation."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -44,3 +48,52 @@ def test_a_row_read_before_a_change_is_never_served_after_it(shared_url: str | N
     stale_served, fresh_served = asyncio.run(_race(shared_url))
     assert not stale_served, "the cache served a user row older than the user's last change"
     assert fresh_served, "a row read after the change is cached as usual"
+
+
+REVOKED_JTI = "jti-revoked"
+
+
+async def _evicted(url: str, evict: Callable[[list[str]], list[str]]) -> tuple[Any, bool | None]:
+    """The answer for a revoked token of a user whose cached row is stale, after Redis
+    evicted the keys `evict` picks from the keyspace (as an allkeys-* policy may do)."""
+    client = Redis.from_url(url, decode_responses=True)
+    reader, changer = RedisCache(client, 30), RedisCache(client, 30)
+    try:
+        await client.flushdb()
+        await reader.prime([REVOKED_JTI])
+        _, _, seen = await reader.lookup(ACTIVE.email, None)
+        await changer.forget_user(ACTIVE.email)
+        await reader.store_user(ACTIVE, seen)  # a row read before the change lands after it
+        keys = sorted(await client.keys("*"))
+        chosen = evict(keys)
+        if chosen:
+            await client.delete(*chosen)
+        user, revoked, _ = await reader.lookup(ACTIVE.email, REVOKED_JTI)
+        return user, revoked
+    finally:
+        await client.aclose()
+
+
+def test_no_eviction_makes_the_cache_serve_a_stale_user_or_forget_a_revocation(redis_url: str) -> None:
+    """Every subset of the keys the cache wrote is evicted in turn: the stale row is never
+    served, and the revoked token is reported revoked or unknown (then the store is
+    asked), never as valid."""
+    url = redis_url.rsplit("/", 1)[0] + "/3"  # a database of its own: each round flushes it
+    user, revoked = asyncio.run(_evicted(url, lambda keys: []))
+    assert not isinstance(user, User), "the stale row is a miss while every key is there"
+    assert revoked is True
+    names = asyncio.run(_keyspace(url))
+    assert len(names) >= 3
+    for size in range(1, len(names) + 1):
+        for subset in itertools.combinations(names, size):
+            user, revoked = asyncio.run(_evicted(url, lambda keys, subset=subset: [k for k in keys if k in subset]))
+            assert not isinstance(user, User), f"a stale row was served after evicting {subset}"
+            assert revoked is not False, f"a revoked token passed after evicting {subset}"
+
+
+async def _keyspace(url: str) -> list[str]:
+    client = Redis.from_url(url, decode_responses=True)
+    try:
+        return sorted(await client.keys("*"))
+    finally:
+        await client.aclose()
