@@ -23,6 +23,7 @@ policy's failure mode decides; it never guesses.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -242,16 +243,21 @@ def _user_from_json(raw: str | bytes, generation: int) -> Any:
     return User(data["email"], data["admin"], data["active"], frozenset(data["teams"]), frozenset(data["roles"]))
 
 
+_PRIME_AGAIN_S: Final = 30.0
+
+
 @dataclass
 class Directory:
     """User and revocation look-ups for the guard, through the cache when there is one."""
 
     cache: Cache | None
+    _primed_at: float = field(default=-_PRIME_AGAIN_S, init=False)
+    _priming: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     async def start(self) -> None:
         """Load the revocation set into the cache; until then the store is asked."""
         if self.cache is not None:
-            await self.cache.prime(await revoked_jtis())
+            await _prime(self.cache)
 
     async def lookup(self, email: str, jti: str | None) -> Lookup:
         cached_user: Any = _MISS
@@ -262,6 +268,9 @@ class Directory:
                 cached_user, revoked, generation = await self.cache.lookup(email, jti)
             except Exception as err:
                 log.warning("cache look-up failed, asking the store: %s", type(err).__name__)
+            else:
+                if revoked is None:
+                    self._prime_again(self.cache)
         if cached_user is not _MISS and revoked is not None:
             return Lookup(cached_user, revoked)
         try:
@@ -276,6 +285,19 @@ class Directory:
                 await self.cache.store_user(user, generation)
         return Lookup(user, stored_revoked)
 
+    def _prime_again(self, cache: Cache) -> None:
+        """Fill the revocation set again once the cache answers without it (Redis
+        restarted, evicted it, or a failed write emptied it on purpose), at most every
+        30 s, in the background: until then each look-up asks the store, which is exact
+        but costs a query per request."""
+        now = time.monotonic()
+        if now - self._primed_at < _PRIME_AGAIN_S:
+            return
+        self._primed_at = now
+        task = asyncio.get_running_loop().create_task(_prime_quietly(cache))
+        self._priming.add(task)  # a strong reference until it ends
+        task.add_done_callback(self._priming.discard)
+
     async def user_changed(self, email: str) -> None:
         if self.cache is not None:
             await self.cache.forget_user(email)
@@ -285,3 +307,23 @@ class Directory:
         reported (the caller answers 503) but never leaves the jti usable."""
         if self.cache is not None:
             await self.cache.add_revoked(jti)
+
+
+async def _prime(cache: Cache) -> None:
+    """Fill the cache's revocation set from the store and mark it whole.
+
+    The store is read twice. A revocation stored after the first read whose own cache
+    write failed unmarks the set, and if that happened before this priming marked it,
+    the mark would stand without the revocation; the second read adds it.
+    """
+    jtis = await revoked_jtis()
+    await cache.prime(jtis)
+    for jti in sorted(set(await revoked_jtis()).difference(jtis)):
+        await cache.add_revoked(jti)  # unmarks the set again if it fails
+
+
+async def _prime_quietly(cache: Cache) -> None:
+    try:
+        await _prime(cache)
+    except Exception as err:
+        log.warning("could not fill the revocation cache again: %s", type(err).__name__)

@@ -219,6 +219,13 @@ def test_a_redis_that_lost_its_data_does_not_forget_revocations(
         port = url.rsplit(":", 1)[1].split("/")[0]
         subprocess.run(["redis-cli", "-p", port, "FLUSHALL"], check=True, capture_output=True)
         assert server.client(mint(token)).get("/auth/me").json()["error"]["code"] == "token_revoked"
+        # The look-up that found the set gone has the gateway fill it again from the store.
+        deadline = time.monotonic() + 10
+        command = ["redis-cli", "-p", port, "SISMEMBER", "policygate:revoked", token["jti"]]
+        while subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip() != "1":
+            assert time.monotonic() < deadline, "the revocation set was not filled again"
+            time.sleep(0.1)
+        assert server.client(mint(token)).get("/auth/me").json()["error"]["code"] == "token_revoked"
 
 
 def test_a_store_outage_fails_closed(start: Callable[..., Gateway]) -> None:
