@@ -245,16 +245,27 @@ def test_a_redis_that_stops_answering_slows_requests_but_never_hangs_them(
     """A frozen Redis (SIGSTOP: the socket stays open, nothing answers, as with a
     half-open connection or a stalled server) is waited for two seconds per command. The
     user is then read from the store, readiness says Redis is down, and once Redis
-    answers again everything recovers without a restart."""
+    answers again everything recovers without a restart. Rate limits, which only Redis
+    can count across workers, refuse what they cannot count."""
+    overlay = tmp_path / "limits"
+    overlay.mkdir()
+    (overlay / "ratelimits.yaml").write_text(
+        "apiVersion: policygate/v1\nkind: RateLimits\nmetadata: {name: default}\nspec:\n  enabled: true\n"
+        "  buckets: [{id: per-user, key: user, limit: 100, windowSeconds: 60}]\n"
+    )
     with redis_server(tmp_path / "redis") as (url, redis):
         server = start(REDIS_URL=url)
+        limited = start(REDIS_URL=url, POLICY_PATHS=f"{ROOT / 'policies'},{overlay}")
         client = server.client(mint(claims(teams=None)))
         assert client.get("/auth/me").status_code == 200
+        assert limited.client(mint(claims(teams=None))).get("/auth/me").status_code == 200
         redis.send_signal(signal.SIGSTOP)
         try:
             me = client.get("/auth/me")
             assert me.status_code == 200, me.text
             assert "cache look-up failed, asking the store: TimeoutError" in server.log.read_text()
+            uncounted = limited.client(mint(claims(teams=None))).get("/auth/me")
+            assert (uncounted.status_code, uncounted.json()["error"]["code"]) == (503, "unavailable")
             ready = httpx.get(f"{server.url}/ready", timeout=30)
             assert ready.status_code == 503
             assert ready.json()["error"]["details"]["checks"] == {"store": True, "redis": False}
