@@ -132,8 +132,12 @@ class LocalCache:
 _REVOKED: Final = "policygate:revoked"
 _PRIMED: Final = "\x00primed"
 """A member of the revocation set saying the set holds every revocation. Kept inside the
-set, not beside it: a Redis that evicts keys (an allkeys-* policy) takes the two
-together, so an evicted set reads as unknown (the store is asked), never as empty."""
+set: a Redis that evicts keys (an allkeys-* policy) takes the two together, so an
+evicted set reads as unknown (the store is asked), never as empty."""
+_PRIMED_KEY: Final = "policygate:revoked:primed"
+"""The marker earlier versions keep beside the set, written and read as well: with
+either marker missing the set is unknown, so during an upgrade a failed write on a
+worker of either version unmarks the set for both."""
 _GENERATION: Final = "policygate:user-generation:"
 """Per user, a random number drawn at the first look-up and anew at each change, kept
 without expiry. Random rather than counted: if the key is evicted anyway, the next
@@ -157,11 +161,12 @@ class RedisCache:
             pipe.get(f"policygate:user:{email}")
             pipe.get(f"{_GENERATION}{email}")
             pipe.sismember(_REVOKED, _PRIMED)
+            pipe.exists(_PRIMED_KEY)
             pipe.sismember(_REVOKED, jti or "")
-            raw, current, primed, member = await pipe.execute()
-        # INVARIANT: without the primed member (a restart or an eviction lost the set) a
-        # missing member proves nothing, so the store is asked instead.
-        revoked = (bool(member) if jti else False) if primed else None
+            raw, current, primed, marked, member = await pipe.execute()
+        # INVARIANT: without both markers (a restart, an eviction or a failed write lost
+        # the set's wholeness) a missing member proves nothing, so the store is asked.
+        revoked = (bool(member) if jti else False) if primed and marked else None
         if current is None:
             # Never changed, or evicted: any cached row predates the generation drawn now.
             return _MISS, revoked, await self._start_generation(email)
@@ -197,11 +202,16 @@ class RedisCache:
             # SECURITY: the set may now miss this jti; without the primed member every
             # look-up asks the store instead, until the set is primed again.
             with suppress(Exception):
+                await self.client.delete(_PRIMED_KEY)
+            with suppress(Exception):
                 await self.client.srem(_REVOKED, _PRIMED)
             raise
 
     async def prime(self, jtis: list[str]) -> None:
-        await self.client.sadd(_REVOKED, *jtis, _PRIMED)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.sadd(_REVOKED, *jtis, _PRIMED)
+            pipe.set(_PRIMED_KEY, "1")
+            await pipe.execute()
 
     async def count(self, key: str, window_s: int, now: float, by: int = 1) -> int:
         slot = f"policygate:rate:{key}:{int(now) // window_s}"
@@ -297,6 +307,13 @@ class Directory:
         task = asyncio.get_running_loop().create_task(_prime_quietly(cache))
         self._priming.add(task)  # a strong reference until it ends
         task.add_done_callback(self._priming.discard)
+
+    async def stop(self) -> None:
+        """End a filling still running, before the cache and the store it uses close."""
+        running = list(self._priming)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     async def user_changed(self, email: str) -> None:
         if self.cache is not None:

@@ -163,6 +163,7 @@ async def _stop() -> None:
     for task in running:
         task.cancel()
     await asyncio.gather(*running, return_exceptions=True)
+    await gw.directory.stop()
     if gw.fanout is not None:
         await gw.fanout.close()
     for client in gw.upstreams.values():

@@ -97,3 +97,23 @@ async def _keyspace(url: str) -> list[str]:
         return sorted(await client.keys("*"))
     finally:
         await client.aclose()
+
+
+def test_a_revocation_an_older_worker_failed_to_cache_is_never_read_as_valid(redis_url: str) -> None:
+    """Workers of the previous version mark the set whole with a key of their own and,
+    when their write of a revocation fails, delete only that key. Until every worker is
+    upgraded that must unmark the set for the new workers too."""
+
+    async def run() -> bool | None:
+        client = Redis.from_url(redis_url.rsplit("/", 1)[0] + "/4", decode_responses=True)
+        try:
+            await client.flushdb()
+            cache = RedisCache(client, 30)
+            await cache.prime([])
+            assert (await cache.lookup(ACTIVE.email, "jti-new"))[1] is False
+            await client.delete("policygate:revoked:primed")  # an older worker's failed revocation
+            return (await cache.lookup(ACTIVE.email, "jti-new"))[1]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) is None
