@@ -13,10 +13,11 @@ so that what is accepted and how a refusal is worded stay the standard library's
 Floats are rare in MCP messages, and the walk that looks for them visits values, not
 bytes.
 
-`json.loads` also accepts a lone surrogate escape (`"\\ud800"`), a string that is not
-text: UTF-8, the store and orjson all refuse it later, far from where it came in. `loads`
-refuses it where it comes in instead. (orjson refuses it too, so such a document always
-reaches the check.)
+`json.loads` also accepts a lone surrogate, escaped (`"\\ud800"`) or encoded as UTF-8
+never allows (bytes ED A0 to ED BF: it decodes bytes with `surrogatepass`). Such a
+string is not text: the store and every encoder refuse it later, far from where it came
+in. `loads` refuses it where it comes in instead. (orjson refuses both forms, so such a
+document always reaches the check.)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import orjson
 
 __all__ = ["dumps", "loads"]
 
-_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE: Final = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 def dumps(value: Any) -> bytes:
@@ -54,8 +55,8 @@ def loads(raw: bytes) -> Any:
         if not _holds_float(value):
             return value
     value = json.loads(raw)
-    # In valid UTF-8 only an escape can carry a surrogate; paired ones (emoji) pass the walk.
-    if _SURROGATE_ESCAPE.search(raw) and not _is_text(value):
+    # Paired escapes (emoji) decode to text and pass the walk.
+    if _SURROGATE.search(raw) and not _is_text(value):
         raise ValueError("a string holds a lone surrogate, which is not text")
     return value
 

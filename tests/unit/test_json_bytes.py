@@ -67,6 +67,15 @@ def test_a_lone_surrogate_is_refused_and_a_pair_is_text() -> None:
     assert loads(b'{"text": "\\ud83d\\ude00"}') == {"text": "\U0001f600"}
 
 
+@pytest.mark.parametrize("raw", [b'{"text": "a\xed\xa0\x80b"}', b'{"text": "\xed\xa0\xbd\xed\xb8\x80"}'])
+def test_a_surrogate_encoded_in_bytes_is_refused(raw: bytes) -> None:
+    """UTF-8 never encodes surrogates (a pair so encoded is CESU-8), but `json.loads`
+    decodes bytes with `surrogatepass` and would hand on a string no encoder takes."""
+    assert isinstance(json.loads(raw)["text"], str)
+    with pytest.raises(ValueError, match="lone surrogate"):
+        loads(raw)
+
+
 @pytest.mark.parametrize("raw", [b"NaN", b"[1e400]", b"\xef\xbb\xbf{}", "{}".encode("utf-16")])
 def test_what_orjson_refuses_gets_the_standard_verdict(raw: bytes) -> None:
     assert _same(loads(raw), json.loads(raw))
