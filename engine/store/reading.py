@@ -36,13 +36,13 @@ class FileReader:
         # caller then falls back to the ORM rather than hold the event loop.
         self._db = sqlite3.connect(uri, uri=True, timeout=0.05, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
-        self._kept: dict[tuple[str, tuple[Any, ...]], list[Row]] = {}
+        self._kept: dict[tuple[str, tuple[Any, ...], Callable[[Row], Row]], list[Row]] = {}
         self._version: int | None = None
 
     def fetch(self, sql: str, values: Sequence[Any], shape: Callable[[Row], Row] = dict) -> list[Row] | None:
         """The rows of `sql`, each made by `shape`, or None when the file cannot be read
         right now. Each caller gets rows of its own (nested values are shared: read only)."""
-        key = (sql, tuple(values))
+        key = (sql, tuple(values), shape)
         try:
             # Read before the query, so kept rows are never older than the version they carry.
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
