@@ -23,12 +23,11 @@ policy's failure mode decides; it never guesses.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -261,8 +260,10 @@ class Directory:
     """User and revocation look-ups for the guard, through the cache when there is one."""
 
     cache: Cache | None
+    spawn: Callable[[Coroutine[Any, Any, None]], None] | None = None
+    """Runs work no request waits for, until it ends or the worker stops (the web layer's
+    `in_background`); without it the revocation set is filled only at start."""
     _primed_at: float = field(default=-_PRIME_AGAIN_S, init=False)
-    _priming: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     async def start(self) -> None:
         """Load the revocation set into the cache; until then the store is asked."""
@@ -301,19 +302,10 @@ class Directory:
         30 s, in the background: until then each look-up asks the store, which is exact
         but costs a query per request."""
         now = time.monotonic()
-        if now - self._primed_at < _PRIME_AGAIN_S:
+        if self.spawn is None or now - self._primed_at < _PRIME_AGAIN_S:
             return
         self._primed_at = now
-        task = asyncio.get_running_loop().create_task(_prime_quietly(cache))
-        self._priming.add(task)  # a strong reference until it ends
-        task.add_done_callback(self._priming.discard)
-
-    async def stop(self) -> None:
-        """End a filling still running, before the cache and the store it uses close."""
-        running = list(self._priming)
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        self.spawn(_prime_quietly(cache))
 
     async def user_changed(self, email: str) -> None:
         if self.cache is not None:

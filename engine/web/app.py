@@ -9,6 +9,7 @@ and closed in `after_serving`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import time
@@ -103,7 +104,7 @@ async def _start() -> None:
         log.info("created the platform admin account")
     gw.sealer = sealer_for(settings.auth_encryption_secret, Path(settings.data_dir))
     gw.cache = await _open_cache(settings)
-    gw.directory = Directory(gw.cache)
+    gw.directory = Directory(gw.cache, functools.partial(in_background, gw))
     gw.sessions = SessionStore(gw.cache.client if isinstance(gw.cache, RedisCache) else None)
     if settings.redis_url:
         gw.fanout = await _open_fanout(gw, settings.redis_url)
@@ -163,7 +164,6 @@ async def _stop() -> None:
     for task in running:
         task.cancel()
     await asyncio.gather(*running, return_exceptions=True)
-    await gw.directory.stop()
     if gw.fanout is not None:
         await gw.fanout.close()
     for client in gw.upstreams.values():

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
-import functools
 import json
 import logging
 import re
@@ -63,9 +62,9 @@ async def admit(gw: Gateway, incoming: Incoming) -> Response | None:
     if incoming.method == "OPTIONS" and incoming.header("access-control-request-method") is not None:
         return _preflight(snapshot, incoming)
     now = time.time()
-    ctx, early = await _context(gw, snapshot, now, incoming)
-    if early is not None:
-        return _challenged(early, snapshot, incoming)
+    ctx = await _context(gw, snapshot, now, incoming)
+    if isinstance(ctx, Response):
+        return _challenged(ctx, snapshot, incoming)
     decision = decide(snapshot, ctx)
     g.decision = decision
     g.ctx = ctx
@@ -119,19 +118,19 @@ async def _write_use(jti: str, now: float) -> None:
         log.warning("could not record token use: %s", type(err).__name__)
 
 
-async def _context(gw: Gateway, snapshot: Snapshot, now: float, incoming: Incoming) -> tuple[RequestContext, _Early]:
+async def _context(gw: Gateway, snapshot: Snapshot, now: float, incoming: Incoming) -> RequestContext | Response:
+    """The facts `decide` judges, or a refusal made before it (a forged token, wrong
+    credentials, an unsupported scheme)."""
     method, path = incoming.method, incoming.path
     client_ip = incoming.remote_addr
-    # Built only on the paths that return it: an admitted request builds its own.
-    base = functools.partial(RequestContext, method, path, now, client_ip)
     found = match_route(snapshot.access, method, path)
     if found is None or not found[0].route_class.authenticate:
         if found is not None and snapshot.limits.enabled and method not in ("GET", "HEAD"):
             # Unauthenticated writes (login, registration) are counted per address, so
             # password guessing meets the same budgets; health checks are not.
             rate = await _count(gw, snapshot, now, client_ip, None, None)
-            return RequestContext(method, path, now, client_ip, rate=rate), None
-        return base(), None
+            return RequestContext(method, path, now, client_ip, rate=rate)
+        return RequestContext(method, path, now, client_ip)
     route = found[0]
     header = incoming.header("authorization") or ""
     scheme, _, credential = header.partition(" ")
@@ -143,13 +142,13 @@ async def _context(gw: Gateway, snapshot: Snapshot, now: float, incoming: Incomi
     if scheme == "bearer" and credential:
         token, early = _bearer(gw, snapshot, credential)
         if early is not None:
-            return base(), await _refused(gw, snapshot, now, client_ip, early)
+            return await _refused(gw, snapshot, now, client_ip, early)
         auth = AuthMethod.BEARER
         if token is not None and check_token(tokens, token, now) is None:
             subject = token.claims.get("sub")
             if not isinstance(subject, str):
                 refusal = error_response(401, "token_claim_invalid", "claim `sub` must name a user")
-                return base(), await _refused(gw, snapshot, now, client_ip, refusal)
+                return await _refused(gw, snapshot, now, client_ip, refusal)
             found_user = await gw.directory.lookup(subject, token.jti)
             user, revoked = found_user.user, found_user.revoked
     elif scheme == "basic" and credential:
@@ -159,10 +158,10 @@ async def _context(gw: Gateway, snapshot: Snapshot, now: float, incoming: Incomi
             user = await _basic_user(gw, credential)
             if user is None:
                 refusal = error_response(401, "invalid_credentials", "the email or password is wrong")
-                return base(), await _refused(gw, snapshot, now, client_ip, refusal)
+                return await _refused(gw, snapshot, now, client_ip, refusal)
     elif header:
         refusal = error_response(401, "auth_scheme_unsupported", "use `Authorization: Bearer <token>`")
-        return base(), await _refused(gw, snapshot, now, client_ip, refusal)
+        return await _refused(gw, snapshot, now, client_ip, refusal)
     elif tokens.proxy_trusted and (proxied := incoming.header(tokens.proxy_header)):
         auth = AuthMethod.PROXY
         found_user = await gw.directory.lookup(proxied, None)
@@ -170,7 +169,7 @@ async def _context(gw: Gateway, snapshot: Snapshot, now: float, incoming: Incomi
     else:
         auth = AuthMethod.NONE
     rate = await _count(gw, snapshot, now, client_ip, token, user) if snapshot.limits.enabled else {}
-    return RequestContext(method, path, now, client_ip, auth, token, user, revoked, rate=rate), None
+    return RequestContext(method, path, now, client_ip, auth, token, user, revoked, rate=rate)
 
 
 def _bearer(gw: Gateway, snapshot: Snapshot, raw: str) -> tuple[Token | None, _Early]:

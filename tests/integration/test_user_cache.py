@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -53,10 +53,15 @@ def test_a_row_read_before_a_change_is_never_served_after_it(shared_url: str | N
 REVOKED_JTI = "jti-revoked"
 
 
-async def _evicted(url: str, evict: Callable[[list[str]], list[str]]) -> tuple[Any, bool | None]:
+def _database(redis_url: str, number: int) -> Redis:
+    """A client of database `number`, which a test may flush without touching the others'."""
+    return Redis.from_url(f"{redis_url.rsplit('/', 1)[0]}/{number}", decode_responses=True)
+
+
+async def _evicted(redis_url: str, evicted: Sequence[str]) -> tuple[Any, bool | None, list[str]]:
     """The answer for a revoked token of a user whose cached row is stale, after Redis
-    evicted the keys `evict` picks from the keyspace (as an allkeys-* policy may do)."""
-    client = Redis.from_url(url, decode_responses=True)
+    evicted the keys `evicted` (as an allkeys-* policy may), and the keys there were."""
+    client = _database(redis_url, 3)
     reader, changer = RedisCache(client, 30), RedisCache(client, 30)
     try:
         await client.flushdb()
@@ -65,11 +70,10 @@ async def _evicted(url: str, evict: Callable[[list[str]], list[str]]) -> tuple[A
         await changer.forget_user(ACTIVE.email)
         await reader.store_user(ACTIVE, seen)  # a row read before the change lands after it
         keys = sorted(await client.keys("*"))
-        chosen = evict(keys)
-        if chosen:
-            await client.delete(*chosen)
+        if evicted:
+            await client.delete(*evicted)
         user, revoked, _ = await reader.lookup(ACTIVE.email, REVOKED_JTI)
-        return user, revoked
+        return user, revoked, keys
     finally:
         await client.aclose()
 
@@ -78,25 +82,15 @@ def test_no_eviction_makes_the_cache_serve_a_stale_user_or_forget_a_revocation(r
     """Every subset of the keys the cache wrote is evicted in turn: the stale row is never
     served, and the revoked token is reported revoked or unknown (then the store is
     asked), never as valid."""
-    url = redis_url.rsplit("/", 1)[0] + "/3"  # a database of its own: each round flushes it
-    user, revoked = asyncio.run(_evicted(url, lambda keys: []))
+    user, revoked, names = asyncio.run(_evicted(redis_url, []))
     assert not isinstance(user, User), "the stale row is a miss while every key is there"
     assert revoked is True
-    names = asyncio.run(_keyspace(url))
     assert len(names) >= 3
     for size in range(1, len(names) + 1):
         for subset in itertools.combinations(names, size):
-            user, revoked = asyncio.run(_evicted(url, lambda keys, subset=subset: [k for k in keys if k in subset]))
+            user, revoked, _ = asyncio.run(_evicted(redis_url, subset))
             assert not isinstance(user, User), f"a stale row was served after evicting {subset}"
             assert revoked is not False, f"a revoked token passed after evicting {subset}"
-
-
-async def _keyspace(url: str) -> list[str]:
-    client = Redis.from_url(url, decode_responses=True)
-    try:
-        return sorted(await client.keys("*"))
-    finally:
-        await client.aclose()
 
 
 def test_a_revocation_an_older_worker_failed_to_cache_is_never_read_as_valid(redis_url: str) -> None:
@@ -105,7 +99,7 @@ def test_a_revocation_an_older_worker_failed_to_cache_is_never_read_as_valid(red
     upgraded that must unmark the set for the new workers too."""
 
     async def run() -> bool | None:
-        client = Redis.from_url(redis_url.rsplit("/", 1)[0] + "/4", decode_responses=True)
+        client = _database(redis_url, 4)
         try:
             await client.flushdb()
             cache = RedisCache(client, 30)
