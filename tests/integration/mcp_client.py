@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.integration.servers import ROOT, free_port
+from tests.integration.waiting import eventually
 
 UPSTREAM_TOKEN = "upstream-credential-held-by-the-gateway"
 
@@ -29,11 +29,13 @@ def upstream_server(
     args = [sys.executable, "-m", "tests.integration.upstream.server", str(port)] + ([token] if token else [])
     env = {**os.environ, "FIXTURE_VARIANT": variant}
     process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            break
-        time.sleep(0.05)
+            return True
+        return False
+
+    eventually(listening, within=20, failure=f"the upstream fixture did not listen on port {port}")
     try:
         yield f"http://127.0.0.1:{port}/mcp"
     finally:

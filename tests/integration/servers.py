@@ -29,6 +29,8 @@ import pytest
 from jwcrypto import jwk, jws
 from jwcrypto.common import json_encode
 
+from tests.integration.waiting import eventually
+
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "integration-test-secret-that-is-long-enough-0123456789"
 ADMIN_EMAIL = "root@example.com"
@@ -127,15 +129,14 @@ def start_gateway(
 
 
 def wait_until_healthy(gateway: Gateway, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if gateway.process.poll() is not None:
             raise AssertionError(f"gateway exited early:\n{gateway.log.read_text()}")
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{gateway.url}/ready", timeout=1).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"gateway did not become ready:\n{gateway.log.read_text()}")
+            return httpx.get(f"{gateway.url}/ready", timeout=1).status_code == 200
+        return False
+
+    eventually(ready, within=timeout, failure=lambda: f"gateway did not become ready:\n{gateway.log.read_text()}")
 
 
 def mint(claims: Mapping[str, Any], *, header: Mapping[str, Any] | None = None, secret: str = SECRET) -> str:
@@ -241,13 +242,14 @@ def redis_server(folder: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
             sock.sendall(b"PING\r\n")
-            if sock.recv(16).startswith(b"+PONG"):
-                break
-        time.sleep(0.05)
+            return sock.recv(16).startswith(b"+PONG")
+        return False
+
+    eventually(answers, within=10, failure=f"redis-server on port {port} did not answer PING")
     try:
         yield f"redis://127.0.0.1:{port}/0", process
     finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.integration.servers import ROOT, Gateway, claims, mint
+from tests.integration.waiting import eventually
 
 
 def test_admin_api_is_off_by_default(start: Callable[..., Gateway]) -> None:
@@ -148,11 +149,8 @@ def test_sighup_reloads(start: Callable[..., Gateway], tmp_path: Path) -> None:
     assert server.client(server.login()).get("/admin/users").status_code == 200
 
 
-def _wait_for_version_change(server: Gateway, old: str, timeout: float = 15) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        version: str = httpx.get(f"{server.url}/ready").json()["policy_version"]
-        if version != old:
-            return version
-        time.sleep(0.1)
-    raise AssertionError("the policy was not reloaded")
+def _wait_for_version_change(server: Gateway, old: str) -> None:
+    def changed() -> bool:
+        return bool(httpx.get(f"{server.url}/ready").json()["policy_version"] != old)
+
+    eventually(changed, within=15, failure="the policy was not reloaded", every=0.1)

@@ -19,6 +19,7 @@ from mcp import MCPError
 from tests.integration.conftest import start_server, stop_server
 from tests.integration.mcp_client import UPSTREAM_TOKEN, mcp_session, upstream_server
 from tests.integration.servers import ROOT, Gateway, claims, free_port, mint
+from tests.integration.waiting import eventually
 
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
 
@@ -295,9 +296,7 @@ def test_a_session_hears_a_change_once_and_only_when_it_can_see_what_changed(env
     def heard() -> list[str]:
         return [line for _, lines in streams for line in lines if line.startswith("data:")]
 
-    deadline = time.monotonic() + 5
-    while not heard() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    eventually(heard, within=5, failure="no stream heard the change", every=0.02)
     time.sleep(0.3)  # room for a duplicate or a late hidden change to arrive
     # Closing the session ends both its streams at once.
     assert httpx.delete(f"{gw.url}/mcp", headers=_headers(red, **{"Mcp-Session-Id": session})).status_code == 204

@@ -13,7 +13,6 @@ import json
 import shutil
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 
 from tests.integration.mcp_client import UPSTREAM_TOKEN, upstream_server
 from tests.integration.servers import ROOT, Gateway, claims, create_database, mint, postgres_server, redis_server
+from tests.integration.waiting import eventually
 
 BACKENDS = ["sqlite", "postgres", "postgres+redis"]
 
@@ -97,11 +97,12 @@ def test_a_reload_through_the_api_reaches_the_other_instances(
         sizes.write_text(sizes.read_text().replace("maxBytes: 10240\n", "maxBytes: 20480\n"))
     new = first.client(first.login()).post("/admin/policies/reload").json()["version"]
     assert new != old
-    deadline = time.monotonic() + 15
-    while (seen := httpx.get(f"{second.url}/ready").json()["policy_version"]) == old:
-        assert time.monotonic() < deadline, "the other instance kept the old policy"
-        time.sleep(0.05)
-    assert seen == new
+
+    def version() -> str | None:
+        seen: str = httpx.get(f"{second.url}/ready").json()["policy_version"]
+        return seen if seen != old else None
+
+    assert eventually(version, within=15, failure="the other instance kept the old policy") == new
 
 
 def test_several_workers_share_revocations_through_redis(
@@ -220,11 +221,11 @@ def test_a_redis_that_lost_its_data_does_not_forget_revocations(
         subprocess.run(["redis-cli", "-p", port, "FLUSHALL"], check=True, capture_output=True)
         assert server.client(mint(token)).get("/auth/me").json()["error"]["code"] == "token_revoked"
         # The look-up that found the set gone has the gateway fill it again from the store.
-        deadline = time.monotonic() + 10
         command = ["redis-cli", "-p", port, "SISMEMBER", "policygate:revoked", token["jti"]]
-        while subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip() != "1":
-            assert time.monotonic() < deadline, "the revocation set was not filled again"
-            time.sleep(0.1)
+        eventually(
+            lambda: subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip() == "1",
+            within=10, failure="the revocation set was not filled again", every=0.1,
+        )  # fmt: skip
         assert server.client(mint(token)).get("/auth/me").json()["error"]["code"] == "token_revoked"
 
 
@@ -271,9 +272,11 @@ def test_a_redis_that_stops_answering_slows_requests_but_never_hangs_them(
             assert ready.json()["error"]["details"]["checks"] == {"store": True, "redis": False}
         finally:
             redis.send_signal(signal.SIGCONT)
-        deadline = time.monotonic() + 20
-        while (ready := httpx.get(f"{server.url}/ready", timeout=30)).status_code != 200:
-            assert time.monotonic() < deadline, ready.text
-            time.sleep(0.2)
+
+        def recovered() -> httpx.Response | None:
+            ready = httpx.get(f"{server.url}/ready", timeout=30)
+            return ready if ready.status_code == 200 else None
+
+        ready = eventually(recovered, within=20, failure="the gateway did not recover with Redis", every=0.2)
         assert ready.json()["checks"] == {"store": True, "redis": True}
         assert client.get("/auth/me").status_code == 200

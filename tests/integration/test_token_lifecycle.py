@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 
 import httpx
 import pytest
 
 from tests.integration.servers import Gateway, claims, mint
+from tests.integration.waiting import eventually
 
 DEV = "dev@example.com"
 DEV_PASSWORD = "developer password 123"
@@ -37,13 +37,11 @@ def test_create_list_and_use_a_token(gateway: Gateway, developer: str) -> None:
     scoped = gateway.client(body["token"])
     me = scoped.get("/auth/me").json()
     assert me["permissions"] == ["tools.read"]
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:  # the use is recorded in the background
-        used = {t["jti"]: t["last_used_at"] for t in client.get("/tokens").json()["items"]}
-        if used[body["jti"]] is not None:
-            break
-        time.sleep(0.05)
-    assert used[body["jti"]] is not None
+
+    def last_used() -> str | None:  # the use is recorded in the background
+        return {t["jti"]: t["last_used_at"] for t in client.get("/tokens").json()["items"]}[body["jti"]]
+
+    eventually(last_used, within=5, failure="the token's use was not recorded")
 
 
 def test_a_token_cannot_hold_more_than_its_creator(gateway: Gateway, developer: str) -> None:

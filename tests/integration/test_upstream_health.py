@@ -17,13 +17,11 @@ import pytest
 from tests.integration.conftest import start_server, stop_server
 from tests.integration.mcp_client import UPSTREAM_TOKEN, mcp_session, upstream_server
 from tests.integration.servers import Gateway, claims, free_port, mint
+from tests.integration.waiting import eventually
 
 
-def _wait_for(condition: Callable[[], bool], seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the gateway did not notice in time"
-        time.sleep(0.2)
+def _wait_for(condition: Callable[[], bool]) -> None:
+    eventually(condition, within=20, failure="the gateway did not notice in time", every=0.2)
 
 
 def _mcp_tools(gw: Gateway) -> set[str]:
