@@ -65,8 +65,11 @@ def check_text(context: str, text: str, *, field: str) -> str:
     return text
 
 
-def check_json(context: str, value: Any, *, field: str) -> Any:
+def check_json(context: str, value: Any, *, field: str, unscanned: int = 0) -> Any:
     """A JSON value checked string by string (see `engine.json_texts`), its size as JSON.
+
+    `unscanned` is the size of what was taken out of `value` before the scan (base64
+    payloads), which counts toward the limit all the same.
 
     Raises:
         ContentRefused: the size limit or a blocking rule refuses it, it nests too deeply
@@ -75,9 +78,10 @@ def check_json(context: str, value: Any, *, field: str) -> Any:
     snapshot: Snapshot = g.snapshot
     try:
         parts = texts(value)
-    except RecursionError as err:
+        size = len(dumps(value)) + unscanned
+    except RecursionError as err:  # `texts` and the encoder give up at slightly different depths
         raise ContentRefused(422, "content_blocked", f"`{field}`: nested too deeply to check") from err
-    inspection = inspect_parts(snapshot.content, context, parts, len(dumps(value)))
+    inspection = inspect_parts(snapshot.content, context, parts, size)
     _act_on(snapshot, context, field, inspection.denial, [f for found in inspection.findings for f in found])
     if not any(f.action is Action.REDACT for found in inspection.findings for f in found):
         return value

@@ -27,6 +27,7 @@ from engine.web.gateways import pooled_client, upstream_client
 from engine.web.guard import charge_tool
 from engine.web.inspection import ContentRefused, check_json, check_text, sanitize_markup
 from engine.web.state import gateway
+from engine.web.upstream_answers import checked_answer
 
 __all__ = ["METHODS", "McpContext", "RpcError", "call_tool", "find_tool"]
 
@@ -196,12 +197,7 @@ async def call_tool(
     notes = _checked_notes(relay) if relay is not None else None
     answerer = _checked_answers(ask) if ask is not None else None
     result = await _forward(tool["upstream_id"], "tools/call", forwarded, notes, answerer)
-    result = _checked_contents(result, "content", "tool_result")
-    if result.get("structuredContent") is not None:
-        # The same answer for clients that read JSON rather than text: checked the same way.
-        structured = _checked_json("tool_result", result["structuredContent"], "structuredContent")
-        result = {**result, "structuredContent": structured}
-    return result
+    return _checked_answer(result, "content", "tool_result")
 
 
 def _checked_json(context: str, value: Any, field: str) -> Any:
@@ -303,45 +299,11 @@ async def _forward(
     return result
 
 
-def _checked_contents(result: dict[str, Any], key: str, context: str, mime_field: str | None = None) -> dict[str, Any]:
-    """Every text in the result passes the pipeline; refusals never echo the text."""
-    items = result.get(key)
-    if items is None:
-        return result
-    if not isinstance(items, list):  # not what the protocol allows, and upstream output all the same
-        return {**result, key: _checked_json(context, items, key)}
-    checked: list[Any] = []
-    for item in items:
-        if isinstance(item, dict) and isinstance(item.get("content"), dict):
-            item = {**item, "content": _checked_block(item["content"], key, context, None)}
-        elif isinstance(item, dict):
-            item = _checked_block(item, key, context, mime_field)
-        else:
-            item = _checked_json(context, item, key)
-        checked.append(item)
-    return {**result, key: checked}
-
-
-_UNJUDGED: Final = frozenset({"type", "text", "resource", "uri", "mimeType", "data", "blob"})
-"""Fields of a content block not checked as its metadata: the text and the embedded
-resource are checked apart, the rest are the block's own form or base64 bytes."""
-
-
-def _checked_block(block: dict[str, Any], key: str, context: str, mime_field: str | None) -> dict[str, Any]:
-    """A text, the text of an embedded resource, and the words around a link (its name,
-    title, description) are all upstream output a model will read."""
-    checked = dict(block)
-    text = block.get("text")
-    if isinstance(text, str):
-        text = _checked_text(context, text, key)
-        checked["text"] = text if mime_field is None else sanitize_markup(str(block.get(mime_field) or ""), text)
-    embedded = block.get("resource")
-    if isinstance(embedded, dict):
-        checked["resource"] = _checked_block(embedded, key, context, "mimeType")
-    described = {name: value for name, value in block.items() if name not in _UNJUDGED}
-    if described:
-        checked.update(_checked_json(context, described, key))
-    return checked
+def _checked_answer(result: dict[str, Any], key: str, context: str) -> dict[str, Any]:
+    try:
+        return checked_answer(result, key, context)
+    except ContentRefused as err:
+        raise _refused(err) from err
 
 
 def _resource(r: dict[str, Any]) -> dict[str, Any]:
@@ -417,7 +379,7 @@ async def resources_read(ctx: McpContext, params: dict[str, Any]) -> dict[str, A
         mime = found["mime_type"]
         return {"contents": [{"uri": uri, "mimeType": mime, "text": sanitize_markup(mime, text)}]}
     result = await _forward(found["upstream_id"], "resources/read", {"uri": uri})
-    return _checked_contents(result, "contents", "resource", mime_field="mimeType")
+    return _checked_answer(result, "contents", "resource")
 
 
 async def prompts_list(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -447,7 +409,7 @@ async def prompts_get(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]
     if prompt["upstream_id"] is not None:
         forwarded = {"name": prompt["upstream_name"], "arguments": {k: str(v) for k, v in arguments.items()}}
         result = await _forward(prompt["upstream_id"], "prompts/get", forwarded)
-        return _checked_contents(result, "messages", "prompt")
+        return _checked_answer(result, "messages", "prompt")
     missing = [a["name"] for a in prompt["arguments"] if a.get("required") and a.get("name") not in arguments]
     if missing:
         raise RpcError(-32602, f"missing required arguments: {', '.join(missing)}")
