@@ -44,7 +44,12 @@ class Fanout:
 
     def publish(self, event: dict[str, Any]) -> None:
         """Send `event` to the other workers, without making the caller wait for Redis."""
-        self.spawn(self._send(json.dumps({**event, "origin": self.origin})))
+        try:
+            text = json.dumps({**event, "origin": self.origin})
+        except RecursionError:  # a client's answer nested deeper than the encoder goes
+            log.warning("an event too deeply nested to publish was dropped")
+            return
+        self.spawn(self._send(text))
 
     async def _send(self, text: str) -> None:
         try:

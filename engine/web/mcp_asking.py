@@ -17,7 +17,7 @@ from typing import Any, Final
 from engine.federation.upstream import Answerer, Relay
 from engine.web.state import Gateway
 
-__all__ = ["asker", "give_answer", "is_answer", "take_answer"]
+__all__ = ["asker", "give_answer", "is_answer", "take_answer", "valid_id"]
 
 ASK_TIMEOUT_S: Final = 300.0
 """An elicitation waits for a person; a question unanswered after this is refused."""
@@ -46,8 +46,20 @@ def asker(gw: Gateway, session_id: str, say: Relay) -> Answerer:
 
 
 def is_answer(message: Any) -> bool:
-    """A JSON-RPC response rather than a request or a notification."""
-    return isinstance(message, dict) and "method" not in message and ("result" in message or "error" in message)
+    """A JSON-RPC response rather than a request or a notification, with an id that could
+    be one of the gateway's questions."""
+    return (
+        isinstance(message, dict)
+        and "method" not in message
+        and ("result" in message or "error" in message)
+        and valid_id(message.get("id"))
+    )
+
+
+def valid_id(ident: Any) -> bool:
+    """A JSON-RPC id as MCP allows it: a string or an integer, never null or a structure
+    (which would be echoed back, nested as deep as the sender likes)."""
+    return isinstance(ident, str) or (isinstance(ident, int) and not isinstance(ident, bool))
 
 
 def take_answer(gw: Gateway, session_id: str, message: dict[str, Any]) -> None:

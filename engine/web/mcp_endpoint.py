@@ -39,7 +39,7 @@ from engine.web.catalog import visible
 from engine.web.guard import charge
 from engine.web.incoming import Incoming, challenge, metadata_url
 from engine.web.list_changes import Change
-from engine.web.mcp_asking import asker, is_answer, take_answer
+from engine.web.mcp_asking import asker, is_answer, take_answer, valid_id
 from engine.web.mcp_methods import METHODS, McpContext, RpcError
 from engine.web.mcp_sessions import McpSession
 from engine.web.responses import error_response
@@ -264,9 +264,11 @@ async def _post(at: _At, body: bytes) -> Response:
     try:
         payload = loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return _answer({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}}, wants_json)
+        return _unreadable(RpcError(-32700, "Parse error", {"code": "parse_error"}))
     session = at.session
     batch = isinstance(payload, list)
+    if not batch and not _well_formed(payload):
+        return _unreadable(RpcError(-32600, "Invalid Request", {"code": "invalid_request"}))
     if batch and (not payload or at.version >= _NO_BATCHES_FROM):
         message = "batches are not accepted; send one message per request"
         return error_response(400, "batch_not_supported", message, details={"code": -32600, "message": message})
@@ -301,6 +303,22 @@ async def _post(at: _At, body: bytes) -> Response:
     response = _answer(replies if batch else replies[0], wants_json)
     response.headers.update(headers)
     return response
+
+
+def _unreadable(error: RpcError) -> Response:
+    """A body the endpoint cannot take as a message: an HTTP 400, as Streamable HTTP has
+    it, carrying a JSON-RPC error without an id for clients that read one."""
+    return Response(dumps(_rpc_error(None, error)), status=400, content_type="application/json")
+
+
+def _well_formed(message: Any) -> bool:
+    """A JSON-RPC 2.0 request, notification or answer. Members of an old-protocol batch
+    are judged one by one instead (`_handle`), each answered in the batch."""
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        return False
+    if isinstance(message.get("method"), str):
+        return "id" not in message or valid_id(message["id"])
+    return is_answer(message)
 
 
 def _opens(message: Any) -> bool:
@@ -409,8 +427,10 @@ async def _handle(
 ) -> dict[str, Any] | Response | None:
     """Answer one JSON-RPC message; `decision` is the policy's, when already asked."""
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(message.get("method"), str):
-        ident = message.get("id") if isinstance(message, dict) else None
+        ident = message.get("id") if isinstance(message, dict) and valid_id(message.get("id")) else None
         return _rpc_error(ident, RpcError(-32600, "Invalid Request"))
+    if "id" in message and not valid_id(message["id"]):
+        return _rpc_error(None, RpcError(-32600, "Invalid Request"))
     method, ident = message["method"], message.get("id")
     is_request = "id" in message
     if decision is None:

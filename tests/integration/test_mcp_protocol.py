@@ -84,7 +84,7 @@ def test_protocol_header_session_and_batch_rules(env: dict[str, Any]) -> None:
     notification = _call(gw, token, session, {"jsonrpc": "2.0", "method": "notifications/initialized"})
     assert (notification.status_code, notification.text) == (202, "")
     parse = httpx.post(f"{gw.url}/mcp", headers=_headers(token, **{"Mcp-Session-Id": session}), content=b"{oops")
-    assert parse.json()["error"]["code"] == -32700
+    assert (parse.status_code, parse.json()["error"]["code"]) == (400, -32700)
     unknown_method = _call(gw, token, session, {"jsonrpc": "2.0", "id": 9, "method": "sampling/createMessage"})
     assert unknown_method.json()["error"]["code"] == -32601
     discover = _call(gw, token, session, {"jsonrpc": "2.0", "id": 10, "method": "server/discover"})
@@ -118,6 +118,39 @@ def test_old_clients_may_batch(env: dict[str, Any]) -> None:
     sneaked = httpx.post(f"{gw.url}/mcp", headers=_headers(token), json=[old, call])
     assert (sneaked.status_code, sneaked.json()["error"]["code"]) == (400, "batch_not_supported")
     assert "mcp-session-id" not in sneaked.headers
+
+
+def test_a_message_the_endpoint_cannot_take_is_a_400_and_never_a_500(env: dict[str, Any]) -> None:
+    gw, token = env["gw"], mint(claims(teams=None))
+    session = _open(gw, token)
+    json_type = {"Content-Type": "application/json"}
+    headers = _headers(token, **{"Mcp-Session-Id": session}, **json_type)
+    deep = b"[" * 1000 + b"1" + b"]" * 1000  # orjson reads it; echoing it back cannot be encoded
+    for body in (
+        b'{"jsonrpc":"2.0","id":%s,"method":"ping"}' % deep,
+        b'{"jsonrpc":"2.0","id":null,"method":"ping"}',
+        b'{"jsonrpc":"2.0","id":true,"method":"ping"}',
+        b'{"jsonrpc":"1.0","method":"notifications/initialized"}',
+        b'{"jsonrpc":"2.0","id":7}',  # neither a request nor an answer
+    ):
+        refused = httpx.post(f"{gw.url}/mcp", headers=headers, content=body)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (400, -32600), body[:60]
+        assert refused.json()["id"] is None
+    opening = b'{"jsonrpc":"2.0","id":%s,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}' % deep
+    refused = httpx.post(f"{gw.url}/mcp", headers=_headers(token, **json_type), content=opening)
+    assert refused.status_code == 400
+    assert "mcp-session-id" not in refused.headers, "no session is opened for a message that is refused"
+    # An answer to no question is dropped, however deep it nests.
+    answer = b'{"jsonrpc":"2.0","id":"q-1","result":%s}' % (b'{"a":' * 1000 + b"1" + b"}" * 1000)
+    assert httpx.post(f"{gw.url}/mcp", headers=headers, content=answer).status_code == 202
+    # In an old client's batch, each message is answered apart, the bad one without its id.
+    old_init = {**INIT, "params": {"protocolVersion": "2025-03-26"}}
+    old = httpx.post(f"{gw.url}/mcp", headers=_headers(token), json=old_init)
+    batch = b'[{"jsonrpc":"2.0","id":%s,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]' % deep
+    old_headers = _headers(token, **{"Mcp-Session-Id": old.headers["mcp-session-id"]}, **json_type)
+    replies = httpx.post(f"{gw.url}/mcp", headers=old_headers, content=batch)
+    assert replies.status_code == 200
+    assert [(r["id"], r.get("error", {}).get("code")) for r in replies.json()] == [(None, -32600), (2, None)]
 
 
 def test_sse_answers_when_only_sse_is_accepted(env: dict[str, Any]) -> None:
@@ -523,7 +556,7 @@ def test_posts_are_answered_like_every_other_request(env: dict[str, Any]) -> Non
     assert too_large.headers["content-security-policy"] == policy_headers["content-security-policy"]
 
     garbled = httpx.post(f"{gw.url}/mcp", headers=_headers(token, **{"Mcp-Session-Id": session}), content=b"{nope")
-    assert garbled.json()["error"]["code"] == -32700
+    assert (garbled.status_code, garbled.json()["error"]["code"]) == (400, -32700)
 
     anonymous = httpx.post(f"{gw.url}/mcp", headers=_headers("").copy() | {"Authorization": ""}, json=INIT)
     assert anonymous.status_code == 401
@@ -553,6 +586,6 @@ def test_a_message_whose_text_is_not_unicode_is_a_parse_error(env: dict[str, Any
     headers = _headers(token, **{"Mcp-Session-Id": session, "Content-Type": "application/json"})
     call = b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{"text":"%s"}}}'
     lone = httpx.post(f"{gw.url}/mcp", headers=headers, content=call % b"\\ud800")
-    assert lone.json()["error"]["code"] == -32700
+    assert (lone.status_code, lone.json()["error"]["code"]) == (400, -32700)
     paired = httpx.post(f"{gw.url}/mcp", headers=headers, content=call % b"\\ud83d\\ude00")
     assert paired.json()["result"]["content"][0]["text"] == "\U0001f600"
