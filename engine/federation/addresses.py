@@ -37,7 +37,10 @@ async def resolve(host: str, port: int) -> list[tuple[socket.AddressFamily, str]
     Raises:
         OSError: the name does not resolve.
     """
-    found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as err:  # an empty or over-long label fails IDNA encoding, before any look-up
+        raise OSError(f"`{host}` is not a valid host name") from err
     return list(dict.fromkeys((family, str(sockaddr[0])) for family, _, _, _, sockaddr in found))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any, Final
-from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from quart import Blueprint, Response, g, jsonify
 from tortoise.transactions import in_transaction
@@ -86,15 +86,17 @@ def _json(row: Upstream, report: SyncReport | None = None) -> dict[str, Any]:
 
 
 def _shown_url(url: str) -> str:
-    """The URL without what may be a secret: user info and query values."""
+    """The URL without what may be a secret: user info, query values, and a query
+    parameter that has no value (a bare token, such as `?sk-live-...`)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
     port = _port(parts)
     if port is not None:
         netloc += f":{port}"
-    query = "&".join(f"{k}=***" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    # Split as written: decoding first would turn `tok%3Dsecret` into a name and a value.
+    shown = (piece.split("=", 1)[0] + "=***" if "=" in piece else "***" for piece in parts.query.split("&"))
+    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(shown) if parts.query else "", ""))
 
 
 def _port(parts: SplitResult) -> int | None:
@@ -155,7 +157,8 @@ def upstream_client(gw: Gateway, row: Upstream) -> UpstreamClient:
         headers = dict(secret.get("headers", {}))
         if secret.get("bearer_token"):
             headers["Authorization"] = f"Bearer {secret['bearer_token']}"
-        client = UpstreamClient(row.url, headers, public_only=_public_only())
+        # Rows stored before URLs were sealed hold theirs in the clear.
+        client = UpstreamClient(secret.get("url") or row.url, headers, public_only=_public_only())
         gw.upstreams[row.id] = client
     return client
 
@@ -216,6 +219,12 @@ async def register_gateway() -> Response:
     if await Upstream.filter(name=body["name"]).exists():
         raise ApiError(409, "name_taken", f"a gateway named `{body['name']}` exists")
     credentials = body.pop("credentials", None)
+    parts = urlsplit(body["url"])
+    if parts.username is not None or parts.password is not None or parts.query:
+        # User info and query may hold secrets: the URL as given is sealed with the other
+        # credentials, and the row keeps only what may be shown.
+        credentials = {**(credentials or {}), "url": body["url"]}
+        body["url"] = _shown_url(body["url"])
     body.setdefault("prefix", f"{body['name']}__")
     sealed = gateway().sealer.seal(json.dumps(credentials)) if credentials else ""
     # Stored by the sync, with its items; one registered meanwhile under the same name

@@ -60,6 +60,28 @@ def test_registration_discovers_and_never_returns_credentials(federated: tuple[G
     assert {"up__add", "up__whoami", "up__echo"} <= names
 
 
+def test_secrets_in_an_upstream_url_are_sealed_and_still_used(federated: tuple[Gateway, dict[str, str]]) -> None:
+    gw, _ = federated
+    admin = gw.client(mint(claims(teams=None)))
+    with upstream_server(None) as open_url:  # an upstream that asks for no token reports what it got
+        url = open_url.replace("//", "//agent:s3cret@") + "?api_key=abc123"
+        registered = admin.post("/gateways", json={"name": "basic", "url": url, "visibility": "public"})
+        assert registered.status_code == 201, registered.text
+        assert registered.json()["url"] == open_url + "?api_key=***"
+        assert registered.json()["has_credentials"] is True
+
+        async def whoami() -> str:
+            async with mcp_session(f"{gw.url}/mcp", mint(claims(teams=None))) as client:
+                return str((await client.call_tool("basic__whoami", {})).content[0].text)
+
+        assert run(whoami()) == "Basic YWdlbnQ6czNjcmV0", "the URL as given is what the gateway connects with"
+        stored = b"".join(path.read_bytes() for path in Path(gw.env["DATA_DIR"]).glob("policygate.db*"))
+        assert b"api_key=***" in stored, "the row is in these files"
+        assert b"s3cret" not in stored
+        assert b"abc123" not in stored
+        assert admin.delete(f"/gateways/{registered.json()['id']}").status_code == 204
+
+
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 def test_sdk_client_lists_calls_reads_and_gets(federated: tuple[Gateway, dict[str, str]], mode: str) -> None:
     gw, _ = federated

@@ -32,3 +32,9 @@ def test_a_public_address_passes_with_its_family() -> None:
     assert asyncio.run(public_addresses("2001:4860:4860::8888", 443)) == [(socket.AF_INET6, "2001:4860:4860::8888")]
     # NAT64 of a public IPv4 address is as public as that address.
     assert asyncio.run(public_addresses("64:ff9b::808:808", 443)) == [(socket.AF_INET6, "64:ff9b::808:808")]
+
+
+@pytest.mark.parametrize("host", ["a..com", "x" * 64 + ".example.com"])
+def test_a_name_that_cannot_be_encoded_is_an_os_error_like_any_unresolvable_name(host: str) -> None:
+    with pytest.raises(OSError, match="not a valid host name"):
+        asyncio.run(public_addresses(host, 443))
