@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Final
 
+from asyncpg.exceptions import DataError as PgDataError
 from quart import Response
 from tortoise.exceptions import BaseORMException, DoesNotExist, IntegrityError
 from werkzeug.exceptions import HTTPException
@@ -32,6 +33,10 @@ async def failure_response(err: Exception) -> Response:
         return error_response(404, "not_found", "no such item")
     if isinstance(err, IntegrityError):
         return error_response(409, "conflict", "the change conflicts with the stored data")
+    if isinstance(err, BaseORMException) and isinstance(err.__cause__, PgDataError):
+        # PostgreSQL refuses a value no text or number column can hold (a NUL character,
+        # an integer out of range): the request's fault, where SQLite would just not match.
+        return error_response(400, "invalid_value", "a value in the request holds a NUL character or is out of range")
     if isinstance(err, BaseORMException):
         log.error("store error: %s", type(err).__name__)
         return error_response(503, "store_unavailable", "the store cannot answer right now")

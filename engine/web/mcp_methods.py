@@ -97,14 +97,21 @@ _RESOURCE: Final = ("id", "name", "description", "uri", "mime_type", "content", 
 _PROMPT: Final = ("id", "name", "description", "template", "arguments", "upstream_id", "upstream_name")
 
 
+_OFFSET: Final = re.compile(r"[0-9]{1,9}")
+
+
 def _page(params: dict[str, Any]) -> int:
+    """Where the page starts: a cursor is only ever one `_paged` made, an offset in digits."""
     cursor = params.get("cursor")
     if cursor is None:
         return 0
     try:
-        return int(base64.b64decode(str(cursor), validate=True).decode())
+        offset = base64.b64decode(cursor, validate=True).decode("ascii") if isinstance(cursor, str) else ""
     except (ValueError, binascii.Error) as err:
         raise RpcError(-32602, "invalid cursor") from err
+    if not _OFFSET.fullmatch(offset):
+        raise RpcError(-32602, "invalid cursor")
+    return int(offset)
 
 
 def _paged(items: list[Any], start: int, key: str, render: Any) -> dict[str, Any]:

@@ -280,3 +280,24 @@ def test_a_redis_that_stops_answering_slows_requests_but_never_hangs_them(
         ready = eventually(recovered, within=20, failure="the gateway did not recover with Redis", every=0.2)
         assert ready.json()["checks"] == {"store": True, "redis": True}
         assert client.get("/auth/me").status_code == 200
+
+
+def test_a_nul_character_is_a_bad_value_on_every_backend(
+    start: Callable[..., Gateway], backend: dict[str, str]
+) -> None:
+    """PostgreSQL refuses a NUL in text where SQLite stores or compares it: either way the
+    request is at fault, never the store (no 503, and nothing is written)."""
+    server = start(**backend)
+    admin = server.client(mint(claims(teams=None)))
+    stored = admin.post("/prompts", json={"name": "nul", "template": "x", "arguments": [{"name": "a\x00"}]})
+    assert (stored.status_code, stored.json()["error"]["code"]) == (422, "invalid_body")
+    assert admin.get("/prompts").json()["items"] == []
+    found = admin.get("/tools/a%00b")  # SQLite compares and finds nothing; PostgreSQL refuses to compare
+    assert (found.status_code, found.json()["error"]["code"]) in ((404, "not_found"), (400, "invalid_value"))
+    headers = {"Accept": "application/json, text/event-stream"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    session = admin.post("/mcp", headers=headers, json=init).headers["mcp-session-id"]
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "a\x00b", "arguments": {}}}
+    called = admin.post("/mcp", headers={**headers, "Mcp-Session-Id": session}, json=call)
+    assert called.status_code in (200, 400), called.text
+    assert called.json()["error"]["code"] in (-32602, "invalid_value")
