@@ -287,13 +287,19 @@ async def _post(at: _At, body: bytes) -> Response:
     allowed = _streamable(payload, accept) if not batch else None
     if allowed is not None:
         return await _streamed(payload, at, wants_json, allowed)
+    decisions = [_judge(m["method"]) if _asks(m) else None for m in messages]
+    for decision in decisions:
+        if decision is not None and not decision.allow and str(decision.reason) != "mcp_method_unknown":
+            # Before anything runs: a refusal after a tool call ran would lose its answer,
+            # and a client retrying the batch would run the call twice.
+            return _insufficient(decision, at.incoming)
     replies: list[dict[str, Any]] = []
     headers: dict[str, str] = {}
-    for message in messages:
+    for message, decision in zip(messages, decisions, strict=True):
         if session is not None and is_answer(message):
             take_answer(gateway(), session.id, message)
             continue
-        outcome = await _handle(message, at, headers)
+        outcome = await _handle(message, at, headers, decision=decision)
         if isinstance(outcome, Response):
             return outcome
         if outcome is not None:
@@ -314,11 +320,17 @@ def _unreadable(error: RpcError) -> Response:
 def _well_formed(message: Any) -> bool:
     """A JSON-RPC 2.0 request, notification or answer. Members of an old-protocol batch
     are judged one by one instead (`_handle`), each answered in the batch."""
-    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-        return False
-    if isinstance(message.get("method"), str):
-        return "id" not in message or valid_id(message["id"])
-    return is_answer(message)
+    return _asks(message) or (isinstance(message, dict) and message.get("jsonrpc") == "2.0" and is_answer(message))
+
+
+def _asks(message: Any) -> bool:
+    """Whether `message` is a request or notification `_handle` would put to the policy."""
+    return (
+        isinstance(message, dict)
+        and message.get("jsonrpc") == "2.0"
+        and isinstance(message.get("method"), str)
+        and ("id" not in message or valid_id(message["id"]))
+    )
 
 
 def _opens(message: Any) -> bool:
@@ -426,11 +438,9 @@ async def _handle(
     decision: Decision | None = None,
 ) -> dict[str, Any] | Response | None:
     """Answer one JSON-RPC message; `decision` is the policy's, when already asked."""
-    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(message.get("method"), str):
+    if not _asks(message):
         ident = message.get("id") if isinstance(message, dict) and valid_id(message.get("id")) else None
         return _rpc_error(ident, RpcError(-32600, "Invalid Request"))
-    if "id" in message and not valid_id(message["id"]):
-        return _rpc_error(None, RpcError(-32600, "Invalid Request"))
     method, ident = message["method"], message.get("id")
     is_request = "id" in message
     if decision is None:

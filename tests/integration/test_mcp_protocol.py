@@ -153,6 +153,23 @@ def test_a_message_the_endpoint_cannot_take_is_a_400_and_never_a_500(env: dict[s
     assert [(r["id"], r.get("error", {}).get("code")) for r in replies.json()] == [(None, -32600), (2, None)]
 
 
+def test_a_batch_with_a_refused_message_runs_none_of_it(env: dict[str, Any]) -> None:
+    """A 403 after a tool call ran would lose its answer, and a retry would run it twice."""
+    gw = env["gw"]
+    token = mint(claims(teams=None, scopes={"permissions": ["tools.read", "tools.execute"]}))
+    old_init = {**INIT, "params": {"protocolVersion": "2025-03-26"}}
+    session = httpx.post(f"{gw.url}/mcp", headers=_headers(token), json=old_init).headers["mcp-session-id"]
+    leak = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "leak", "arguments": {}}}
+    alone = _call(gw, token, session, [leak])
+    assert alone.json()[0]["error"]["data"]["code"] == "content_pii", "the call runs (and its answer is refused)"
+    violations = gw.log.read_text().count("content_violation")
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "prompts/list"}
+    refused = _call(gw, token, session, [leak, listing])
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "permission_missing")
+    assert _call(gw, token, session, [{"jsonrpc": "2.0", "id": 3, "method": "ping"}]).status_code == 200
+    assert gw.log.read_text().count("content_violation") == violations, "the call in the refused batch never ran"
+
+
 def test_sse_answers_when_only_sse_is_accepted(env: dict[str, Any]) -> None:
     gw, token = env["gw"], mint(claims(teams=None))
     response = httpx.post(f"{gw.url}/mcp", headers=_headers(token, Accept="text/event-stream"), json=INIT)
