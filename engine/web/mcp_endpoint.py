@@ -45,7 +45,7 @@ from engine.web.mcp_sessions import McpSession
 from engine.web.responses import error_response
 from engine.web.state import close_session_streams, gateway
 
-__all__ = ["SUPPORTED_VERSIONS", "blueprint", "notifications", "serve_endpoint"]
+__all__ = ["STREAMS_PER_SESSION", "SUPPORTED_VERSIONS", "blueprint", "notifications", "serve_endpoint"]
 
 log = logging.getLogger("policygate")
 
@@ -54,6 +54,8 @@ blueprint = Blueprint("mcp", __name__)
 SUPPORTED_VERSIONS: Final = ("2025-11-25", "2025-06-18", "2025-03-26")
 _DEFAULT_VERSION: Final = "2025-03-26"
 _NO_BATCHES_FROM: Final = "2025-06-18"
+STREAMS_PER_SESSION: Final = 4
+"""Open GET streams a session may hold in one worker: a client needs one."""
 
 
 Sight = Callable[[], Awaitable[Visibility | None]]
@@ -238,6 +240,10 @@ async def serve_endpoint(server_id: str | None, incoming: Incoming, body: bytes)
     if incoming.method == "GET":
         if session is None:
             return error_response(400, "session_required", "`Mcp-Session-Id` is required")
+        if sum(listening == session.id for listening in gateway().listeners.values()) >= STREAMS_PER_SESSION:
+            # Each stream holds a task and a queue and asks the store every keep-alive.
+            message = f"this session has {STREAMS_PER_SESSION} event streams open here; close one first"
+            return error_response(429, "too_many_streams", message)
         return _event_stream(
             Listening(session.id, session.email, server.id if server is not None else None, _sight(session))
         )

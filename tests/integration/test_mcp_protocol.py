@@ -16,6 +16,7 @@ import httpx
 import pytest
 from mcp import MCPError
 
+from engine.web.mcp_endpoint import STREAMS_PER_SESSION
 from tests.integration.conftest import start_server, stop_server
 from tests.integration.mcp_client import UPSTREAM_TOKEN, mcp_session, upstream_server
 from tests.integration.servers import ROOT, Gateway, claims, free_port, mint
@@ -328,6 +329,22 @@ def test_list_changed_is_pushed_on_the_event_stream(env: dict[str, Any]) -> None
     listener.join(10)
     received = [json.loads(line[5:])["method"] for line in lines if line.startswith("data:")]
     assert received == ["notifications/prompts/list_changed"]
+
+
+def test_a_session_holds_a_few_event_streams_at_most(env: dict[str, Any]) -> None:
+    gw, token = env["gw"], mint(claims(teams=None))
+    session = _open(gw, token)
+    streams = [_listening(gw, token, session, until_data=False) for _ in range(STREAMS_PER_SESSION)]
+    headers = _headers(token, Accept="text/event-stream", **{"Mcp-Session-Id": session})
+    one_more = httpx.get(f"{gw.url}/mcp", headers=headers, timeout=10)
+    assert (one_more.status_code, one_more.json()["error"]["code"]) == (429, "too_many_streams")
+    other = _open(gw, token)
+    streams.append(_listening(gw, token, other, until_data=False))  # another session is not held back
+    for closed in (session, other):
+        assert httpx.delete(f"{gw.url}/mcp", headers=_headers(token, **{"Mcp-Session-Id": closed})).status_code == 204
+    for listener, _ in streams:
+        listener.join(10)
+        assert not listener.is_alive()
 
 
 def test_a_session_hears_a_change_once_and_only_when_it_can_see_what_changed(env: dict[str, Any]) -> None:
