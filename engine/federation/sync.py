@@ -189,6 +189,29 @@ async def _named_freely(row: Upstream, items: list[_Item], report: SyncReport) -
                 continue
             claimed.add(name)
             kept.append(item)
+    return await _addressed_freely(row, kept, report)
+
+
+async def _addressed_freely(row: Upstream, items: list[_Item], report: SyncReport) -> list[_Item]:
+    """The items whose resource URI is free, or already this upstream's; the others are reported.
+
+    A read goes to the one resource with its URI: an upstream listing another's URI (or
+    one registered by hand) would otherwise be served that URI's reads.
+    """
+    uris = [item.values["uri"] for item in items if item.model is Resource]
+    held = await Resource.filter(uri__in=uris).values_list("uri", "upstream_id") if uris else []
+    # Held by others (an item registered by hand has no upstream); this upstream's own
+    # rows are replaced by this sync.
+    claimed = {uri for uri, upstream_id in held if upstream_id != row.id}
+    kept = []
+    for item in items:
+        if item.model is Resource:
+            uri = item.values["uri"]
+            if uri in claimed:
+                report.refused.append({"name": item.upstream_name, "field": "uri", "reason": "uri_taken"})
+                continue
+            claimed.add(uri)
+        kept.append(item)
     return kept
 
 

@@ -13,6 +13,7 @@ from typing import Any, Final
 from quart import Blueprint, Response, g
 from tortoise.transactions import in_transaction
 
+from engine.store.catalog import Resource
 from engine.validation import Validator
 from engine.web.bodies import read_body
 from engine.web.catalog import KINDS, check_team, checked_fields, item_json, notify_changed
@@ -38,6 +39,7 @@ async def bulk_import() -> Response:
     accepted: list[tuple[str, dict[str, Any]]] = []
     problems: list[dict[str, Any]] = []
     names: dict[tuple[str, str], int] = {}
+    uris: set[str] = set()
     for index, raw in enumerate(body["items"]):
         kind_name = raw.get("kind")
         if kind_name not in _IMPORTABLE:
@@ -65,7 +67,13 @@ async def bulk_import() -> Response:
         if key in names or await kind.model.filter(name=values["name"]).exists():
             problems.append({"index": index, "code": "name_taken", "message": f"`{values['name']}` exists"})
             continue
+        uri = values.get("uri") if kind.model is Resource else None
+        if uri is not None and (uri in uris or await Resource.filter(uri=uri).exists()):
+            problems.append({"index": index, "code": "uri_taken", "message": f"a resource with `{uri}` exists"})
+            continue
         names[key] = index
+        if uri is not None:
+            uris.add(uri)
         accepted.append((kind_name, values))
     if problems:
         raise ApiError(422, "bulk_import_rejected", f"{len(problems)} item(s) rejected; nothing was imported",

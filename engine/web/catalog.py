@@ -164,6 +164,17 @@ def check_team(user: User, body: Mapping[str, Any]) -> None:
         raise ApiError(403, "team_not_in_token", f"this token does not reach team `{team}`")
 
 
+async def _check_uri_free(kind: Kind, body: Mapping[str, Any], item_id: str | None = None) -> None:
+    """A resource URI names one resource: `resources/read` could serve only one of two.
+
+    Raises:
+        ApiError: 409 `uri_taken`.
+    """
+    uri = body.get("uri") if kind.model is Resource else None
+    if uri is not None and await Resource.filter(uri=uri).exclude(id=item_id or "").exists():
+        raise ApiError(409, "uri_taken", f"a resource with the URI `{uri}` exists")
+
+
 _MEMBERS: Final = (("tool_ids", Tool), ("resource_ids", Resource), ("prompt_ids", Prompt))
 
 
@@ -234,6 +245,7 @@ def _register(kind: Kind) -> None:
         check_team(user, body)
         if kind.model is Server:
             await _check_members(body)
+        await _check_uri_free(kind, body)
         try:
             item = await kind.model.create(id=uuid.uuid4().hex, owner=user.email, **body)
         except IntegrityError as err:
@@ -261,6 +273,7 @@ def _register(kind: Kind) -> None:
         check_team(user, {"team_id": item.team_id, "visibility": item.visibility, **body})
         if kind.model is Server:
             await _check_members(body)
+        await _check_uri_free(kind, body, item.id)
         before = scope_of(item)
         for name, value in body.items():
             setattr(item, name, value)

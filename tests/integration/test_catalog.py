@@ -160,6 +160,30 @@ def test_bulk_import_is_all_or_nothing(server: Gateway) -> None:
     assert accepted.json()["imported"] == 2
 
 
+def test_a_resource_uri_names_one_resource(server: Gateway) -> None:
+    """`resources/read` serves one resource per URI: another user's public resource must
+    not take the reads of a URI that is already served."""
+    dev = server.client(mint(claims("dev@example.com", teams=[])))
+    other = server.client(mint(claims("other@example.com", teams=[])))
+    first = dev.post("/resources", json={"name": "u-first", "uri": "users://7/profile", "content": "mine"})
+    assert first.status_code == 201, first.text
+    twin = {"name": "u-twin", "uri": "users://7/profile", "content": "theirs", "visibility": "public"}
+    taken = other.post("/resources", json=twin)
+    assert (taken.status_code, taken.json()["error"]["code"]) == (409, "uri_taken")
+    moved = other.post("/resources", json={**twin, "uri": "users://8/profile"})
+    assert moved.status_code == 201, moved.text
+    onto = other.put(f"/resources/{moved.json()['id']}", json={"uri": "users://7/profile"})
+    assert (onto.status_code, onto.json()["error"]["code"]) == (409, "uri_taken")
+    assert other.put(f"/resources/{moved.json()['id']}", json={"uri": "users://8/profile"}).status_code == 200
+    items = [
+        {"kind": "resources", "name": "u-bulk", "uri": "users://7/profile", "content": "x"},
+        {"kind": "resources", "name": "u-bulk-1", "uri": "users://9/profile", "content": "x"},
+        {"kind": "resources", "name": "u-bulk-2", "uri": "users://9/profile", "content": "x"},
+    ]
+    refused = other.post("/bulk-import", json={"items": items})
+    assert [(d["index"], d["code"]) for d in refused.json()["error"]["details"]] == [(0, "uri_taken"), (2, "uri_taken")]
+
+
 def test_a_server_shows_only_the_members_its_reader_can_see(server: Gateway) -> None:
     admin = server.client(mint(claims(teams=None)))
     hidden = admin.post("/tools", json={"name": "s-hidden"}).json()  # private to the admin

@@ -157,6 +157,34 @@ def test_items_that_do_not_fit_or_collide_are_reported_and_the_rest_stored(tmp_p
     }
 
 
+def test_a_resource_uri_held_elsewhere_is_reported_not_taken_over(tmp_path: Path) -> None:
+    lists = {
+        "resources/list": {"resources": [
+            {"uri": "users://42/profile", "name": "profile"},  # registered by hand already
+            {"uri": "a://1", "name": "one"}, {"uri": "a://1", "name": "again"}, {"uri": "a://2", "name": "two"},
+        ]},
+    }  # fmt: skip
+
+    async def scenario() -> tuple[SyncReport, SyncReport, dict[str, str | None]]:
+        async with _world(tmp_path, lists) as client:
+            await Resource.create(id="hand", name="profile", uri="users://42/profile", owner="b@example.com")
+            row = _row()
+            first = await sync_upstream(row, client, _checker([]), new=True)
+            again = await sync_upstream(row, client, _checker([]))  # its own URIs stay its own
+            held = await Resource.all().values_list("uri", "upstream_id")
+            return first, again, {str(uri): upstream for uri, upstream in held}
+
+    first, again, held = _run(scenario)
+    for report in (first, again):
+        assert sorted((r["name"], r["field"], r["reason"]) for r in report.refused) == [
+            ("a://1", "uri", "uri_taken"),
+            ("users://42/profile", "uri", "uri_taken"),
+        ]
+    assert held["users://42/profile"] is None, "the hand-registered resource keeps its URI"
+    assert held["a://1"] is not None
+    assert held["a://2"] is not None
+
+
 def test_an_answer_without_its_list_marks_the_upstream_unreachable(tmp_path: Path) -> None:
     async def scenario() -> tuple[SyncReport, str, int]:
         async with _world(tmp_path, {"tools/list": {"tools": None}}) as client:
