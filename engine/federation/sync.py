@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,10 @@ class Checker(Protocol):
 
 
 _SHORT: Final = 255
+_CALLABLE: Final = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+"""A tool's or prompt's catalog name, as one registered by hand must be: what a client
+calls it by is no place for spaces, markup or line breaks a model would read as text."""
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 """The longest name, upstream name or media type the catalog holds."""
 
 
@@ -109,12 +114,17 @@ async def sync_upstream(row: Upstream, client: UpstreamClient, check: Checker, *
         templates = await _all(client, "resources/templates/list", "resourceTemplates")
         prompts = await _all(client, "prompts/list", "prompts")
     except UpstreamError as err:
-        report.error = err.message
+        # An upstream's own error text is unchecked upstream output: the API shows the
+        # reason and operators read it in the log, so only its code is kept.
+        reason = err.message
+        if err.code == "upstream_error":
+            reason = f"the upstream refused to list (JSON-RPC error {err.rpc_code})"
+        report.error = reason
         if new:
-            row.status, row.last_error = "unreachable", err.message
+            row.status, row.last_error = "unreachable", reason
             await row.save()
         else:
-            await mark_unreachable(row, err.message)
+            await mark_unreachable(row, reason)
         return report
     planned = [_tool(row.prefix, raw, check) for raw in tools]
     planned += [_resource(row.prefix, raw, "uri", check) for raw in resources]
@@ -160,7 +170,8 @@ def _accepted(planned: list[tuple[str, _Item | _Refused]], report: SyncReport) -
     items = []
     for name, outcome in planned:
         if isinstance(outcome, _Refused):
-            report.refused.append({"name": name, "field": outcome.field, "reason": outcome.reason})
+            # Capped: it is upstream text, and the registering caller sees the report.
+            report.refused.append({"name": name[:_SHORT], "field": outcome.field, "reason": outcome.reason})
         else:
             items.append(outcome)
     return items
@@ -238,13 +249,26 @@ def _short(field_name: str, value: str, limit: int = _SHORT) -> str:
     return value
 
 
+def _callable(value: str) -> str:
+    if not _CALLABLE.fullmatch(value):
+        raise _Refused("name", "invalid_name")
+    return value
+
+
+def _plain(field_name: str, value: str) -> str:
+    """A line of text shown as it is (a resource's name, URI or type): no control characters."""
+    if _CONTROL.search(value):
+        raise _Refused(field_name, "control_character")
+    return value
+
+
 def _tool(prefix: str, raw: dict[str, Any], check: Checker) -> tuple[str, _Item | _Refused]:
     name = str(raw.get("name") or "")
     try:
         description = str(raw.get("description") or "")
         schema = raw.get("inputSchema") if isinstance(raw.get("inputSchema"), dict) else {"type": "object"}
         values = {
-            "name": _short("name", prefix + _short("name", name)),
+            "name": _callable(prefix + _short("name", name)),
             "description": _text(check, "resource", "description", description),
             "input_schema": _json(check, "resource", "inputSchema", schema),
         }
@@ -257,10 +281,10 @@ def _resource(prefix: str, raw: dict[str, Any], key: str, check: Checker) -> tup
     uri = str(raw.get(key) or "")
     try:
         values = {
-            "name": _short("name", prefix + str(raw.get("name") or uri)),
+            "name": _plain("name", _short("name", prefix + str(raw.get("name") or uri))),
             "description": _text(check, "resource", "description", str(raw.get("description") or "")),
-            "uri": uri,
-            "mime_type": _short("mimeType", str(raw.get("mimeType") or "text/plain")),
+            "uri": _plain(key, uri),
+            "mime_type": _plain("mimeType", _short("mimeType", str(raw.get("mimeType") or "text/plain"))),
             "template": key == "uriTemplate",
         }
         # The URI is the resource's identity upstream, kept where the catalog keeps names.
@@ -275,7 +299,7 @@ def _prompt(prefix: str, raw: dict[str, Any], check: Checker) -> tuple[str, _Ite
     arguments = [a for a in listed if isinstance(a, dict)] if isinstance(listed, list) else []
     try:
         values = {
-            "name": _short("name", prefix + _short("name", name)),
+            "name": _callable(prefix + _short("name", name)),
             "description": _text(check, "prompt", "description", str(raw.get("description") or "")),
             "arguments": _json(check, "prompt", "arguments", arguments),
         }
