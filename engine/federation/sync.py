@@ -14,6 +14,7 @@ leaves every other upstream alone.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -40,6 +41,10 @@ class Checker(Protocol):
 
 
 _SHORT: Final = 255
+DISCOVERY_S: Final = 60
+"""How long reading an upstream's four lists may take in all."""
+MAX_LISTED: Final = 5000
+"""Items of one kind an upstream may offer."""
 _CALLABLE: Final = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 """A tool's or prompt's catalog name, as one registered by hand must be: what a client
 calls it by is no place for spaces, markup or line breaks a model would read as text."""
@@ -80,6 +85,27 @@ class _Item:
     """For a tool, the hash of what the upstream says it does."""
 
 
+async def _offered(client: UpstreamClient) -> tuple[list[dict[str, Any]], ...]:
+    """The upstream's tools, resources, resource templates and prompts.
+
+    Bounded in time and count: an upstream that pages slowly or without end would hold
+    a registration, or the health checks rediscovering it, for as long as it liked.
+
+    Raises:
+        UpstreamError: a list could not be read whole in time.
+    """
+    try:
+        async with asyncio.timeout(DISCOVERY_S):
+            return (
+                await _all(client, "tools/list", "tools"),
+                await _all(client, "resources/list", "resources"),
+                await _all(client, "resources/templates/list", "resourceTemplates"),
+                await _all(client, "prompts/list", "prompts"),
+            )
+    except TimeoutError as err:
+        raise UpstreamError("upstream_timeout", f"the upstream's lists took longer than {DISCOVERY_S} s") from err
+
+
 async def _all(client: UpstreamClient, method: str, key: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     cursor: str | None = None
@@ -94,6 +120,8 @@ async def _all(client: UpstreamClient, method: str, key: str) -> list[dict[str, 
         if not isinstance(listed, list):
             raise UpstreamError("upstream_protocol", f"the upstream's `{method}` answer has no `{key}` list")
         items += [i for i in listed if isinstance(i, dict)]
+        if len(items) > MAX_LISTED:
+            raise UpstreamError("upstream_protocol", f"the upstream lists more than {MAX_LISTED} {key}")
         cursor = result.get("nextCursor")
         if not cursor or not isinstance(cursor, str):
             break
@@ -109,10 +137,7 @@ async def sync_upstream(row: Upstream, client: UpstreamClient, check: Checker, *
     """
     report = SyncReport()
     try:
-        tools = await _all(client, "tools/list", "tools")
-        resources = await _all(client, "resources/list", "resources")
-        templates = await _all(client, "resources/templates/list", "resourceTemplates")
-        prompts = await _all(client, "prompts/list", "prompts")
+        tools, resources, templates, prompts = await _offered(client)
     except UpstreamError as err:
         # An upstream's own error text is unchecked upstream output: the API shows the
         # reason and operators read it in the log, so only its code is kept.

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 
+from engine.federation import sync
 from engine.federation.sync import SyncReport, sync_upstream
 from engine.federation.upstream import UpstreamClient
 from engine.json_texts import replaced, texts
@@ -55,11 +56,13 @@ class _Error:
         self.error = error
 
 
-def _offering(lists: dict[str, Any]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """An upstream answering each list method with `lists[method]` (JSON answers)."""
+def _offering(lists: dict[str, Any], delay: float = 0) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An upstream answering each list method with `lists[method]` (JSON answers), each
+    after `delay` seconds."""
 
     async def mcp(request: web.Request) -> web.StreamResponse:
         message = await request.json()
+        await asyncio.sleep(delay)
         if "id" not in message:
             return web.Response(status=202)
         if message["method"] == "initialize":
@@ -77,11 +80,11 @@ def _offering(lists: dict[str, Any]) -> Callable[[web.Request], Awaitable[web.St
 
 
 @contextlib.asynccontextmanager
-async def _world(tmp: Path, lists: dict[str, Any]) -> AsyncIterator[UpstreamClient]:
+async def _world(tmp: Path, lists: dict[str, Any], delay: float = 0) -> AsyncIterator[UpstreamClient]:
     """A fresh SQLite store, and a client for an upstream offering `lists`."""
     store = await open_store(f"sqlite://{tmp / f'{uuid.uuid4().hex}.db'}")
     app = web.Application()
-    app.router.add_post("/mcp", _offering(lists))
+    app.router.add_post("/mcp", _offering(lists, delay))
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -250,6 +253,24 @@ def test_an_upstreams_own_error_text_is_neither_stored_nor_shown(tmp_path: Path)
 
     report, stored = _run(scenario)
     assert report.error == stored == "the upstream refused to list (JSON-RPC error -32000)"
+
+
+def test_an_upstream_listing_without_end_is_cut_off_by_count_and_by_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    many = {"tools/list": {"tools": [{"name": f"t{i}"} for i in range(sync.MAX_LISTED + 1)]}}
+    paging = {"tools/list": {"tools": [{"name": "t"}], "nextCursor": "again"}}  # the same page, for ever
+
+    async def unreachable(lists: dict[str, Any], delay: float) -> tuple[str, int]:
+        async with _world(tmp_path, lists, delay=delay) as client:
+            row = _row()
+            report = await sync_upstream(row, client, _checker([]), new=True)
+            assert (await Upstream.get(id=row.id)).status == "unreachable"
+            return report.error, await Tool.all().count()
+
+    assert _run(lambda: unreachable(many, 0)) == (f"the upstream lists more than {sync.MAX_LISTED} tools", 0)
+    monkeypatch.setattr(sync, "DISCOVERY_S", 0.5)
+    assert _run(lambda: unreachable(paging, 0.1)) == ("the upstream's lists took longer than 0.5 s", 0)
 
 
 def test_a_registration_whose_write_fails_stores_nothing(tmp_path: Path) -> None:
