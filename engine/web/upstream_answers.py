@@ -7,26 +7,27 @@ of the protocol defines. Picking fields to judge left unread whatever the list f
 and held the size limit to each string rather than to the answer. So the whole result
 goes through the content pipeline as one JSON value, and its size is the answer's.
 
-Base64 payloads (`data`, `blob`) are bytes, not text: they count toward the size but are
-not scanned, where a phone-number detector would find numbers in the noise of an image.
-They are set aside only where the protocol puts them (a listed item, a prompt message's
-content, an embedded resource), a fixed depth, so nesting buys an upstream no recursion;
-anywhere else they are scanned like any string.
+Base64 payloads are bytes, not text: they count toward the size but are not scanned,
+where a phone-number detector would find numbers in the noise of an image. Only what the
+protocol defines as one is set aside: the `data` of an image or audio block, the `blob` of
+a resource read or embedded, and only when it is base64. Anything else, a `data` beside a
+text or a "blob" of prose, is scanned like any string. They are found at a fixed depth,
+so nesting buys an upstream no recursion.
 
 Text labelled HTML or markdown is sanitized after it passed, by the label as it passed.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from engine.web.inspection import ContentRefused, check_json, sanitize_markup
 
 __all__ = ["checked_answer"]
 
-_PAYLOADS: Final = ("data", "blob")
-_NESTED: Final = ("content", "resource")
-"""A prompt message holds its block in `content`; a block embeds a resource in `resource`."""
+_BASE64: Final = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_MEDIA: Final = frozenset({"image", "audio"})
 
 Path = tuple[str | int, ...]
 
@@ -43,7 +44,7 @@ def checked_answer(result: dict[str, Any], key: str, context: str) -> dict[str, 
     items = answer.get(key)
     if isinstance(items, list):
         answer[key] = [
-            _emptied(item, (key, index), set_aside, 0) if isinstance(item, dict) else item
+            _emptied(item, (key, index), set_aside, key) if isinstance(item, dict) else item
             for index, item in enumerate(items)
         ]
     checked: dict[str, Any] = check_json(context, answer, field=key, unscanned=sum(len(p) for *_, p in set_aside))
@@ -54,24 +55,49 @@ def checked_answer(result: dict[str, Any], key: str, context: str) -> dict[str, 
             raise ContentRefused(422, "content_blocked", f"`{key}`: redaction changed the answer's form")
         block[name] = payload
     if isinstance(checked.get(key), list):
-        _sanitize(checked[key], listed_resources=key == "contents")
+        _sanitize(checked[key], key)
     return checked
 
 
-def _emptied(block: dict[str, Any], path: Path, set_aside: list[tuple[Path, str, str]], depth: int) -> dict[str, Any]:
-    """A copy of `block` (and of the blocks in it) with its payloads set aside."""
+def _emptied(item: dict[str, Any], path: Path, set_aside: list[tuple[Path, str, str]], key: str) -> dict[str, Any]:
+    """A copy of a listed item (and of the block and resource in it) with its payloads
+    set aside: a read's resource contents, a tool's content block, a prompt message."""
+    if key == "contents":
+        return _resource_copy(item, path, set_aside)
+    copy = dict(item)
+    if key == "messages":
+        block = copy.get("content")
+        if isinstance(block, dict):
+            copy["content"] = _block_copy(block, (*path, "content"), set_aside)
+        return copy
+    return _block_copy(copy, path, set_aside)
+
+
+def _block_copy(block: dict[str, Any], path: Path, set_aside: list[tuple[Path, str, str]]) -> dict[str, Any]:
     copy = dict(block)
-    for name in _PAYLOADS:
-        payload = copy.get(name)
-        if isinstance(payload, str):
-            set_aside.append((path, name, payload))
-            copy[name] = ""
-    if depth < 2:
-        for name in _NESTED:
-            inner = copy.get(name)
-            if isinstance(inner, dict):
-                copy[name] = _emptied(inner, (*path, name), set_aside, depth + 1)
+    if copy.get("type") in _MEDIA:
+        _set_aside(copy, "data", path, set_aside)
+    embedded = copy.get("resource")
+    if isinstance(embedded, dict) and copy.get("type") == "resource":
+        copy["resource"] = _resource_copy(embedded, (*path, "resource"), set_aside)
+    elif isinstance(embedded, dict):
+        copy["resource"] = dict(embedded)  # no payload here, but sanitized in place all the same
     return copy
+
+
+def _resource_copy(resource: dict[str, Any], path: Path, set_aside: list[tuple[Path, str, str]]) -> dict[str, Any]:
+    copy = dict(resource)
+    _set_aside(copy, "blob", path, set_aside)
+    return copy
+
+
+def _set_aside(holder: dict[str, Any], name: str, path: Path, set_aside: list[tuple[Path, str, str]]) -> None:
+    """Take a payload out of `holder` when it is base64, whose every character is a byte;
+    anything else in its place is text like any, and is scanned."""
+    payload = holder.get(name)
+    if isinstance(payload, str) and _BASE64.fullmatch(payload):
+        set_aside.append((path, name, payload))
+        holder[name] = ""
 
 
 def _at(value: Any, path: Path) -> dict[str, Any] | None:
@@ -83,17 +109,18 @@ def _at(value: Any, path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _sanitize(items: list[Any], *, listed_resources: bool) -> None:
-    """Sanitize the text of every resource in `items`: each item itself when they are a
-    read's contents, and any resource embedded in a block or a prompt message's block."""
+def _sanitize(items: list[Any], key: str) -> None:
+    """Sanitize the text of every resource in `items`, where `_emptied` copied it: each
+    item of a read's contents, and the resource embedded in a block or a message's block."""
     for item in items:
         if not isinstance(item, dict):
             continue
-        if listed_resources:
+        if key == "contents":
             _sanitize_resource(item)
-        for block in (item, item.get("content")):
-            if isinstance(block, dict) and isinstance(block.get("resource"), dict):
-                _sanitize_resource(block["resource"])
+            continue
+        block = item.get("content") if key == "messages" else item
+        if isinstance(block, dict) and isinstance(block.get("resource"), dict):
+            _sanitize_resource(block["resource"])
 
 
 def _sanitize_resource(resource: dict[str, Any]) -> None:

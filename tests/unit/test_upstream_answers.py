@@ -66,7 +66,19 @@ def test_payloads_count_toward_the_size_but_are_not_scanned(snapshot: Snapshot) 
     )
     blob = {"uri": "a", "mimeType": "application/octet-stream", "blob": "AAAA" * 30_000}
     assert _refusal(snapshot, {"contents": [blob]}, "contents", "resource") == (413, "content_too_large")
-    # Set aside only where the protocol puts payloads: anywhere else it is text like any.
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        {"type": "text", "text": "ok", "data": SCRIPT},  # a `data` beside a text is no payload
+        {"type": "image", "mimeType": "image/png", "data": SCRIPT},  # nor one that is not base64
+        {"type": "text", "text": "ok", "blob": PHONE},  # a blob belongs to a resource
+        {"type": "resource_link", "uri": "a", "resource": {"uri": "a", "blob": PHONE}},
+    ],
+)
+def test_only_what_the_protocol_calls_a_payload_is_set_aside(snapshot: Snapshot, block: dict[str, Any]) -> None:
+    assert _refusal(snapshot, {"content": [block]}, "content", "tool_result")[0] == 422
     assert _refusal(snapshot, {"content": [], "data": PHONE}, "content", "tool_result") == (422, "content_pii")
 
 
@@ -95,6 +107,8 @@ def test_resources_are_sanitized_by_their_type_wherever_they_sit(snapshot: Snaps
     message = {"role": "user", "content": {"type": "resource", "resource": html}}
     got = _checked(snapshot, {"messages": [message]}, "messages", "prompt")
     assert got == {"messages": [{"role": "user", "content": {"type": "resource", "resource": cleaned}}]}
+    assert message["content"]["resource"] is html
+    assert html["text"].startswith("<b>x</b><p style"), "the upstream's answer is not changed in place"
     # A tool's own text block has no type to sanitize by; it is judged and returned as it is.
     text = {"type": "text", "text": "<b>x</b>"}
     assert _checked(snapshot, {"content": [text]}, "content", "tool_result") == {"content": [text]}
