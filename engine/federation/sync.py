@@ -27,6 +27,7 @@ from tortoise.transactions import in_transaction
 
 from engine.federation.upstream import UpstreamClient, UpstreamError
 from engine.store.catalog import CatalogItem, Prompt, Resource, Tool, Upstream
+from engine.uri_templates import clashes
 
 __all__ = ["Checker", "SyncReport", "mark_unreachable", "pin_hash", "sync_upstream"]
 
@@ -41,15 +42,18 @@ class Checker(Protocol):
 
 
 _SHORT: Final = 255
+"""The longest name, upstream name or media type the catalog holds."""
 DISCOVERY_S: Final = 60
 """How long reading an upstream's four lists may take in all."""
 MAX_LISTED: Final = 5000
 """Items of one kind an upstream may offer."""
-_CALLABLE: Final = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-"""A tool's or prompt's catalog name, as one registered by hand must be: what a client
-calls it by is no place for spaces, markup or line breaks a model would read as text."""
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-"""The longest name, upstream name or media type the catalog holds."""
+_CALLABLE: Final = re.compile(r"[A-Za-z0-9_.:/@+-]+")
+"""What a tool or prompt may be called: the characters of the protocol's tool names
+(and the `:` `/` `@` `+` upstreams use as separators). A name a client calls by and a
+model reads is no place for spaces, markup or line breaks."""
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+"""Control characters, and the Unicode line breaks and invisible format characters
+(zero-width, bidirectional overrides) that make a line read other than it shows."""
 
 
 class _Refused(Exception):
@@ -229,34 +233,52 @@ async def _named_freely(row: Upstream, items: list[_Item], report: SyncReport) -
 
 
 async def _addressed_freely(row: Upstream, items: list[_Item], report: SyncReport) -> list[_Item]:
-    """The items whose resource URI is free, or already this upstream's; the others are reported.
+    """The items that answer for URIs no other resource answers for; the others are reported.
 
-    A read goes to the one resource with its URI: an upstream listing another's URI (or
-    one registered by hand) would otherwise be served that URI's reads.
+    A read goes to one resource (see `engine.uri_templates`): an upstream listing another's
+    URI, or a template over it, would otherwise be served that URI's reads. Within one
+    upstream only repeats count: how it splits its own URIs is its own affair.
     """
-    uris = [item.values["uri"] for item in items if item.model is Resource]
-    held = await Resource.filter(uri__in=uris).values_list("uri", "upstream_id") if uris else []
-    # Held by others (an item registered by hand has no upstream); this upstream's own
-    # rows are replaced by this sync.
-    claimed = {uri for uri, upstream_id in held if upstream_id != row.id}
+    if not any(item.model is Resource for item in items):
+        return items
+    held = await Resource.all().values_list("uri", "template", "upstream_id")
+    # An item registered by hand has no upstream; this upstream's own rows are replaced.
+    others = [(uri, template) for uri, template, upstream_id in held if upstream_id != row.id]
+    own: list[tuple[str, bool]] = []
     kept = []
     for item in items:
         if item.model is Resource:
-            uri = item.values["uri"]
-            if uri in claimed:
+            address = (item.values["uri"], item.values["template"])
+            if clashes(*address, others) or clashes(*address, [o for o in own if o[1] == address[1]]):
                 report.refused.append({"name": item.upstream_name, "field": "uri", "reason": "uri_taken"})
                 continue
-            claimed.add(uri)
+            own.append(address)
         kept.append(item)
     return kept
 
 
+class _HoldsNul(Exception):
+    """PostgreSQL cannot store a NUL character, and C readers of the store stop at one."""
+
+    code = "nul_character"
+
+
 def _text(check: Checker, context: str, field_name: str, text: str) -> str:
-    return cast(str, _judged(field_name, lambda: check.text(context, text, field_name)))
+    def judged() -> str:
+        if "\x00" in text:
+            raise _HoldsNul()
+        return check.text(context, text, field_name)
+
+    return cast(str, _judged(field_name, judged))
 
 
 def _json(check: Checker, context: str, field_name: str, value: Any) -> Any:
-    return _judged(field_name, lambda: check.json(context, value, field_name))
+    def judged() -> Any:
+        if "\\u0000" in json.dumps(value):  # how JSON writes a NUL, in a key or a string
+            raise _HoldsNul()
+        return check.json(context, value, field_name)
+
+    return _judged(field_name, judged)
 
 
 def _judged(field_name: str, check: Callable[[], Any]) -> Any:
@@ -277,7 +299,7 @@ def _short(field_name: str, value: str, limit: int = _SHORT) -> str:
 def _callable(value: str) -> str:
     if not _CALLABLE.fullmatch(value):
         raise _Refused("name", "invalid_name")
-    return value
+    return _short("name", value)
 
 
 def _plain(field_name: str, value: str) -> str:

@@ -16,7 +16,7 @@ from tortoise.transactions import in_transaction
 from engine.store.catalog import Resource
 from engine.validation import Validator
 from engine.web.bodies import read_body
-from engine.web.catalog import KINDS, check_team, checked_fields, item_json, notify_changed
+from engine.web.catalog import KINDS, check_team, checked_fields, item_json, notify_changed, uri_taken
 from engine.web.identity import caller
 from engine.web.list_changes import Scope, scope_of
 from engine.web.responses import ApiError, created
@@ -68,8 +68,8 @@ async def bulk_import() -> Response:
             problems.append({"index": index, "code": "name_taken", "message": f"`{values['name']}` exists"})
             continue
         uri = values.get("uri") if kind.model is Resource else None
-        if uri is not None and (uri in uris or await Resource.filter(uri=uri).exists()):
-            problems.append({"index": index, "code": "uri_taken", "message": f"a resource with `{uri}` exists"})
+        if uri is not None and (uri in uris or await uri_taken(uri)):
+            problems.append({"index": index, "code": "uri_taken", "message": f"a resource answers for `{uri}`"})
             continue
         names[key] = index
         if uri is not None:

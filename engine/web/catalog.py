@@ -26,6 +26,7 @@ from tortoise.transactions import in_transaction
 
 from engine.decide import PUBLIC_ONLY, Decision, User
 from engine.store.catalog import CatalogItem, Prompt, Resource, Server, Tool
+from engine.uri_templates import clashes
 from engine.web.bodies import read_body
 from engine.web.identity import caller
 from engine.web.inspection import check_json, check_text, sanitize_markup
@@ -165,14 +166,19 @@ def check_team(user: User, body: Mapping[str, Any]) -> None:
 
 
 async def _check_uri_free(kind: Kind, body: Mapping[str, Any], item_id: str | None = None) -> None:
-    """A resource URI names one resource: `resources/read` could serve only one of two.
-
-    Raises:
-        ApiError: 409 `uri_taken`.
-    """
+    """Raises: ApiError 409 `uri_taken` when the resource's URI is another's (see `uri_taken`)."""
     uri = body.get("uri") if kind.model is Resource else None
-    if uri is not None and await Resource.filter(uri=uri).exclude(id=item_id or "").exists():
-        raise ApiError(409, "uri_taken", f"a resource with the URI `{uri}` exists")
+    if uri is not None and await uri_taken(uri, item_id):
+        raise ApiError(409, "uri_taken", f"a resource already answers for the URI `{uri}`")
+
+
+async def uri_taken(uri: str, item_id: str | None = None) -> bool:
+    """Whether another resource than `item_id` answers reads of `uri`: one at that very
+    URI, or an upstream's template that covers it. `resources/read` could serve only one."""
+    others = Resource.exclude(id=item_id or "")
+    if await others.filter(uri=uri).exists():
+        return True
+    return clashes(uri, False, await others.filter(template=True).values_list("uri", "template"))
 
 
 _MEMBERS: Final = (("tool_ids", Tool), ("resource_ids", Resource), ("prompt_ids", Prompt))

@@ -86,17 +86,16 @@ def _json(row: Upstream, report: SyncReport | None = None) -> dict[str, Any]:
 
 
 def _shown_url(url: str) -> str:
-    """The URL without what may be a secret: user info, query values, and a query
-    parameter that has no value (a bare token, such as `?sk-live-...`)."""
+    """The URL without what may be a secret: user info, and the query whole. A query's
+    names are no safer than its values: a bare token (`?sk-live-...`, or base64 with its
+    `=` padding) reads as a name."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
     port = _port(parts)
     if port is not None:
         netloc += f":{port}"
-    # Split as written: decoding first would turn `tok%3Dsecret` into a name and a value.
-    shown = (piece.split("=", 1)[0] + "=***" if "=" in piece else "***" for piece in parts.query.split("&"))
-    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(shown) if parts.query else "", ""))
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
 
 
 def _port(parts: SplitResult) -> int | None:

@@ -23,6 +23,7 @@ from engine.decide import PUBLIC_ONLY, Decision
 from engine.federation.upstream import Answerer, Relay, UpstreamError
 from engine.store.catalog import Server, Upstream
 from engine.store.queries import visible_rows
+from engine.uri_templates import matches
 from engine.web.gateways import pooled_client, upstream_client
 from engine.web.guard import charge_tool
 from engine.web.inspection import ContentRefused, check_json, check_text, sanitize_markup
@@ -339,46 +340,13 @@ async def resource_templates_list(ctx: McpContext, params: dict[str, Any]) -> di
     )
 
 
-_VARIABLE: Final = re.compile(r"\{[^}/]+\}")
-
-
-def _matches(template: str, uri: str) -> bool:
-    """Whether `uri` fills `template`, each variable with one or more characters of one
-    path segment.
-
-    Templates come from upstreams and URIs from clients, so this runs in time linear in
-    their product: a regex of adjacent `[^/]+` groups backtracks exponentially.
-    """
-    patterns, segments = template.split("/"), uri.split("/")
-    return len(patterns) == len(segments) and all(map(_segment_matches, patterns, segments))
-
-
-def _segment_matches(pattern: str, segment: str) -> bool:
-    literals = _VARIABLE.split(pattern)
-    if len(literals) == 1:
-        return segment == pattern
-    first, *between, last = literals
-    end = len(segment) - len(last)
-    if end < len(first) or not segment.startswith(first) or not segment.endswith(last):
-        return False
-    # Each literal as far left as it fits leaves the most room for the rest; the variable
-    # before it takes at least one character.
-    position = len(first)
-    for literal in between:
-        found = segment.find(literal, position + 1, end)
-        if found < 0:
-            return False
-        position = found + len(literal)
-    return end - position >= 1
-
-
 async def resources_read(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
     uri = params.get("uri")
     if not isinstance(uri, str):
         raise RpcError(-32602, "`uri` must be a string")
     exact = await _rows(ctx, "resources", _RESOURCE, "resource_ids", uri=uri, template=False)
     templates = [] if exact else await _rows(ctx, "resources", _RESOURCE, "resource_ids", template=True)
-    found = exact[0] if exact else next((t for t in templates if _matches(t["uri"], uri)), None)
+    found = exact[0] if exact else next((t for t in templates if matches(t["uri"], uri)), None)
     if found is None:
         raise RpcError(-32002, f"Resource not found: {uri}", {"code": "not_found", "uri": uri})
     if found["upstream_id"] is None:

@@ -85,9 +85,13 @@ async def _check(gw: Gateway, row: Upstream, failures: dict[str, int], stuck: se
 
 
 def _reason(err: UpstreamError | TimeoutError) -> str:
-    if isinstance(err, UpstreamError):
-        return str(err.message)
-    return "the upstream did not answer the health check in time"
+    """Why the upstream counts as down, in the gateway's words: an upstream's own error
+    text is unchecked upstream output, and the API and the log show this reason."""
+    if isinstance(err, TimeoutError):
+        return "the upstream did not answer the health check in time"
+    if err.code == "upstream_error":
+        return f"the upstream refused the health check (JSON-RPC error {err.rpc_code})"
+    return str(err.message)
 
 
 async def _went_down(gw: Gateway, row: Upstream, reason: str) -> None:

@@ -67,7 +67,7 @@ def test_secrets_in_an_upstream_url_are_sealed_and_still_used(federated: tuple[G
         url = open_url.replace("//", "//agent:s3cret@") + "?api_key=abc123"
         registered = admin.post("/gateways", json={"name": "basic", "url": url, "visibility": "public"})
         assert registered.status_code == 201, registered.text
-        assert registered.json()["url"] == open_url + "?api_key=***"
+        assert registered.json()["url"] == open_url + "?***"
         assert registered.json()["has_credentials"] is True
 
         async def whoami() -> str:
@@ -76,10 +76,18 @@ def test_secrets_in_an_upstream_url_are_sealed_and_still_used(federated: tuple[G
 
         assert run(whoami()) == "Basic YWdlbnQ6czNjcmV0", "the URL as given is what the gateway connects with"
         stored = b"".join(path.read_bytes() for path in Path(gw.env["DATA_DIR"]).glob("policygate.db*"))
-        assert b"api_key=***" in stored, "the row is in these files"
+        assert open_url.encode() + b"?***" in stored, "the row is in these files"
         assert b"s3cret" not in stored
         assert b"abc123" not in stored
         assert admin.delete(f"/gateways/{registered.json()['id']}").status_code == 204
+
+
+def test_a_uri_under_an_upstreams_template_cannot_be_registered(federated: tuple[Gateway, dict[str, str]]) -> None:
+    gw, _ = federated
+    admin = gw.client(mint(claims(teams=None)))
+    shadow = {"name": "shadow", "uri": "users://42/profile", "content": "not the upstream's", "visibility": "public"}
+    refused = admin.post("/resources", json=shadow)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "uri_taken")
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])

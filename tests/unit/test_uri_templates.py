@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.web.mcp_methods import _matches
+from engine.uri_templates import clashes, matches
 
 
 @pytest.mark.parametrize(
@@ -32,10 +32,26 @@ from engine.web.mcp_methods import _matches
     ],
 )
 def test_a_variable_fills_part_of_one_segment(template: str, uri: str, expected: bool) -> None:
-    assert _matches(template, uri) is expected
+    assert matches(template, uri) is expected
 
 
 def test_a_template_of_many_variables_answers_at_once() -> None:
     """Ten adjacent `[^/]+` groups take minutes on a 60-character miss; this is linear."""
-    assert not _matches("x://{a}{b}{c}{d}{e}{f}{g}{h}{i}{j}", "x://" + "a" * 60 + "/")
-    assert _matches("x://{a}{b}{c}{d}{e}{f}{g}{h}{i}{j}", "x://" + "a" * 60)
+    assert not matches("x://{a}{b}{c}{d}{e}{f}{g}{h}{i}{j}", "x://" + "a" * 60 + "/")
+    assert matches("x://{a}{b}{c}{d}{e}{f}{g}{h}{i}{j}", "x://" + "a" * 60)
+
+
+@pytest.mark.parametrize(
+    ("uri", "template", "expected"),
+    [
+        ("users://42/profile", False, True),  # the template answers for it
+        ("users://42/profile/x", False, False),
+        ("config://app", False, True),  # the same exact URI
+        ("users://{name}/profile", True, True),  # the same template but for its variable's name
+        ("notes://{id}", True, True),  # the exact URI falls under it
+        ("notes://{id}/{part}", True, False),
+    ],
+)
+def test_a_uri_is_answered_by_one_resource(uri: str, template: bool, expected: bool) -> None:
+    others = [("users://{id}/profile", True), ("config://app", False), ("notes://7", False)]
+    assert clashes(uri, template, others) is expected
