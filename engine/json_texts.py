@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["replaced", "texts"]
+__all__ = ["holds_nul", "replaced", "texts"]
 
 
 def texts(value: Any) -> list[str]:
@@ -63,3 +63,20 @@ def replaced(value: Any, new: Iterator[str]) -> Any:
         text = next(new)
         return value if text == str(value) else text
     return value
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether a key or string in `value` holds a NUL character, which PostgreSQL cannot
+    store and C readers of a store stop at."""
+    pending = [value]  # not recursive: the parser reads nesting deeper than Python's stack
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False

@@ -26,6 +26,7 @@ from typing import Any, Final, Protocol, cast
 from tortoise.transactions import in_transaction
 
 from engine.federation.upstream import UpstreamClient, UpstreamError
+from engine.json_texts import holds_nul
 from engine.store.catalog import CatalogItem, Prompt, Resource, Tool, Upstream
 from engine.uri_templates import clashes
 
@@ -143,11 +144,7 @@ async def sync_upstream(row: Upstream, client: UpstreamClient, check: Checker, *
     try:
         tools, resources, templates, prompts = await _offered(client)
     except UpstreamError as err:
-        # An upstream's own error text is unchecked upstream output: the API shows the
-        # reason and operators read it in the log, so only its code is kept.
-        reason = err.message
-        if err.code == "upstream_error":
-            reason = f"the upstream refused to list (JSON-RPC error {err.rpc_code})"
+        reason = err.in_own_words("to list")
         report.error = reason
         if new:
             row.status, row.last_error = "unreachable", reason
@@ -258,7 +255,7 @@ async def _addressed_freely(row: Upstream, items: list[_Item], report: SyncRepor
 
 
 class _HoldsNul(Exception):
-    """PostgreSQL cannot store a NUL character, and C readers of the store stop at one."""
+    """Discovered text holding a NUL character, which no backend should store (see `holds_nul`)."""
 
     code = "nul_character"
 
@@ -274,7 +271,7 @@ def _text(check: Checker, context: str, field_name: str, text: str) -> str:
 
 def _json(check: Checker, context: str, field_name: str, value: Any) -> Any:
     def judged() -> Any:
-        if "\\u0000" in json.dumps(value):  # how JSON writes a NUL, in a key or a string
+        if holds_nul(value):
             raise _HoldsNul()
         return check.json(context, value, field_name)
 

@@ -61,6 +61,14 @@ class UpstreamError(Exception):
         self.rpc_code = rpc_code
         self.data = data
 
+    def in_own_words(self, refused: str) -> str:
+        """The error as the gateway may store, show and log it, `refused` naming what the
+        upstream turned down: an upstream's own error text is unchecked upstream output,
+        so only its code is kept."""
+        if self.code == "upstream_error":
+            return f"the upstream refused {refused} (JSON-RPC error {self.rpc_code})"
+        return self.message
+
 
 class UpstreamClient:
     def __init__(

@@ -13,6 +13,7 @@ from typing import Any, cast
 from quart import request
 
 from engine.json_bytes import loads
+from engine.json_texts import holds_nul
 from engine.validation import Validator
 from engine.web.responses import ApiError
 
@@ -32,8 +33,7 @@ async def read_body(schema: Mapping[str, Any]) -> dict[str, Any]:
         raise ApiError(400, "invalid_json", "the request body is not valid JSON") from err
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_body", "the request body must be a JSON object")
-    if b"\\u0000" in raw and _holds_nul(data):  # JSON writes a NUL only as this escape
-        # PostgreSQL cannot store one and C readers of the store stop at it; on every backend alike.
+    if b"\\u0000" in raw and holds_nul(data):  # JSON writes a NUL only as this escape; refused on every backend
         raise ApiError(422, "invalid_body", "a string in the body holds a NUL character")
     validator = Validator(dict(schema), allow_unknown=False)
     if not validator.validate(data):
@@ -42,21 +42,6 @@ async def read_body(schema: Mapping[str, Any]) -> dict[str, Any]:
         raise ApiError(422, "invalid_body", f"`{first[0]}`: {first[1]}", details=details)
     document: dict[str, Any] = validator.document
     return document
-
-
-def _holds_nul(value: Any) -> bool:
-    pending = [value]  # not recursive: the parser reads nesting deeper than Python's stack
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            pending.extend(item)
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return False
 
 
 def _flatten(errors: Any) -> str:

@@ -305,9 +305,7 @@ async def _post(at: _At, body: bytes) -> Response:
         if session is not None and is_answer(message):
             take_answer(gateway(), session.id, message)
             continue
-        outcome = await _handle(message, at, headers, decision=decision)
-        if isinstance(outcome, Response):
-            return outcome
+        outcome = await _handle(message, at, headers, decision)
         if outcome is not None:
             replies.append(outcome)
     if not replies:
@@ -374,7 +372,7 @@ async def _streamed(message: dict[str, Any], at: _At, wants_json: bool, allowed:
         settle()
 
     ask = asker(gateway(), at.session.id, say) if at.session is not None else None
-    task = asyncio.ensure_future(_handle(message, at, {}, say, ask, allowed))
+    task = asyncio.ensure_future(_handle(message, at, {}, allowed, say, ask))
     task.add_done_callback(settle)
     try:
         await first
@@ -439,22 +437,20 @@ async def _handle(
     message: Any,
     at: _At,
     headers: dict[str, str],
+    decision: Decision | None,
     relay: Relay | None = None,
     ask: Answerer | None = None,
-    decision: Decision | None = None,
-) -> dict[str, Any] | Response | None:
-    """Answer one JSON-RPC message; `decision` is the policy's, when already asked."""
-    if not _asks(message):
+) -> dict[str, Any] | None:
+    """Answer one JSON-RPC message. `decision` is the policy's answer to it, None when it
+    is neither a request nor a notification (see `_asks`); callers answer every refusal
+    but an unknown method before anything runs."""
+    if decision is None:
         ident = message.get("id") if isinstance(message, dict) and valid_id(message.get("id")) else None
         return _rpc_error(ident, RpcError(-32600, "Invalid Request"))
     method, ident = message["method"], message.get("id")
     is_request = "id" in message
-    if decision is None:
-        decision = _judge(method)
-    if not decision.allow:
-        if str(decision.reason) == "mcp_method_unknown":
-            return _rpc_error(ident, RpcError(-32601, f"Method not found: {method}")) if is_request else None
-        return _insufficient(decision, at.incoming)
+    if not decision.allow:  # the method is unknown
+        return _rpc_error(ident, RpcError(-32601, f"Method not found: {method}")) if is_request else None
     if not is_request:
         return None  # notifications need no answer
     handler = METHODS.get(method)

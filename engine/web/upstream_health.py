@@ -85,13 +85,10 @@ async def _check(gw: Gateway, row: Upstream, failures: dict[str, int], stuck: se
 
 
 def _reason(err: UpstreamError | TimeoutError) -> str:
-    """Why the upstream counts as down, in the gateway's words: an upstream's own error
-    text is unchecked upstream output, and the API and the log show this reason."""
+    """Why the upstream counts as down, as the API and the log show it."""
     if isinstance(err, TimeoutError):
         return "the upstream did not answer the health check in time"
-    if err.code == "upstream_error":
-        return f"the upstream refused the health check (JSON-RPC error {err.rpc_code})"
-    return str(err.message)
+    return err.in_own_words("the health check")
 
 
 async def _went_down(gw: Gateway, row: Upstream, reason: str) -> None:
