@@ -65,8 +65,8 @@ class Settings:
     policy_paths: tuple[str, ...] = ("policies",)
     policy_watch: bool = True
     data_dir: str = "data"
-    database_url: str = ""
-    redis_url: str | None = None
+    database_url: str = field(default="", repr=False)  # may hold a password
+    redis_url: str | None = field(default=None, repr=False)
     jwt_algorithm: str = "HS256"
     jwt_secret_key: str | None = field(default=None, repr=False)
     auth_encryption_secret: str | None = field(default=None, repr=False)
@@ -129,6 +129,11 @@ def load_settings(env: Mapping[str, str], **flags: Any) -> Settings:
             when it is a secret.
     """
     raw = {name: env[name] for name in _SCHEMA if env.get(name, "") != ""}
+    # A flag is held to its variable's rules: `--workers 0` is as wrong as WORKERS=0.
+    variables = {field_name: name for name, field_name in _NAMES.items()}
+    for flag, value in flags.items():
+        if value is not None:
+            raw[variables[flag]] = ",".join(value) if isinstance(value, tuple) else str(value)
     schema = {
         name: {**rule, "coerce": _flag} if rule.get("coerce") == "flag" else rule for name, rule in _SCHEMA.items()
     }
@@ -142,6 +147,5 @@ def load_settings(env: Mapping[str, str], **flags: Any) -> Settings:
     values: dict[str, Any] = {_NAMES[name]: value for name, value in validator.document.items()}
     if "policy_paths" in values:
         values["policy_paths"] = tuple(p for p in str(values["policy_paths"]).split(",") if p)
-    values.update({k: v for k, v in flags.items() if v is not None})
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})

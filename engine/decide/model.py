@@ -164,6 +164,7 @@ class TeamsClaim(StrEnum):
 
 
 _WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_MAX_SECONDS: Final = 2**53  # past this, a float no longer holds every whole second
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,11 +216,8 @@ class Token:
         put(self, "alg", self.header.get("alg"))
         for name in ("exp", "nbf", "iat"):
             value = claims.get(name)
-            if value is not None and (
-                not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value)
-            ):
-                # NaN compares false both ways: an `exp` of NaN would never expire.
-                problems.append(f"claim `{name}` is not a number")
+            if value is not None and not _seconds(value):
+                problems.append(f"claim `{name}` is not a number of seconds")
                 value = None
             put(self, name, value)
         jti = claims.get("jti")
@@ -265,6 +263,20 @@ class Token:
         put(self, "networks", _networks(scopes.get("ip_restrictions"), problems))
         put(self, "windows", _windows(scopes.get("time_restrictions"), problems))
         put(self, "problem", problems[0] if problems else None)
+
+
+def _seconds(value: Any) -> bool:
+    """Whether a time claim can be compared with the clock.
+
+    NaN compares false both ways, so an `exp` of NaN would never expire; an integer past
+    a float's range cannot meet the clock at all (arithmetic with it raises), and JSON
+    lets a token carry one of any length.
+    """
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= _MAX_SECONDS
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _teams(claims: Mapping[str, Any], problems: list[str]) -> tuple[TeamsClaim, frozenset[str]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import datetime as dt
 import json
 import logging
@@ -139,12 +138,16 @@ async def _context(gw: Gateway, snapshot: Snapshot, now: float, incoming: Incomi
     user: User | None = None
     revoked: bool | None = False
     token: Token | None = None
+    # Budgets are charged to a token only once it is known to be ours and valid: the
+    # claims of a forged one (an `alg` the policy refuses) would spend a victim's budget.
+    holder: Token | None = None
     if scheme == "bearer" and credential:
         token, early = _bearer(gw, snapshot, credential)
         if early is not None:
             return await _refused(gw, snapshot, now, client_ip, early)
         auth = AuthMethod.BEARER
         if token is not None and check_token(tokens, token, now) is None:
+            holder = token
             subject = token.claims.get("sub")
             if not isinstance(subject, str):
                 refusal = error_response(401, "token_claim_invalid", "claim `sub` must name a user")
@@ -168,7 +171,7 @@ async def _context(gw: Gateway, snapshot: Snapshot, now: float, incoming: Incomi
         user, revoked = found_user.user, found_user.revoked
     else:
         auth = AuthMethod.NONE
-    rate = await _count(gw, snapshot, now, client_ip, token, user) if snapshot.limits.enabled else {}
+    rate = await _count(gw, snapshot, now, client_ip, holder, user) if snapshot.limits.enabled else {}
     return RequestContext(method, path, now, client_ip, auth, token, user, revoked, rate=rate)
 
 
@@ -197,7 +200,7 @@ def _bearer(gw: Gateway, snapshot: Snapshot, raw: str) -> tuple[Token | None, _E
 async def _basic_user(gw: Gateway, credential: str) -> User | None:
     try:
         email, _, password = base64.b64decode(credential, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (non-ASCII input included), or not UTF-8
         return None
     row = await UserRow.filter(email=email).first()
     # An unknown email costs the same scrypt run, so timing does not reveal accounts.

@@ -12,6 +12,7 @@ from tortoise.exceptions import IntegrityError
 from engine.decide import Decision, User
 from engine.issuing import token_claims
 from engine.passwords import TIMING_HASH, hash_password, verify_password
+from engine.settings import SettingsError
 from engine.signing import sign
 from engine.store.models import User as UserRow
 from engine.web.audit import audit
@@ -55,8 +56,18 @@ async def login() -> Response:
     tokens = g.snapshot.tokens
     lifetime = min(gw.settings.token_expiry_minutes * 60, tokens.max_lifetime_s)
     claims = token_claims(tokens, subject=row.email, now=time.time(), lifetime_s=lifetime, session=True)
+    token = signed(claims)
     await audit(row.email, "login")
-    return jsonify({"access_token": sign(gw.keys, claims), "token_type": "bearer", "expires_in": lifetime})
+    return jsonify({"access_token": token, "token_type": "bearer", "expires_in": lifetime})
+
+
+def signed(claims: dict[str, Any]) -> str:
+    """The token for `claims`, signed before anything about it is recorded: a gateway
+    given only a public key verifies tokens but cannot issue them."""
+    try:
+        return sign(gateway().keys, claims)
+    except SettingsError as err:
+        raise ApiError(503, "token_issuing_unavailable", "this gateway has no key to issue tokens with") from err
 
 
 @blueprint.post("/auth/register")

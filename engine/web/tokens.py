@@ -14,17 +14,17 @@ import time
 from typing import Any, Final
 
 from quart import Blueprint, Response, g, jsonify
+from tortoise.transactions import in_transaction
 
 from engine.decide import Decision, Token
 from engine.decide.model import TeamsClaim
 from engine.issuing import token_claims
-from engine.signing import sign
 from engine.store.models import ApiToken, Revocation
 from engine.store.models import User as UserRow
 from engine.store.queries import list_api_tokens
 from engine.web.audit import audit
 from engine.web.bodies import read_body
-from engine.web.identity import caller
+from engine.web.identity import caller, signed
 from engine.web.responses import ApiError, created
 from engine.web.state import gateway
 
@@ -32,6 +32,7 @@ __all__ = ["blueprint", "revoke_jti"]
 
 blueprint = Blueprint("tokens", __name__)
 
+_DEFAULT_S: Final = 30 * 24 * 3600
 _TIME: Final = {"type": "string", "regex": r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$"}
 _CREATE: Final = {
     "name": {"type": "string", "required": True, "empty": False, "maxlength": 200},
@@ -87,7 +88,7 @@ async def create_token() -> Response:
         if parent.permissions is not None and "permissions" not in scopes:
             # Left out, the child would hold everything the user's roles give.
             scopes["permissions"] = sorted(decision.permissions)
-    limit = _parent_teams(parent)
+    limit = _parent_teams(parent, user.admin)
     teams = body.get("teams", sorted(user.teams if limit is None else user.teams & limit))
     if limit is not None and (teams is None or not set(teams) <= limit):
         raise ApiError(403, "scope_exceeds_caller", "a token cannot reach teams its creating token cannot")
@@ -101,7 +102,8 @@ async def create_token() -> Response:
                 403, "scope_exceeds_caller", f"you are not a member of {', '.join(f'`{t}`' for t in foreign)}"
             )
     tokens = g.snapshot.tokens
-    lifetime = body.get("expires_in_minutes", 30 * 24 * 60) * 60
+    # Unasked, a token lives 30 days or as long as the policy allows, whichever is less.
+    lifetime = body.get("expires_in_minutes", 0) * 60 or min(_DEFAULT_S, tokens.max_lifetime_s)
     if lifetime > tokens.max_lifetime_s:
         raise ApiError(
             422, "lifetime_exceeded", f"the longest allowed lifetime is {tokens.max_lifetime_s // 60} minutes"
@@ -114,6 +116,7 @@ async def create_token() -> Response:
         tokens, subject=user.email, now=now, lifetime_s=lifetime, session=False, teams=teams, scopes=scopes,
         name=body["name"],
     )  # fmt: skip
+    token = signed(claims)
     owner = await UserRow.get(email=user.email)
     expires = dt.datetime.fromtimestamp(claims["exp"], tz=dt.UTC)
     await ApiToken.create(
@@ -122,7 +125,7 @@ async def create_token() -> Response:
     await audit(user.email, "token.create", claims["jti"], {"name": body["name"], "scopes": scopes, "teams": teams})
     return created(
         {
-            "token": sign(gateway().keys, claims),
+            "token": token,
             "jti": claims["jti"],
             "name": body["name"],
             "expires_at": expires.isoformat(),
@@ -132,10 +135,16 @@ async def create_token() -> Response:
     )
 
 
-def _parent_teams(parent: Token | None) -> frozenset[str] | None:
-    """Teams an API token made by `parent` may name; None when only memberships limit it."""
-    if parent is None or parent.session or parent.teams_claim is TeamsClaim.NULL:
+def _parent_teams(parent: Token | None, admin: bool) -> frozenset[str] | None:
+    """Teams an API token made by `parent` may name; None when only memberships limit it.
+
+    `teams: null` reaches every team only for an admin; anyone else's such token (made
+    before a demotion, say) sees public items only, and so may its children.
+    """
+    if parent is None or parent.session:
         return None
+    if parent.teams_claim is TeamsClaim.NULL:
+        return None if admin else frozenset()
     return parent.teams
 
 
@@ -181,8 +190,11 @@ async def revoke_token(jti: str) -> Response:
 
 async def revoke_jti(jti: str, actor: str, reason: str) -> bool:
     """Record a revocation in the store and the cache; False when it was already revoked."""
-    _, created = await Revocation.get_or_create(jti=jti, defaults={"revoked_by": actor, "reason": reason})
-    await gateway().directory.revoked(jti)  # before anything else can fail: enforced at once
-    if created:
-        await audit(actor, "token.revoke", jti, {"reason": reason})
+    # The audit entry is written with the revocation: should the cache fail next, the
+    # retry finds the revocation stored and would not write it.
+    async with in_transaction():
+        _, created = await Revocation.get_or_create(jti=jti, defaults={"revoked_by": actor, "reason": reason})
+        if created:
+            await audit(actor, "token.revoke", jti, {"reason": reason})
+    await gateway().directory.revoked(jti)
     return bool(created)

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from tests.integration.mcp_client import UPSTREAM_TOKEN, upstream_server
-from tests.integration.servers import ROOT, Gateway, claims, mint
+from tests.integration.servers import ROOT, Gateway, claims, mint, unsigned
 
 LIMITS = """
 apiVersion: policygate/v1
@@ -37,6 +37,21 @@ def test_the_fourth_request_in_the_window_is_refused(start: Callable[..., Gatewa
     other = server.client(mint(claims(teams=None)))
     assert other.get("/auth/me").status_code == 200, "each token has its own budget"
     assert server.client(token).get("/health").status_code == 200, "public routes are not counted"
+
+
+def test_a_forged_token_does_not_spend_the_budget_of_the_token_it_names(
+    start: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "ratelimits.yaml").write_text(LIMITS)
+    server = start(POLICY_PATHS=f"{ROOT / 'policies'},{overlay}")
+    victim = claims(teams=None)
+    for header in ({"alg": "none"}, {"alg": "HS256", "jku": "https://evil.example/jwks"}):
+        forged = server.client(unsigned(victim, header))
+        assert [forged.get("/auth/me").status_code for _ in range(3)] == [401, 401, 401]
+    client = server.client(mint(victim))
+    assert [client.get("/auth/me").status_code for _ in range(4)] == [200, 200, 200, 429]
 
 
 def test_login_attempts_are_counted_per_address(start: Callable[..., Gateway], tmp_path: Path) -> None:

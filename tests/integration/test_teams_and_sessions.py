@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import start_server, stop_server
-from tests.integration.servers import ADMIN_EMAIL, ADMIN_PASSWORD, Gateway
+from tests.integration.servers import ADMIN_EMAIL, ADMIN_PASSWORD, Gateway, claims, mint
 
 PASSWORD = "a perfectly fine password"
 
@@ -110,6 +110,14 @@ def test_an_api_token_reaches_only_the_teams_it_names(open_gateway: Gateway) -> 
     assert [t["id"] for t in one.get("/teams").json()["items"]] == [first]
     assert one.get(f"/teams/{second}").status_code == 404
     assert [t["id"] for t in owner.get("/teams").json()["items"]] == [first, second], "a session reaches them all"
+    # `teams: null` reaches every team only for an admin: in anyone else's token (one
+    # made before a demotion) it reaches public items only, and so do its children.
+    unbounded = server.client(mint(claims("owner@example.com", teams=None)))
+    assert unbounded.get("/teams").json()["items"] == []
+    child = unbounded.post("/tokens", json={"name": "child"})
+    assert child.json()["teams"] == [], child.text
+    wider = unbounded.post("/tokens", json={"name": "wider", "teams": [first]})
+    assert (wider.status_code, wider.json()["error"]["code"]) == (403, "scope_exceeds_caller")
 
 
 def test_reverse_proxy_sessions(open_gateway: Gateway) -> None:
@@ -137,6 +145,8 @@ def test_basic_auth_when_the_policy_allows_it(start: Callable[..., Gateway]) -> 
     assert server.client(Authorization=f"Basic {good}").get("/tokens").status_code == 200
     refused = server.client(Authorization=f"Basic {bad}").get("/tokens")
     assert (refused.status_code, refused.json()["error"]["code"]) == (401, "invalid_credentials")
+    not_ascii = httpx.get(f"{server.url}/tokens", headers={"Authorization": "Basic é".encode()})
+    assert (not_ascii.status_code, not_ascii.json()["error"]["code"]) == (401, "invalid_credentials")
     docs = server.client(Authorization=f"Basic {good}").get("/docs")
     assert (docs.status_code, docs.json()["error"]["code"]) == (401, "basic_auth_disabled")
 

@@ -16,7 +16,7 @@ import pytest
 from jwcrypto import jwk, jws
 from jwcrypto.common import json_encode
 
-from tests.integration.servers import ADMIN_EMAIL, Gateway, claims, mint, unsigned
+from tests.integration.servers import ADMIN_EMAIL, ADMIN_PASSWORD, Gateway, claims, mint, unsigned
 
 NOW = int(time.time())
 
@@ -42,6 +42,13 @@ HS_ATTACKS: dict[str, tuple[Callable[[], str], int, str]] = {
     "no subject": (lambda: mint(claims(sub=None)), 401, "token_claim_invalid"),
     "exp NaN": (lambda: mint(claims(exp=float("nan"))), 401, "token_claim_invalid"),
     "nbf infinite": (lambda: mint(claims(nbf=float("-inf"))), 401, "token_claim_invalid"),
+    "exp past a float's range": (lambda: mint(claims(exp=10**400)), 401, "token_claim_invalid"),
+    "iat hugely negative": (lambda: mint(claims(iat=-(10**30))), 401, "token_claim_invalid"),
+    "forged, with an exp past a float's range": (
+        lambda: unsigned(claims(exp=10**400), {"alg": "HS256"}),
+        401,
+        "token_signature_invalid",
+    ),
     "issuer in a list": (lambda: mint(claims(iss=["mcpgateway"])), 401, "token_claim_invalid"),
     "not a jwt": (lambda: "definitely-not-a-token", 401, "token_malformed"),
     "two parts": (lambda: "eyJhbGciOiJIUzI1NiJ9.e30", 401, "token_malformed"),
@@ -128,3 +135,19 @@ def test_environment_claim_is_checked_when_validation_is_on(start: Callable[...,
     issued = server.login()
     payload = issued.split(".")[1]
     assert b'"env":"staging"' in base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).replace(b" ", b"")
+
+
+def test_a_gateway_holding_only_a_public_key_verifies_but_issues_nothing(
+    start: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    ours = jwk.JWK.generate(kty="EC", crv="P-256")
+    _, public = _pem_pair(tmp_path, ours, "ours")
+    server = start(JWT_ALGORITHM="ES256", JWT_PUBLIC_KEY_PATH=public, JWT_PRIVATE_KEY_PATH=None, JWT_SECRET_KEY="")
+    client = server.client(_sign(ours, "ES256", claims()))
+    assert client.get("/auth/me").status_code == 200
+    login = server.client().post("/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    assert (login.status_code, login.json()["error"]["code"]) == (503, "token_issuing_unavailable")
+    made = client.post("/tokens", json={"name": "never-issued"})
+    assert (made.status_code, made.json()["error"]["code"]) == (503, "token_issuing_unavailable")
+    assert client.get("/tokens").json()["items"] == [], "no record of a token nobody received"
+    assert server.new_tracebacks() == ""

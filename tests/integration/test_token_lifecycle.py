@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.servers import Gateway, claims, mint
+from tests.integration.servers import ROOT, Gateway, claims, mint
 from tests.integration.waiting import eventually
 
 DEV = "dev@example.com"
@@ -165,3 +168,20 @@ def test_a_restricted_token_passes_its_limits_on(gateway: Gateway, developer: st
     assert child["expires_at"] <= parent["expires_at"]
     wider = minting.post("/tokens", json={"name": "wider", "scopes": {"ip_restrictions": ["0.0.0.0/0"]}})
     assert (wider.status_code, wider.json()["error"]["code"]) == (403, "scope_exceeds_caller")
+
+
+def test_a_token_asked_for_without_a_lifetime_gets_the_longest_the_policy_allows(
+    start: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    rules = (ROOT / "policies" / "tokens.yaml").read_text()
+    (overlay / "tokens.yaml").write_text(rules.replace("maxLifetimeMinutes: 525600", "maxLifetimeMinutes: 1440"))
+    server = start(POLICY_PATHS=f"{ROOT / 'policies'},{overlay}")
+    before = dt.datetime.now(dt.UTC)
+    # A token made with another expires no later than it: this one lives a whole day.
+    creator = mint(claims(teams=None, exp=int(before.timestamp()) + 86400))
+    made = server.client(creator).post("/tokens", json={"name": "default-lifetime"})
+    assert made.status_code == 201, made.text
+    lifetime = dt.datetime.fromisoformat(made.json()["expires_at"]) - before
+    assert dt.timedelta(hours=23) < lifetime <= dt.timedelta(days=1)

@@ -28,3 +28,20 @@ def test_a_bad_secret_is_named_but_never_shown() -> None:
     with pytest.raises(SettingsError, match="AUTH_ENCRYPTION_SECRET") as raised:
         load_settings({"AUTH_ENCRYPTION_SECRET": "short-secret-value"})
     assert "short-secret-value" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("flag", "value", "name"), [("workers", 0, "WORKERS"), ("bind", "0.0.0.0 :x", "BIND")])
+def test_a_command_line_flag_meets_its_variables_rules(flag: str, value: object, name: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings({}, **{flag: value})
+
+
+def test_flags_take_precedence_over_the_environment() -> None:
+    chosen = load_settings({"WORKERS": "2", "POLICY_PATHS": "a"}, workers=3, policy_paths=("b", "c"))
+    assert (chosen.workers, chosen.policy_paths) == (3, ("b", "c"))
+
+
+def test_store_and_cache_passwords_stay_out_of_the_settings_repr() -> None:
+    settings = load_settings({"DATABASE_URL": "postgres://u:hunter2@db/x", "REDIS_URL": "redis://:pw-redis@r:6379"})
+    assert "hunter2" not in repr(settings)
+    assert "pw-redis" not in repr(settings)
