@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from jsonschema.exceptions import best_match
+
 from engine import __version__
 from engine.cases import context_from_data, iter_cases, run_case
 from engine.decide import Content, decide
@@ -23,7 +25,7 @@ from engine.decide.content import CONTEXTS, inspect_content
 from engine.errors import PolicyErrors
 from engine.policy import Build, Source, compile_policy
 from engine.report import effective_yaml, format_errors
-from engine.schemas import validators
+from engine.schemas import context_validator, validators
 from engine.sources import MissingPath, read_layer
 
 __all__ = ["main"]
@@ -157,6 +159,9 @@ def _explain(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.context == "-" else _read_text(args.context)
     try:
         data = json.loads(text)
+        problem = best_match(context_validator().iter_errors(data))
+        if problem is not None:
+            raise ValueError(f"`{problem.json_path}`: {problem.message}")
         ctx = context_from_data(data)
     except (json.JSONDecodeError, ValueError) as err:
         print(f"policygate: invalid context: {err}", file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from engine.policy import KINDS, make_validators
 
-__all__ = ["SCHEMA_DIR", "schema_file", "validators"]
+__all__ = ["SCHEMA_DIR", "context_validator", "schema_file", "validators"]
 
 SCHEMA_DIR: Final = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -29,3 +29,11 @@ def schema_file(kind: str) -> Path:
 def validators() -> Mapping[str, Any]:
     """One validator per kind, built from the schema files on first use."""
     return make_validators({kind: json.loads(schema_file(kind).read_text()) for kind in KINDS})
+
+
+@functools.cache
+def context_validator() -> Any:
+    """The rules a policy test case's `context` meets, for contexts that come from
+    elsewhere (`policygate explain`): the same shape, held to the same schema."""
+    cases = json.loads(schema_file("PolicyTest").read_text())["properties"]["cases"]
+    return make_validators({"context": cases["items"]["properties"]["context"]})["context"]

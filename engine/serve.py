@@ -54,6 +54,9 @@ def run_server(settings: Settings, policy: BuiltPolicy | None = None) -> int:
         PolicyErrors: the policy does not build.
         SettingsError: the settings are unusable or unsafe for production.
     """
+    # Ignored until a serving loop takes it (`start_reload_triggers`): its default action
+    # ends the process, and a worker passes reloads on with it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if settings.workers == 1:
         from engine.web.app import create_app
 
@@ -78,12 +81,13 @@ def run_server(settings: Settings, policy: BuiltPolicy | None = None) -> int:
             if worker.pid is not None and worker.is_alive():
                 os.kill(worker.pid, signum)
 
-    # Before any worker starts: a worker passes a reload on with SIGHUP, whose default
-    # action would end this process.
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
+    # The workers start with SIGHUP ignored, as it is here: that survives their exec,
+    # so none can be ended by a reload another passes on while it starts.
     for worker in workers:
         worker.start()
+    signal.signal(signal.SIGHUP, forward)
     codes = []
     for worker in workers:
         worker.join()

@@ -177,8 +177,14 @@ def build_access_table(
         route = _build_route(routes, i, raw, classes, known, feature_flags, errors)
         if route is not None:
             ordered.append(route)
-    mcp = {}
+    mcp: dict[str, McpMethod] = {}
     for i, raw in enumerate(routes.spec.get("mcpMethods", [])):
+        if raw["method"] in mcp:
+            # The last entry would win unseen, and it may be the one without a permission.
+            first = mcp[raw["method"]].ref.where
+            message = f"MCP method `{raw['method']}` is already listed at {first}"
+            errors.append(PolicyError(routes.locate(["mcpMethods", i, "method"]), "ref.duplicate_id", message))
+            continue
         permission = raw.get("permission")
         if permission is not None and permission not in known:
             errors.append(

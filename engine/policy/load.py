@@ -54,6 +54,7 @@ KINDS: Final = (
 )
 
 _NAME: Final = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")
+_MAX_VALUES: Final = 200_000  # the default policy set holds about 9,000
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +136,13 @@ def _parse(source: Source, errors: list[PolicyError]) -> Iterator[tuple[int, Any
     yaml = YAML(typ="safe")
     try:
         for index, node in enumerate(yaml.compose_all(source.text)):
-            data = yaml.constructor.construct_document(node)
+            if _expanded_size(node) > _MAX_VALUES:
+                mark = node.start_mark
+                where = Location(source.label, mark.line + 1, mark.column + 1)
+                message = f"document {index + 1} holds more than {_MAX_VALUES} values once its aliases are expanded"
+                errors.append(PolicyError(where, "yaml.too_large", message))
+                return
+            data = plain(yaml.constructor.construct_document(node))
             positions: dict[Path, Position] = {}
             _index_positions(node, data, (), node, positions)
             yield index, data, positions
@@ -150,6 +157,40 @@ def _parse(source: Source, errors: list[PolicyError]) -> Iterator[tuple[int, Any
         # SECURITY: whatever the parser trips over, a policy source becomes a policy error,
         # never a crash of the lint run or of a reload.
         errors.append(PolicyError(Location(source.label), "yaml.syntax", _one_line(str(err)) or "invalid YAML"))
+
+
+def _expanded_size(root: Node) -> int:
+    """How many values a document holds with every alias spelled out, counted without
+    spelling them out; past `_MAX_VALUES` the count stops.
+
+    A few hundred bytes of nested aliases (the "billion laughs") spell out to billions
+    of values, and everything after parsing walks the spelled-out values; an alias
+    inside its own anchor never ends at all.
+    """
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    path: set[int] = set()  # the nodes whose children are being counted
+    while stack:
+        node, counted = stack.pop()
+        children = _children(node)
+        if counted:
+            path.discard(id(node))
+            sizes[id(node)] = min(1 + sum(sizes[id(child)] for child in children), _MAX_VALUES + 1)
+        elif id(node) in path:
+            return _MAX_VALUES + 1
+        elif id(node) not in sizes:
+            path.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
+    return sizes[id(root)]
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _index_positions(node: Node, data: Any, path: Path, key_node: Node, out: dict[Path, Position]) -> None:
@@ -230,7 +271,7 @@ def _envelope(
         errors.append(PolicyError(document._at((), key=False), "document.no_spec", "document has no `spec`"))
     if len(errors) > problems:
         return None
-    return Document(str(kind), str(name), plain(raw["spec"]), label, MappingProxyType(positions), index)
+    return Document(str(kind), str(name), raw["spec"], label, MappingProxyType(positions), index)
 
 
 def plain(value: Any) -> JSONValue:

@@ -248,7 +248,7 @@ _CUSTOM_PATTERNS: Final = "CONTENT_BLOCKED_PATTERNS"
 
 def custom_patterns(env: Mapping[str, str]) -> tuple[list[tuple[str, Location]], list[PolicyError]]:
     """Extra attack regexes from `CONTENT_BLOCKED_PATTERNS` (a JSON array of strings)."""
-    if _CUSTOM_PATTERNS not in env:
+    if not env.get(_CUSTOM_PATTERNS, "").strip():
         return [], []
     where = Location(f"env:{_CUSTOM_PATTERNS}")
     try:
@@ -274,7 +274,9 @@ def apply_overrides(
     Later entries win where two variables set the same value (`ALLOWED_ORIGINS` over
     `APP_DOMAIN`). A value that fails its rule is an error and changes nothing.
     """
-    present = [o for o in OVERRIDES if o.env in env]
+    # An empty variable is an unset one, as in the process settings: a deployment
+    # template that leaves one blank must not switch off what the policy turns on.
+    present = [o for o in OVERRIDES if env.get(o.env, "").strip()]
     if not present:
         return list(documents), [], []
     validator = Validator({o.env: dict(o.rule) for o in present}, allow_unknown=False)

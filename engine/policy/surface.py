@@ -123,6 +123,16 @@ def _unsendable(doc: Document) -> list[PolicyError]:
     ]
 
 
+def _moment(text: str) -> dt.datetime | None:
+    """An RFC 3339 date-time the schema's pattern let through, or None when the calendar
+    has no such moment (a 30 February)."""
+    try:
+        moment = dt.datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
 def build_well_known_table(doc: Document, now: float | None) -> tuple[WellKnownTable, list[PolicyError]]:
     """Render robots.txt and security.txt (RFC 9116); warn when security.txt has expired."""
     spec = doc.spec
@@ -133,18 +143,13 @@ def build_well_known_table(doc: Document, now: float | None) -> tuple[WellKnownT
     security = spec.get("securityTxt")
     if security is not None:
         files[".well-known/security.txt"] = ("text/plain; charset=utf-8", _security_txt(security))
-        expires = dt.datetime.fromisoformat(security["expires"].replace("Z", "+00:00"))
-        if expires.tzinfo is None:
-            expires = expires.replace(tzinfo=dt.UTC)
-        if now is not None and expires.timestamp() < now:
-            errors.append(
-                PolicyError(
-                    doc.locate(["securityTxt", "expires"]),
-                    "wellknown.expired",
-                    f"security.txt expired at `{security['expires']}`: update `expires`",
-                    Severity.WARNING,
-                )
-            )
+        expires, where = _moment(security["expires"]), doc.locate(["securityTxt", "expires"])
+        if expires is None:
+            message = f"`{security['expires']}` is not a date and time that exists"
+            errors.append(PolicyError(where, "schema.format", message))
+        elif now is not None and expires.timestamp() < now:
+            message = f"security.txt expired at `{security['expires']}`: update `expires`"
+            errors.append(PolicyError(where, "wellknown.expired", message, Severity.WARNING))
     for i, raw in enumerate(spec.get("files", [])):
         path = f".well-known/{raw['path']}"
         if path in files:

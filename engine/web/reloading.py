@@ -97,10 +97,16 @@ def release_free_memory() -> None:
 
 
 def start_reload_triggers(gw: Gateway) -> None:
-    """SIGHUP (when the loop can take signals) and, if enabled, a watch on the folders."""
+    """SIGHUP (when the loop can take signals) and, if enabled, a watch on the folders.
+
+    Until now the process ignored SIGHUP (`engine.serve`), whose default action would
+    have ended a worker still starting when another one passed a reload on. One look at
+    the files now catches what such a signal announced; unchanged, they cost one read.
+    """
     loop = asyncio.get_running_loop()
     with suppress(NotImplementedError, RuntimeError, ValueError):
         loop.add_signal_handler(signal.SIGHUP, lambda: in_background(gw, reload_policies(gw, trigger="SIGHUP")))
+        in_background(gw, reload_policies(gw, trigger="start"))
     if gw.settings.policy_watch:
         in_background(gw, _watch(gw))
 

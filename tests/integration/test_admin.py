@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.servers import ROOT, Gateway, claims, mint
+from tests.integration.servers import ROOT, Gateway, claims, mint, start_gateway
 from tests.integration.waiting import eventually
 
 
@@ -154,3 +155,40 @@ def _wait_for_version_change(server: Gateway, old: str) -> None:
         return bool(httpx.get(f"{server.url}/ready").json()["policy_version"] != old)
 
     eventually(changed, within=15, failure="the policy was not reloaded", every=0.1)
+
+
+def test_a_reload_passed_on_while_workers_start_ends_none_of_them(tmp_path: Path) -> None:
+    """A worker that is serving passes a reload on through the supervisor to every worker,
+    some perhaps still starting, before their loops take SIGHUP (whose default action
+    ends a process). They must survive it, and end up on the files as they now are."""
+    policies = _policy_copy(tmp_path)
+    server = start_gateway(tmp_path / "gw", {"POLICY_PATHS": str(policies), "WORKERS": "2"}, wait=False)
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    try:
+        eventually(lambda: children.read_text().split(), within=20, failure="no worker was started", every=0.01)
+        sizes = policies / "sizes.yaml"
+        sizes.write_text(sizes.read_text().replace("maxBytes: 10240\n", "maxBytes: 20480\n"))
+
+        def serving_while_signalled() -> bool:
+            server.process.send_signal(signal.SIGHUP)
+            with contextlib.suppress(httpx.TransportError):
+                return httpx.get(f"{server.url}/ready", timeout=1).status_code == 200
+            return False
+
+        eventually(serving_while_signalled, within=20, failure=lambda: server.log.read_text(), every=0.05)
+        for _ in range(10):
+            server.process.send_signal(signal.SIGHUP)
+            time.sleep(0.05)
+        workers = [
+            pid for pid in children.read_text().split() if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert len(workers) == 2, server.log.read_text()
+        versions = {httpx.get(f"{server.url}/ready").json()["policy_version"] for _ in range(20)}
+        eventually(
+            lambda: len({httpx.get(f"{server.url}/ready").json()["policy_version"] for _ in range(20)}) == 1,
+            within=15,
+            failure=f"the workers disagree on the policy: {versions}",
+        )
+    finally:
+        server.stop()
+    assert server.new_tracebacks() == ""

@@ -65,6 +65,16 @@ def test_the_gateway_reads_no_test_documents() -> None:
 
 
 @pytest.mark.parametrize(
+    "rule_kind",
+    ["kind: ContentRules  # extra patterns", "{kind: ContentRules, apiVersion: policygate/v1}", "kind: 'ContentRules'"],
+)
+def test_a_file_is_left_out_only_when_it_surely_holds_nothing_but_tests(tmp_path: Path, rule_kind: str) -> None:
+    (tmp_path / "mixed.yaml").write_text(f"{rule_kind}\n---\nkind: PolicyTest\n")
+    (tmp_path / "tests.yaml").write_text("kind: PolicyTest\n---\nkind: PolicyTest \n")
+    assert [Path(s.label).name for s in read_layer([tmp_path], without_tests=True)] == ["mixed.yaml"]
+
+
+@pytest.mark.parametrize(
     ("spec", "code"),
     [
         ('securityHeaders: {headers: {"X-Odd\\n": "1"}}', "schema.pattern"),
@@ -99,3 +109,24 @@ def test_a_configmap_mount_is_read_once(tmp_path: Path) -> None:
         Path(s.label).name for s in read_layer([POLICIES], without_tests=True) if Path(s.label).parent == POLICIES
     )
     _compile(layer)
+
+
+def test_security_txt_takes_any_rfc_3339_spelling(build: BuildFn) -> None:
+    document = (
+        "apiVersion: policygate/v1\nkind: WellKnown\nmetadata: {name: default}\nspec:\n"
+        '  securityTxt: {contact: ["mailto:s@example.com"], expires: "2099-11-01t00:00:00.5z"}\n'
+    )
+    files = build([Source("wellknown.yaml", document)]).snapshot.well_known.files
+    assert "Expires: 2099-11-01t00:00:00.5z" in files[".well-known/security.txt"][1]
+
+
+@pytest.mark.parametrize(
+    ("spec", "code"),
+    [("{bulkImport: " + "[" * 700 + "]" * 700 + "}", "yaml.syntax"), ("&spec {bulkImport: *spec}", "yaml.too_large")],
+    ids=["nested past the recursion limit", "an alias inside its own anchor"],
+)
+def test_a_document_too_deep_or_endless_is_a_policy_error(build: BuildFn, spec: str, code: str) -> None:
+    document = f"apiVersion: policygate/v1\nkind: Features\nmetadata: {{name: default}}\nspec: {spec}\n"
+    with pytest.raises(PolicyErrors) as caught:
+        build([Source("features.yaml", document)])
+    assert [(e.where.file, e.code) for e in caught.value.errors] == [("features.yaml", code)]

@@ -109,12 +109,25 @@ def test_explain_allowed_shows_visibility(capsys: pytest.CaptureFixture[str], tm
     assert seen["where"].rsplit(":", 2)[0].endswith("policies/visibility.yaml")
 
 
-def test_explain_rejects_a_malformed_context(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("context", "named"),
+    [
+        ('{"path": "tools", "now": 1}', "path"),
+        ('{"path": "/mcp"}', "now"),
+        ('{"path": "/mcp", "now": 1, "user": {"teams": 5}}', "$.user.teams"),
+        ('{"path": "/mcp", "now": 1, "token": {"claims": []}}', "$.token.claims"),
+        ('[{"path": "/mcp"}]', "$"),
+    ],
+)
+def test_explain_rejects_a_malformed_context(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, context: str, named: str
+) -> None:
     ctx = tmp_path / "ctx.json"
-    ctx.write_text('{"path": "tools"}')
+    ctx.write_text(context)
     code, _, err = run(capsys, "explain", str(ctx))
     assert code == 2
-    assert "invalid context" in err
+    assert err.startswith("policygate: invalid context")
+    assert named in err
 
 
 def test_scan_exit_code_follows_the_verdict(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -39,6 +39,18 @@ def test_lists_are_split_on_commas(build: BuildFn) -> None:
     assert inspect_content(content, Content("prompt", "card 4111 1111 1111 1111")).findings == ()
 
 
+@pytest.mark.parametrize("name", ["CONTENT_PII_PATTERNS", "CONTENT_PII_DETECTION_ENABLED", "CONTENT_BLOCKED_PATTERNS"])
+def test_a_blank_variable_is_an_unset_one(build: BuildFn, name: str) -> None:
+    """A deployment template that leaves a variable blank changes nothing the policy says."""
+    from engine.decide import Content
+    from engine.decide.content import inspect_content
+
+    built = build(env={name: " "})
+    assert built.applied == ()
+    content = built.snapshot.content
+    assert inspect_content(content, Content("tool_result", "SSN 123-45-6789")).findings != ()
+
+
 def test_an_app_domain_becomes_the_origin_browsers_send(build: BuildFn) -> None:
     built = build(env={"APP_DOMAIN": "App.Example.com:8443"})
     assert built.snapshot.network.allowed_origins == frozenset({"https://app.example.com:8443"})
