@@ -8,7 +8,7 @@ from typing import Final
 
 from asyncpg.exceptions import DataError as PgDataError
 from quart import Response
-from tortoise.exceptions import BaseORMException, DoesNotExist, IntegrityError
+from tortoise.exceptions import BaseORMException, DoesNotExist, IntegrityError, ValidationError
 from werkzeug.exceptions import HTTPException
 
 from engine.web.responses import ApiError, error_response
@@ -33,6 +33,10 @@ async def failure_response(err: Exception) -> Response:
         return error_response(404, "not_found", "no such item")
     if isinstance(err, IntegrityError):
         return error_response(409, "conflict", "the change conflicts with the stored data")
+    if isinstance(err, ValidationError):
+        # The ORM measures a value against its column before any query (an id longer than
+        # ids are): the request's fault, and the message would echo the value.
+        return error_response(400, "invalid_value", "a value in the request is longer than the store holds")
     if isinstance(err, BaseORMException) and isinstance(err.__cause__, PgDataError):
         # PostgreSQL refuses a value no text or number column can hold (a NUL character,
         # an integer out of range): the request's fault, where SQLite would just not match.

@@ -8,6 +8,7 @@ not leak to outsiders.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from typing import Final
@@ -30,12 +31,13 @@ __all__ = ["blueprint"]
 blueprint = Blueprint("teams", __name__)
 
 _ROLES: Final = ["owner", "member"]
+_INVITATION_LIFETIME: Final = dt.timedelta(days=7)
 _CREATE: Final = {
     "name": {"type": "string", "required": True, "regex": r"^[\w .-]{1,100}$"},
     "description": {"type": "string", "maxlength": 2000},
 }
 _MEMBER: Final = {
-    "email": {"type": "string", "required": True, "regex": r"^[^@\s]+@[^@\s]+$"},
+    "email": {"type": "string", "required": True, "maxlength": 320, "regex": r"^[^@\s]+@[^@\s]+$"},
     "role": {"type": "string", "allowed": _ROLES, "default": "member"},
 }
 
@@ -131,12 +133,16 @@ async def remove_member(team_id: str, email: str) -> Response:
     """Remove a member; a team always keeps at least one owner."""
     user = caller()
     team = await _team_for(user, team_id, manage=True)
-    row = await Membership.filter(team_id=team.id, user__email=email).first()
-    if row is None:
-        raise ApiError(404, "not_found", f"`{email}` is not a member")
-    if row.role == "owner" and await Membership.filter(team_id=team.id, role="owner").count() == 1:
-        raise ApiError(409, "last_owner", "a team must keep at least one owner")
-    await row.delete()
+    async with in_transaction():
+        # The owners' rows stay locked until the end (PostgreSQL; SQLite writes one at a
+        # time): two owners removing each other at once would each find the other left.
+        owners = await Membership.filter(team_id=team.id, role="owner").select_for_update()
+        row = await Membership.filter(team_id=team.id, user__email=email).first()
+        if row is None:
+            raise ApiError(404, "not_found", f"`{email}` is not a member")
+        if row.role == "owner" and len(owners) == 1:
+            raise ApiError(409, "last_owner", "a team must keep at least one owner")
+        await row.delete()
     await gateway().directory.user_changed(email)
     await audit(user.email, "team.member.remove", team.id, {"member": email})
     return Response("", status=204)
@@ -197,12 +203,42 @@ async def invite(team_id: str) -> Response:
     return created({"id": row.id, "team_id": team.id, "email": row.email, "status": row.status})
 
 
+@blueprint.get("/teams/<team_id>/invitations")
+async def pending_invitations(team_id: str) -> Response:
+    """The team's invitations still waiting for an answer (team owners and platform admins)."""
+    team = await _team_for(caller(), team_id, manage=True)
+    rows = await Invitation.filter(team=team, status="pending").order_by("created_at")
+    fields = ("id", "email", "role", "invited_by")
+    items = [{**{name: getattr(r, name) for name in fields}, "created_at": r.created_at.isoformat()} for r in rows]
+    return jsonify({"items": items})
+
+
+@blueprint.delete("/teams/<team_id>/invitations/<invitation_id>")
+async def withdraw_invitation(team_id: str, invitation_id: str) -> Response:
+    """Withdraw a pending invitation (team owners and platform admins)."""
+    user = caller()
+    team = await _team_for(user, team_id, manage=True)
+    withdrawn = await Invitation.filter(id=invitation_id, team=team, status="pending").update(status="withdrawn")
+    if not withdrawn:
+        raise ApiError(404, "not_found", f"no pending invitation `{invitation_id}`")
+    await audit(user.email, "team.invite.withdraw", team.id, {"invitation": invitation_id})
+    return Response("", status=204)
+
+
 @blueprint.post("/invitations/<invitation_id>/accept")
 async def accept_invitation(invitation_id: str) -> Response:
-    """Accept an invitation addressed to the caller's email."""
+    """Accept an invitation addressed to the caller's email.
+
+    An invitation speaks for whoever sent it, so it holds only while they still could
+    send it (an owner of the team, or a platform admin) and for a week: an owner who
+    is removed cannot leave an invitation behind to let an accomplice back in as owner.
+    """
     user = caller()
     row = await Invitation.filter(id=invitation_id, status="pending").prefetch_related("team").first()
     if row is None or row.email != user.email:
+        raise ApiError(404, "not_found", f"no pending invitation `{invitation_id}`")
+    if not await _still_stands(row):
+        await Invitation.filter(id=row.id, status="pending").update(status="expired")
         raise ApiError(404, "not_found", f"no pending invitation `{invitation_id}`")
     member = await UserRow.get(email=user.email)
     async with in_transaction():
@@ -212,3 +248,14 @@ async def accept_invitation(invitation_id: str) -> Response:
     await gateway().directory.user_changed(user.email)
     await audit(user.email, "team.invite.accept", row.team.id)
     return jsonify({"team_id": row.team.id, "role": row.role})
+
+
+async def _still_stands(invitation: Invitation) -> bool:
+    if dt.datetime.now(dt.UTC) - invitation.created_at > _INVITATION_LIFETIME:
+        return False
+    sender = invitation.invited_by
+    if await UserRow.filter(email=sender, is_admin=True, is_active=True).exists():
+        return True
+    return await Membership.filter(
+        team_id=invitation.team.id, user__email=sender, user__is_active=True, role="owner"
+    ).exists()

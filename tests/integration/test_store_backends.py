@@ -15,6 +15,7 @@ import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -64,6 +65,35 @@ def test_store_suite(start: Callable[..., Gateway], backend: dict[str, str]) -> 
     assert dev.get("/auth/me").json()["error"]["code"] == "account_disabled"
     actions = [e["action"] for e in admin.get("/admin/audit").json()["items"]]
     assert {"user.create", "team.create", "token.create", "token.revoke", "user.change"} <= set(actions)
+
+
+def test_two_owners_removing_each_other_at_once_leave_one(
+    start: Callable[..., Gateway], backend: dict[str, str]
+) -> None:
+    """Each removal first counts the owners; run at once, neither may count the other."""
+    server = start(MCPGATEWAY_ADMIN_API_ENABLED="true", ALLOW_TEAM_CREATION="true", **backend)
+    admin = server.client(server.login())
+    for email in ("left@example.com", "right@example.com"):
+        admin.post("/admin/users", json={"email": email, "password": "a fine password", "roles": ["developer"]})
+    tokens = {email: server.login(email, "a fine password") for email in ("left@example.com", "right@example.com")}
+    for attempt in range(5):
+        owner = server.client(tokens["left@example.com"])
+        team = owner.post("/teams", json={"name": f"Duel {attempt}"}).json()["id"]
+        owner.post(f"/teams/{team}/members", json={"email": "right@example.com", "role": "owner"})
+        with ThreadPoolExecutor(2) as pool:
+            left = pool.submit(_remove, server, tokens["left@example.com"], team, "right@example.com")
+            right = pool.submit(_remove, server, tokens["right@example.com"], team, "left@example.com")
+            codes = sorted((left.result(), right.result()))
+        members = admin.get(f"/teams/{team}").json()["members"]
+        assert [m["role"] for m in members] == ["owner"], (codes, members)
+        # The second finds its caller no longer an owner (403) or member (404), or itself
+        # the last owner (409), depending on where the first one's removal caught it.
+        assert codes in ([204, 403], [204, 404], [204, 409]), codes
+
+
+def _remove(server: Gateway, token: str, team: str, email: str) -> int:
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.delete(f"{server.url}/teams/{team}/members/{email}", headers=headers).status_code
 
 
 def test_two_instances_agree_on_a_revocation_at_once(

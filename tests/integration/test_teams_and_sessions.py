@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -159,3 +161,47 @@ def test_trusted_proxy_user_reaches_admin_routes_only(start: Callable[..., Gatew
     assert (refused.status_code, refused.json()["error"]["code"]) == (401, "proxy_auth_untrusted")
     unknown = server.client(**{"X-Forwarded-User": "ghost@example.com"}).get("/admin/users")
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (401, "user_unknown")
+
+
+def test_an_invitation_holds_only_while_its_sender_could_send_it(open_gateway: Gateway) -> None:
+    server = open_gateway
+    admin = server.client(server.login())
+    for email in ("founder@example.com", "rogue@example.com"):
+        admin.post("/admin/users", json={"email": email, "password": PASSWORD, "roles": ["developer"]})
+    founder = server.client(server.login("founder@example.com", PASSWORD))
+    team = founder.post("/teams", json={"name": "Invitations"}).json()["id"]
+    promoted = founder.post(f"/teams/{team}/members", json={"email": "rogue@example.com", "role": "owner"})
+    assert promoted.status_code == 201
+    rogue = server.client(server.login("rogue@example.com", PASSWORD))
+    accomplice = server.client(_register(server, "accomplice@example.com"))
+    sent = rogue.post(f"/teams/{team}/invitations", json={"email": "accomplice@example.com", "role": "owner"}).json()
+    withdrawn = founder.post(f"/teams/{team}/invitations", json={"email": "accomplice@example.com"}).json()
+    pending = founder.get(f"/teams/{team}/invitations").json()["items"]
+    assert [(i["id"], i["invited_by"]) for i in pending] == [
+        (sent["id"], "rogue@example.com"),
+        (withdrawn["id"], "founder@example.com"),
+    ]
+    assert founder.delete(f"/teams/{team}/invitations/{withdrawn['id']}").status_code == 204
+    assert accomplice.post(f"/invitations/{withdrawn['id']}/accept").status_code == 404
+    assert founder.delete(f"/teams/{team}/members/rogue@example.com").status_code == 204
+    late = accomplice.post(f"/invitations/{sent['id']}/accept")
+    assert late.status_code == 404, "a removed owner's invitation lets nobody in"
+    assert accomplice.get("/auth/me").json()["teams"] == []
+    assert founder.get(f"/teams/{team}/invitations").json()["items"] == []
+
+    old = founder.post(f"/teams/{team}/invitations", json={"email": "accomplice@example.com"}).json()
+    with sqlite3.connect(Path(server.env["DATA_DIR"]) / "policygate.db") as store:
+        store.execute("UPDATE invitations SET created_at = '2000-01-01 00:00:00+00:00' WHERE id = ?", (old["id"],))
+    assert accomplice.post(f"/invitations/{old['id']}/accept").status_code == 404, "invitations expire"
+    fresh = founder.post(f"/teams/{team}/invitations", json={"email": "accomplice@example.com"}).json()
+    assert accomplice.post(f"/invitations/{fresh['id']}/accept").json() == {"team_id": team, "role": "member"}
+
+
+def test_an_id_longer_than_the_store_holds_is_a_bad_request(gateway: Gateway) -> None:
+    client = gateway.client(gateway.login())
+    for path in ("/tools/" + "x" * 65, "/teams/" + "x" * 65, "/gateways/" + "x" * 65):
+        found = client.get(path)
+        assert (found.status_code, found.json()["error"]["code"]) in ((400, "invalid_value"), (404, "not_found"))
+    long_email = "a" * 400 + "@example.com"
+    refused = client.post("/teams/x/members", json={"email": long_email})
+    assert refused.status_code in (404, 422), refused.text
