@@ -22,7 +22,8 @@ DEFAULT_ADMIN_PASSWORD: Final = "changeme"  # noqa: S105 - the default that prod
 
 _SCHEMA: Final[dict[str, dict[str, Any]]] = {
     "ENVIRONMENT": {"type": "string", "allowed": ["development", "staging", "production", "test"]},
-    "BIND": {"type": "string", "regex": r"^[^:\s]+:\d{1,5}$"},
+    # host:port, [IPv6]:port, or a Unix socket's path as Hypercorn takes it.
+    "BIND": {"type": "string", "regex": r"^(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):\d{1,5}$|^unix:/\S+$"},
     "WORKERS": {"type": "integer", "coerce": int, "min": 1, "max": 64},
     "POLICY_PATHS": {"type": "string", "empty": False},
     "POLICY_WATCH": {"type": "boolean", "coerce": "flag"},
@@ -132,8 +133,8 @@ def load_settings(env: Mapping[str, str], **flags: Any) -> Settings:
     # A flag is held to its variable's rules: `--workers 0` is as wrong as WORKERS=0.
     variables = {field_name: name for name, field_name in _NAMES.items()}
     for flag, value in flags.items():
-        if value is not None:
-            raw[variables[flag]] = ",".join(value) if isinstance(value, tuple) else str(value)
+        if value is not None and not isinstance(value, tuple):
+            raw[variables[flag]] = str(value)
     schema = {
         name: {**rule, "coerce": _flag} if rule.get("coerce") == "flag" else rule for name, rule in _SCHEMA.items()
     }
@@ -147,5 +148,7 @@ def load_settings(env: Mapping[str, str], **flags: Any) -> Settings:
     values: dict[str, Any] = {_NAMES[name]: value for name, value in validator.document.items()}
     if "policy_paths" in values:
         values["policy_paths"] = tuple(p for p in str(values["policy_paths"]).split(",") if p)
+    # Paths given one by one are kept as given: one of them may hold a comma.
+    values.update({k: v for k, v in flags.items() if isinstance(v, tuple)})
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known})

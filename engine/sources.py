@@ -6,13 +6,12 @@ user can open. This is the only place the CLI and the reloader read policy files
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Final
 
 from engine.errors import Location, PolicyError, PolicyErrors
 from engine.policy import Source
+from engine.policy.load import only_tests
 
 __all__ = ["MissingPath", "read_layer"]
 
@@ -21,9 +20,6 @@ _SUFFIXES = (".yaml", ".yml")
 
 class MissingPath(Exception):
     """A path named on the command line does not exist: a usage error, not a policy error."""
-
-
-_TEST_KIND_LINE: Final = re.compile(r"^kind:[ \t]*PolicyTest[ \t]*$", re.MULTILINE)
 
 
 def read_layer(paths: Iterable[str | Path], *, without_tests: bool = False) -> list[Source]:
@@ -49,7 +45,7 @@ def read_layer(paths: Iterable[str | Path], *, without_tests: bool = False) -> l
     for file in files:
         try:
             text = file.read_text(encoding="utf-8")
-            if without_tests and _only_tests(text):
+            if without_tests and only_tests(text):
                 continue
             sources.append(Source(str(file), text))
         except UnicodeDecodeError as err:
@@ -59,17 +55,6 @@ def read_layer(paths: Iterable[str | Path], *, without_tests: bool = False) -> l
     if errors:
         raise PolicyErrors(errors)
     return sources
-
-
-def _only_tests(text: str) -> bool:
-    """Whether a file holds `PolicyTest` documents and nothing else, judged before parsing.
-
-    Only when every `kind` in the text is such a line: a document whose `kind` is
-    written any other way (a trailing comment, flow style) might be a rule, and leaving
-    it out would run the gateway on less than `lint` and `test` checked.
-    """
-    tests = len(_TEST_KIND_LINE.findall(text))
-    return tests > 0 and tests == text.count("kind")
 
 
 def _visible(file: Path, folder: Path) -> bool:

@@ -19,6 +19,15 @@ from typing import Any, Final
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    DocumentEndEvent,
+    DocumentStartEvent,
+    Event,
+    ScalarEvent,
+)
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from engine.errors import Location, PolicyError
@@ -31,6 +40,7 @@ __all__ = [
     "Position",
     "Source",
     "load_documents",
+    "only_tests",
     "plain",
 ]
 
@@ -55,6 +65,7 @@ KINDS: Final = (
 
 _NAME: Final = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")
 _MAX_VALUES: Final = 200_000  # the default policy set holds about 9,000
+_MAX_DEPTH: Final = 100  # the default policy set nests 10 deep
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +146,11 @@ def load_documents(sources: Iterable[Source]) -> tuple[list[Document], list[Poli
 def _parse(source: Source, errors: list[PolicyError]) -> Iterator[tuple[int, Any, dict[Path, Position]]]:
     yaml = YAML(typ="safe")
     try:
+        deep = _past_depth(yaml.parse(source.text))
+        if deep is not None:
+            where = Location(source.label, deep.start_mark.line + 1, deep.start_mark.column + 1)
+            errors.append(PolicyError(where, "yaml.syntax", f"values are nested more than {_MAX_DEPTH} deep"))
+            return
         for index, node in enumerate(yaml.compose_all(source.text)):
             if _expanded_size(node) > _MAX_VALUES:
                 mark = node.start_mark
@@ -159,6 +175,66 @@ def _parse(source: Source, errors: list[PolicyError]) -> Iterator[tuple[int, Any
         errors.append(PolicyError(Location(source.label), "yaml.syntax", _one_line(str(err)) or "invalid YAML"))
 
 
+def _past_depth(events: Iterable[Event]) -> Event | None:
+    """The first collection opened past `_MAX_DEPTH`, or None.
+
+    Measured on the parser's flat event stream, before any node tree is built: the
+    C composer recurses, and some 30,000 brackets (60 KB) overflow the C stack and end
+    the process, which no `except` can catch.
+    """
+    depth = 0
+    for event in events:
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return event
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+    return None
+
+
+def only_tests(text: str) -> bool:
+    """Whether every document in `text` is surely a `PolicyTest`, read off the parser's
+    events: about a sixth of the cost of building the documents, which the gateway,
+    never running test cases, can skip.
+
+    Any doubt answers False and the file is read as any other (a rule document left
+    out would have the gateway enforce less than `lint` and `test` checked): a parse
+    error, a document without a `kind`, a `kind` written as an alias, a collection or
+    with a tag, two of them, a merge key, a key that is not a plain string.
+    """
+    kinds: list[object] = []
+    try:
+        depth, is_key, key = 0, True, None
+        for event in YAML(typ="safe").parse(text):
+            if isinstance(event, DocumentStartEvent):
+                kinds.append(None)
+                is_key = True
+            elif isinstance(event, DocumentEndEvent):
+                if kinds[-1] != "PolicyTest":
+                    return False
+            elif depth == 1 and not isinstance(event, CollectionEndEvent):
+                value = event.value if isinstance(event, ScalarEvent) and event.tag is None else None
+                if is_key:
+                    if not isinstance(value, str) or value == "<<":
+                        return False
+                    key = value
+                elif key == "kind":
+                    if kinds[-1] is not None or value is None:
+                        return False
+                    kinds[-1] = value
+                is_key = not is_key
+            if isinstance(event, CollectionStartEvent):
+                depth += 1
+            elif isinstance(event, CollectionEndEvent):
+                depth -= 1
+            elif isinstance(event, AliasEvent) and depth == 0:
+                return False
+    except Exception:  # anything the parser trips over is for the full read to report
+        return False
+    return bool(kinds)
+
+
 def _expanded_size(root: Node) -> int:
     """How many values a document holds with every alias spelled out, counted without
     spelling them out; past `_MAX_VALUES` the count stops.
@@ -172,16 +248,18 @@ def _expanded_size(root: Node) -> int:
     path: set[int] = set()  # the nodes whose children are being counted
     while stack:
         node, counted = stack.pop()
-        children = _children(node)
         if counted:
             path.discard(id(node))
-            sizes[id(node)] = min(1 + sum(sizes[id(child)] for child in children), _MAX_VALUES + 1)
+            size = 1 + sum(sizes[id(child)] for child in _children(node))
+            if size > _MAX_VALUES:
+                return size
+            sizes[id(node)] = size
         elif id(node) in path:
             return _MAX_VALUES + 1
-        elif id(node) not in sizes:
+        elif id(node) not in sizes:  # an alias of a node counted already costs nothing more
             path.add(id(node))
             stack.append((node, True))
-            stack.extend((child, False) for child in children)
+            stack.extend((child, False) for child in _children(node))
     return sizes[id(root)]
 
 

@@ -274,8 +274,8 @@ def apply_overrides(
     Later entries win where two variables set the same value (`ALLOWED_ORIGINS` over
     `APP_DOMAIN`). A value that fails its rule is an error and changes nothing.
     """
-    # An empty variable is an unset one, as in the process settings: a deployment
-    # template that leaves one blank must not switch off what the policy turns on.
+    # A blank variable (empty, or spaces only) is an unset one: a deployment template
+    # that leaves one blank must not replace what the policy says with nothing.
     present = [o for o in OVERRIDES if env.get(o.env, "").strip()]
     if not present:
         return list(documents), [], []

@@ -87,6 +87,7 @@ class Invitation(Model):
     team: fields.ForeignKeyRelation[Team] = fields.ForeignKeyField(
         "models.Team", related_name="invitations", on_delete=fields.CASCADE
     )
+    team_id: str  # the key's column, set by the ORM
     email = fields.CharField(max_length=320)
     role = fields.CharField(max_length=32, default="member")
     invited_by = fields.CharField(max_length=320)

@@ -34,9 +34,11 @@ async def failure_response(err: Exception) -> Response:
     if isinstance(err, IntegrityError):
         return error_response(409, "conflict", "the change conflicts with the stored data")
     if isinstance(err, ValidationError):
-        # The ORM measures a value against its column before any query (an id longer than
-        # ids are): the request's fault, and the message would echo the value.
-        return error_response(400, "invalid_value", "a value in the request is longer than the store holds")
+        # The ORM holds a value to its column before any query (an id longer than ids
+        # are): the request's fault, unless the gateway wrote the value itself, hence the
+        # log line. Its message would echo the value, so neither shows it.
+        log.warning("value refused by the store's field rules: %s", type(err).__name__)
+        return error_response(400, "invalid_value", "a value in the request is too long or out of range for the store")
     if isinstance(err, BaseORMException) and isinstance(err.__cause__, PgDataError):
         # PostgreSQL refuses a value no text or number column can hold (a NUL character,
         # an integer out of range): the request's fault, where SQLite would just not match.

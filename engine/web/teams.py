@@ -207,7 +207,9 @@ async def invite(team_id: str) -> Response:
 async def pending_invitations(team_id: str) -> Response:
     """The team's invitations still waiting for an answer (team owners and platform admins)."""
     team = await _team_for(caller(), team_id, manage=True)
-    rows = await Invitation.filter(team=team, status="pending").order_by("created_at")
+    rows = [
+        r for r in await Invitation.filter(team=team, status="pending").order_by("created_at") if await _still_stands(r)
+    ]
     fields = ("id", "email", "role", "invited_by")
     items = [{**{name: getattr(r, name) for name in fields}, "created_at": r.created_at.isoformat()} for r in rows]
     return jsonify({"items": items})
@@ -237,25 +239,28 @@ async def accept_invitation(invitation_id: str) -> Response:
     row = await Invitation.filter(id=invitation_id, status="pending").prefetch_related("team").first()
     if row is None or row.email != user.email:
         raise ApiError(404, "not_found", f"no pending invitation `{invitation_id}`")
-    if not await _still_stands(row):
-        await Invitation.filter(id=row.id, status="pending").update(status="expired")
-        raise ApiError(404, "not_found", f"no pending invitation `{invitation_id}`")
     member = await UserRow.get(email=user.email)
     async with in_transaction():
-        row.status = "accepted"
-        await row.save()
-        await Membership.get_or_create(team=row.team, user=member, defaults={"role": row.role})
+        stands = await _still_stands(row, lock=True)
+        # Taken only if still pending here: a withdrawal may have landed since the read.
+        taken = await Invitation.filter(id=row.id, status="pending").update(status="accepted" if stands else "expired")
+        if stands and taken:
+            await Membership.get_or_create(team=row.team, user=member, defaults={"role": row.role})
+    if not (stands and taken):
+        raise ApiError(404, "not_found", f"no pending invitation `{invitation_id}`")
     await gateway().directory.user_changed(user.email)
     await audit(user.email, "team.invite.accept", row.team.id)
     return jsonify({"team_id": row.team.id, "role": row.role})
 
 
-async def _still_stands(invitation: Invitation) -> bool:
+async def _still_stands(invitation: Invitation, *, lock: bool = False) -> bool:
+    """Whether the invitation is young enough and its sender could still send it; with
+    `lock`, the sender's owner row stays locked to the end of the transaction (PostgreSQL),
+    so the sender's removal waits for the acceptance rather than slipping in between."""
     if dt.datetime.now(dt.UTC) - invitation.created_at > _INVITATION_LIFETIME:
         return False
     sender = invitation.invited_by
     if await UserRow.filter(email=sender, is_admin=True, is_active=True).exists():
         return True
-    return await Membership.filter(
-        team_id=invitation.team.id, user__email=sender, user__is_active=True, role="owner"
-    ).exists()
+    owner = Membership.filter(team_id=invitation.team_id, user__email=sender, user__is_active=True, role="owner")
+    return await (owner.select_for_update() if lock else owner).first() is not None

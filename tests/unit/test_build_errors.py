@@ -66,11 +66,18 @@ def test_the_gateway_reads_no_test_documents() -> None:
 
 @pytest.mark.parametrize(
     "rule_kind",
-    ["kind: ContentRules  # extra patterns", "{kind: ContentRules, apiVersion: policygate/v1}", "kind: 'ContentRules'"],
+    [
+        "kind: ContentRules  # extra patterns",
+        "{kind: ContentRules, apiVersion: policygate/v1}",
+        "kind: 'ContentRules'",
+        '"\\x6bind": ContentRules',
+        "<<: {kind: ContentRules}",
+    ],
 )
 def test_a_file_is_left_out_only_when_it_surely_holds_nothing_but_tests(tmp_path: Path, rule_kind: str) -> None:
     (tmp_path / "mixed.yaml").write_text(f"{rule_kind}\n---\nkind: PolicyTest\n")
-    (tmp_path / "tests.yaml").write_text("kind: PolicyTest\n---\nkind: PolicyTest \n")
+    tests = "# cases of every kind\nkind: PolicyTest\n---\n{kind: 'PolicyTest', spec: {note: kinds}}\n"
+    (tmp_path / "tests.yaml").write_text(tests)
     assert [Path(s.label).name for s in read_layer([tmp_path], without_tests=True)] == ["mixed.yaml"]
 
 
@@ -122,8 +129,12 @@ def test_security_txt_takes_any_rfc_3339_spelling(build: BuildFn) -> None:
 
 @pytest.mark.parametrize(
     ("spec", "code"),
-    [("{bulkImport: " + "[" * 700 + "]" * 700 + "}", "yaml.syntax"), ("&spec {bulkImport: *spec}", "yaml.too_large")],
-    ids=["nested past the recursion limit", "an alias inside its own anchor"],
+    [
+        ("{bulkImport: " + "[" * 700 + "]" * 700 + "}", "yaml.syntax"),
+        ("{bulkImport: " + "[" * 30000 + "]" * 30000 + "}", "yaml.syntax"),
+        ("&spec {bulkImport: *spec}", "yaml.too_large"),
+    ],
+    ids=["nested past the recursion limit", "nested past the C stack", "an alias inside its own anchor"],
 )
 def test_a_document_too_deep_or_endless_is_a_policy_error(build: BuildFn, spec: str, code: str) -> None:
     document = f"apiVersion: policygate/v1\nkind: Features\nmetadata: {{name: default}}\nspec: {spec}\n"

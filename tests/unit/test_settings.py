@@ -37,8 +37,14 @@ def test_a_command_line_flag_meets_its_variables_rules(flag: str, value: object,
 
 
 def test_flags_take_precedence_over_the_environment() -> None:
-    chosen = load_settings({"WORKERS": "2", "POLICY_PATHS": "a"}, workers=3, policy_paths=("b", "c"))
-    assert (chosen.workers, chosen.policy_paths) == (3, ("b", "c"))
+    chosen = load_settings({"WORKERS": "2", "POLICY_PATHS": "a"}, workers=3, policy_paths=("b", "c,d"))
+    assert (chosen.workers, chosen.policy_paths) == (3, ("b", "c,d"))
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:4444", "[::1]:8080", "localhost:80", "unix:/run/policygate.sock"])
+def test_every_address_form_hypercorn_takes_is_accepted(bind: str) -> None:
+    assert load_settings({"BIND": bind}).bind == bind
+    assert load_settings({}, bind=bind).bind == bind
 
 
 def test_store_and_cache_passwords_stay_out_of_the_settings_repr() -> None:
