@@ -220,7 +220,8 @@ def only_tests(text: str) -> bool:
                         return False
                     key = value
                 elif key == "kind":
-                    if kinds[-1] is not None or value is None:
+                    # A rule file is told by its first `kind`, without reading on.
+                    if kinds[-1] is not None or value != "PolicyTest":
                         return False
                     kinds[-1] = value
                 is_key = not is_key

@@ -246,9 +246,16 @@ OVERRIDES: Final[tuple[Override, ...]] = (
 _CUSTOM_PATTERNS: Final = "CONTENT_BLOCKED_PATTERNS"
 
 
+def _given(env: Mapping[str, str], name: str) -> bool:
+    """Whether `name` is set to something: a blank variable (empty, or spaces only) is an
+    unset one, since a deployment template that leaves one blank must not replace what
+    the policy says with nothing."""
+    return bool(env.get(name, "").strip())
+
+
 def custom_patterns(env: Mapping[str, str]) -> tuple[list[tuple[str, Location]], list[PolicyError]]:
     """Extra attack regexes from `CONTENT_BLOCKED_PATTERNS` (a JSON array of strings)."""
-    if not env.get(_CUSTOM_PATTERNS, "").strip():
+    if not _given(env, _CUSTOM_PATTERNS):
         return [], []
     where = Location(f"env:{_CUSTOM_PATTERNS}")
     try:
@@ -274,9 +281,7 @@ def apply_overrides(
     Later entries win where two variables set the same value (`ALLOWED_ORIGINS` over
     `APP_DOMAIN`). A value that fails its rule is an error and changes nothing.
     """
-    # A blank variable (empty, or spaces only) is an unset one: a deployment template
-    # that leaves one blank must not replace what the policy says with nothing.
-    present = [o for o in OVERRIDES if env.get(o.env, "").strip()]
+    present = [o for o in OVERRIDES if _given(env, o.env)]
     if not present:
         return list(documents), [], []
     validator = Validator({o.env: dict(o.rule) for o in present}, allow_unknown=False)

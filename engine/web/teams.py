@@ -207,9 +207,8 @@ async def invite(team_id: str) -> Response:
 async def pending_invitations(team_id: str) -> Response:
     """The team's invitations still waiting for an answer (team owners and platform admins)."""
     team = await _team_for(caller(), team_id, manage=True)
-    rows = [
-        r for r in await Invitation.filter(team=team, status="pending").order_by("created_at") if await _still_stands(r)
-    ]
+    pending = await Invitation.filter(team=team, status="pending").order_by("created_at")
+    rows = [r for r in pending if await _still_stands(r)]  # as acceptance would find them
     fields = ("id", "email", "role", "invited_by")
     items = [{**{name: getattr(r, name) for name in fields}, "created_at": r.created_at.isoformat()} for r in rows]
     return jsonify({"items": items})
