@@ -145,23 +145,28 @@ def _page(limit_text: str | None, cursor: str | None) -> tuple[int, str | None]:
     return limit, after
 
 
-def check_team(user: User, body: Mapping[str, Any]) -> None:
-    """An item goes into a team only by a member, and only with a token that reaches it.
+def check_team(user: User, body: Mapping[str, Any], item: Any = None) -> None:
+    """An item goes into a team only by a member and only with a token that reaches it; a
+    private item only with a token that sees its owner's private items. `body` is what
+    was sent; `item`, when given, the stored item it changes.
 
     Raises:
-        ApiError: 422 for a team item without its team, 403 otherwise.
+        ApiError: 422 for a team item without its team, 403 for a team or a private item
+            the caller or its token may not write.
     """
-    if body.get("visibility") == "team" and not body.get("team_id"):
+    merged = body if item is None else {"team_id": item.team_id, "visibility": item.visibility, **body}
+    if merged.get("visibility") == "team" and not merged.get("team_id"):
         raise ApiError(422, "invalid_body", "`team_id`: a team item needs its team")
-    team = body.get("team_id")
+    seen = g.decision.visibility or PUBLIC_ONLY
+    if merged.get("visibility") == "private" and seen.reach is not None and not seen.sees_own_private:
+        # Like a team the token does not reach: what it wrote, it could not read back.
+        raise ApiError(403, "private_not_in_token", "this token sees public items only: give `visibility: public`")
+    team = merged.get("team_id")
     if team is None:
         return
     if not user.admin and team not in user.teams:
         raise ApiError(403, "not_team_member", f"you are not a member of `{team}`")
-    seen = g.decision.visibility
-    reach = seen.reach if seen is not None else None
-    if reach is not None and team not in reach:
-        # The token was narrowed to other teams: what it wrote, it could not read back.
+    if seen.reach is not None and team not in seen.reach:
         raise ApiError(403, "team_not_in_token", f"this token does not reach team `{team}`")
 
 
@@ -276,7 +281,7 @@ def _register(kind: Kind) -> None:
         approve: str | None = body.pop("approve_change", None)
         if approve is not None and not user.admin:
             raise ApiError(403, "admin_required", "only platform admins approve a changed upstream tool")
-        check_team(user, {"team_id": item.team_id, "visibility": item.visibility, **body})
+        check_team(user, body, item)
         if kind.model is Server:
             await _check_members(body)
         await _check_uri_free(kind, body, item.id)

@@ -157,10 +157,13 @@ async def request_to_join(team_id: str) -> Response:
         raise ApiError(404, "not_found", f"no team `{team_id}`")
     if team_id in user.teams:
         raise ApiError(409, "already_member", "you are already a member")
-    requester = await UserRow.get(email=user.email)
-    if await JoinRequest.filter(team=team, user=requester, status="pending").exists():
-        raise ApiError(409, "request_pending", "a request to join is already pending")
-    row = await JoinRequest.create(id=uuid.uuid4().hex, team=team, user=requester)
+    async with in_transaction():
+        # The requester's row, locked, orders two requests sent at once: the second
+        # finds the first one pending.
+        requester = await UserRow.select_for_update().get(email=user.email)
+        if await JoinRequest.filter(team=team, user=requester, status="pending").exists():
+            raise ApiError(409, "request_pending", "a request to join is already pending")
+        row = await JoinRequest.create(id=uuid.uuid4().hex, team=team, user=requester)
     await audit(user.email, "team.join_request", team.id)
     return created({"id": row.id, "team_id": team.id, "status": row.status})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.integration.conftest import start_server, stop_server
@@ -34,8 +35,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     stop_server(gw)
 
 
-def _as(server: Gateway, email: str, teams: list[str] | None) -> object:
-    return server.client(mint(claims(email, teams=teams)))
+def _session(server: Gateway, email: str) -> httpx.Client:
+    """A signed-in user's client: unlike an API token without a teams list, a session
+    sees its user's private items, so what it created it can read back."""
+    return server.client(server.login(email, PASSWORD))
 
 
 def test_visibility_is_applied_to_lists_and_reads(server: Gateway) -> None:
@@ -92,7 +95,7 @@ def test_only_the_owner_changes_an_item(server: Gateway) -> None:
 
 
 def test_content_pipeline_refuses_and_stores_nothing(server: Gateway) -> None:
-    dev = server.client(mint(claims("dev@example.com", teams=[])))
+    dev = _session(server, "dev@example.com")
     template = dev.post("/resources", json={"name": "r-tpl", "uri": "file:///a", "content": "Hello {{ user.name }}"})
     assert (template.status_code, template.json()["error"]["code"]) == (422, "content_blocked")
     assert "{{" not in template.text, "the match is never echoed"
@@ -115,7 +118,7 @@ def test_content_pipeline_refuses_and_stores_nothing(server: Gateway) -> None:
 
 
 def test_html_resources_are_sanitized_when_served(server: Gateway) -> None:
-    dev = server.client(mint(claims("dev@example.com", teams=[])))
+    dev = _session(server, "dev@example.com")
     created = dev.post(
         "/resources",
         json={"name": "r-html", "uri": "file:///page.html", "mime_type": "text/html", "content": "<p>Plain page</p>"},
@@ -141,7 +144,7 @@ def test_cursor_pagination_walks_every_item_once(server: Gateway) -> None:
 
 
 def test_bulk_import_is_all_or_nothing(server: Gateway) -> None:
-    dev = server.client(mint(claims("dev@example.com", teams=[])))
+    dev = _session(server, "dev@example.com")
     items = [
         {"kind": "tools", "name": "b-tool"},
         {"kind": "resources", "name": "b-res", "uri": "file:///x", "content": "<script>alert(1)</script>"},
@@ -163,7 +166,7 @@ def test_bulk_import_is_all_or_nothing(server: Gateway) -> None:
 def test_a_resource_uri_names_one_resource(server: Gateway) -> None:
     """`resources/read` serves one resource per URI: another user's public resource must
     not take the reads of a URI that is already served."""
-    dev = server.client(mint(claims("dev@example.com", teams=[])))
+    dev = _session(server, "dev@example.com")
     other = server.client(mint(claims("other@example.com", teams=[])))
     first = dev.post("/resources", json={"name": "u-first", "uri": "users://7/profile", "content": "mine"})
     assert first.status_code == 201, first.text
@@ -176,9 +179,9 @@ def test_a_resource_uri_names_one_resource(server: Gateway) -> None:
     assert (onto.status_code, onto.json()["error"]["code"]) == (409, "uri_taken")
     assert other.put(f"/resources/{moved.json()['id']}", json={"uri": "users://8/profile"}).status_code == 200
     items = [
-        {"kind": "resources", "name": "u-bulk", "uri": "users://7/profile", "content": "x"},
-        {"kind": "resources", "name": "u-bulk-1", "uri": "users://9/profile", "content": "x"},
-        {"kind": "resources", "name": "u-bulk-2", "uri": "users://9/profile", "content": "x"},
+        {"kind": "resources", "name": "u-bulk", "uri": "users://7/profile", "content": "x", "visibility": "public"},
+        {"kind": "resources", "name": "u-bulk-1", "uri": "users://9/profile", "content": "x", "visibility": "public"},
+        {"kind": "resources", "name": "u-bulk-2", "uri": "users://9/profile", "content": "x", "visibility": "public"},
     ]
     refused = other.post("/bulk-import", json={"items": items})
     assert [(d["index"], d["code"]) for d in refused.json()["error"]["details"]] == [(0, "uri_taken"), (2, "uri_taken")]
@@ -199,7 +202,7 @@ def test_a_server_shows_only_the_members_its_reader_can_see(server: Gateway) -> 
 
 
 def test_json_fields_pass_the_content_pipeline(server: Gateway) -> None:
-    dev = server.client(mint(claims("dev@example.com", teams=[])))
+    dev = _session(server, "dev@example.com")
     arguments = [{"name": "ssn", "description": "for example 123-45-6789"}]
     prompt = dev.post("/prompts", json={"name": "p-args", "template": "hi", "arguments": arguments})
     assert (prompt.status_code, prompt.json()["error"]["code"]) == (422, "content_pii")
@@ -211,7 +214,7 @@ def test_json_fields_pass_the_content_pipeline(server: Gateway) -> None:
 
 
 def test_input_the_store_cannot_hold_is_refused_clearly(server: Gateway) -> None:
-    dev = server.client(mint(claims("dev@example.com", teams=[])))
+    dev = _session(server, "dev@example.com")
     surrogate = dev.post("/tools", content=b'{"name": "t-odd", "description": "a\\ud800"}')
     assert (surrogate.status_code, surrogate.json()["error"]["code"]) == (400, "invalid_json")
     emoji = dev.post("/tools", content=b'{"name": "t-emoji", "description": "\\ud83d\\ude00"}')
@@ -254,6 +257,22 @@ def test_a_token_writes_only_into_teams_it_reaches(server: Gateway) -> None:
     assert details == [(0, "team_not_in_token"), (1, "invalid_body")]
     reaching = server.client(mint(claims("dev@example.com", teams=[green])))
     assert reaching.post("/tools", json=item).status_code == 201
+
+
+def test_a_public_only_token_writes_only_public_items(server: Gateway) -> None:
+    admin = server.client(mint(claims(teams=None)))
+    public_only = server.client(mint(claims("dev@example.com", teams=[])))
+    for body in ({"name": "t-hidden"}, {"name": "t-hidden", "visibility": "private"}):
+        refused = public_only.post("/tools", json=body)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (403, "private_not_in_token")
+    shown = public_only.post("/tools", json={"name": "t-shown", "visibility": "public"}).json()
+    refused = public_only.patch(f"/tools/{shown['id']}", json={"visibility": "private"})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "private_not_in_token")
+    assert public_only.get(f"/tools/{shown['id']}").json()["visibility"] == "public"
+    bulk = public_only.post("/bulk-import", json={"items": [{"kind": "tools", "name": "t-bulk-hidden"}]})
+    assert [d["code"] for d in bulk.json()["error"]["details"]] == ["private_not_in_token"]
+    names = {t["name"] for t in admin.get("/tools", params={"limit": 500}).json()["items"]}
+    assert not names & {"t-hidden", "t-bulk-hidden"}
 
 
 def test_gateway_registration_refuses_what_it_could_not_use(server: Gateway) -> None:

@@ -97,6 +97,26 @@ def _remove(server: Gateway, token: str, team: str, email: str) -> int:
     return httpx.delete(f"{server.url}/teams/{team}/members/{email}", headers=headers).status_code
 
 
+def test_two_join_requests_sent_at_once_leave_one_pending(
+    start: Callable[..., Gateway], backend: dict[str, str]
+) -> None:
+    server = start(
+        MCPGATEWAY_ADMIN_API_ENABLED="true", ALLOW_TEAM_CREATION="true", ALLOW_TEAM_JOIN_REQUESTS="true", **backend
+    )
+    admin = server.client(server.login())
+    admin.post("/admin/users", json={"email": "eager@example.com", "password": "a fine password"})
+    token = server.login("eager@example.com", "a fine password")
+    headers = {"Authorization": f"Bearer {token}"}
+    for attempt in range(5):
+        team = admin.post("/teams", json={"name": f"Queue {attempt}"}).json()["id"]
+        with ThreadPoolExecutor(2) as pool:
+            asked = [pool.submit(httpx.post, f"{server.url}/teams/{team}/join-requests", headers=headers)
+                     for _ in range(2)]  # fmt: skip
+            codes = sorted(a.result().status_code for a in asked)
+        assert codes == [201, 409], codes
+        assert len(admin.get(f"/teams/{team}/join-requests/pending").json()["items"]) == 1
+
+
 def test_two_instances_agree_on_a_revocation_at_once(
     start: Callable[..., Gateway], postgres: str, redis_url: str
 ) -> None:
