@@ -299,10 +299,14 @@ def _callable(value: str) -> str:
     return _short("name", value)
 
 
-def _plain(field_name: str, value: str) -> str:
-    """A line of text shown as it is (a resource's name, URI or type): no control characters."""
+def _plain(check: Checker, field_name: str, value: str) -> str:
+    """A line of text shown as it is (a name, a URI, a type): no control characters, and
+    nothing the content rules refuse. Nor anything they would redact: it names the item
+    upstream, and a redacted name would name another."""
     if _CONTROL.search(value):
         raise _Refused(field_name, "control_character")
+    if _text(check, "resource", field_name, value) != value:
+        raise _Refused(field_name, "content_redacted")
     return value
 
 
@@ -312,7 +316,7 @@ def _tool(prefix: str, raw: dict[str, Any], check: Checker) -> tuple[str, _Item 
         description = str(raw.get("description") or "")
         schema = raw.get("inputSchema") if isinstance(raw.get("inputSchema"), dict) else {"type": "object"}
         values = {
-            "name": _callable(prefix + _short("name", name)),
+            "name": _plain(check, "name", _callable(prefix + _short("name", name))),
             "description": _text(check, "resource", "description", description),
             "input_schema": _json(check, "resource", "inputSchema", schema),
         }
@@ -325,10 +329,10 @@ def _resource(prefix: str, raw: dict[str, Any], key: str, check: Checker) -> tup
     uri = str(raw.get(key) or "")
     try:
         values = {
-            "name": _plain("name", _short("name", prefix + str(raw.get("name") or uri))),
+            "name": _plain(check, "name", _short("name", prefix + str(raw.get("name") or uri))),
             "description": _text(check, "resource", "description", str(raw.get("description") or "")),
-            "uri": _plain(key, uri),
-            "mime_type": _plain("mimeType", _short("mimeType", str(raw.get("mimeType") or "text/plain"))),
+            "uri": _plain(check, key, uri),
+            "mime_type": _plain(check, "mimeType", _short("mimeType", str(raw.get("mimeType") or "text/plain"))),
             "template": key == "uriTemplate",
         }
         # The URI is the resource's identity upstream, kept where the catalog keeps names.
@@ -343,7 +347,7 @@ def _prompt(prefix: str, raw: dict[str, Any], check: Checker) -> tuple[str, _Ite
     arguments = [a for a in listed if isinstance(a, dict)] if isinstance(listed, list) else []
     try:
         values = {
-            "name": _callable(prefix + _short("name", name)),
+            "name": _plain(check, "name", _callable(prefix + _short("name", name))),
             "description": _text(check, "prompt", "description", str(raw.get("description") or "")),
             "arguments": _json(check, "prompt", "arguments", arguments),
         }

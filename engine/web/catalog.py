@@ -29,7 +29,7 @@ from engine.store.catalog import CatalogItem, Prompt, Resource, Server, Tool
 from engine.uri_templates import clashes
 from engine.web.bodies import read_body
 from engine.web.identity import caller
-from engine.web.inspection import check_json, check_text, sanitize_markup
+from engine.web.inspection import ContentRefused, check_json, check_text, sanitize_markup
 from engine.web.list_changes import Change, Scope, scope_of
 from engine.web.responses import ApiError, created
 from engine.web.state import gateway, notify, notify_lists
@@ -55,6 +55,9 @@ _COMMON: Final = {
     "visibility": {"type": "string", "allowed": ["public", "team", "private"], "default": "private"},
 }
 _IDS: Final = {"type": "list", "schema": {"type": "string"}, "default": []}
+_MEDIA_TYPE: Final = r"[\w!#$&^.+-]+/[\w!#$&^.+-]+(?:\s*;\s*[\w!#$&^.+-]+=(?:[\w!#$&^.+-]+|\"[^\"\\]*\"))*"
+"""A media type and its parameters (RFC 6838, RFC 9110): served as `mimeType`, it is
+not a place for text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +80,9 @@ KINDS: Final = {
     "resources": Kind(
         "resources", Resource,
         {**_COMMON, "uri": {"type": "string", "required": True, "maxlength": 2048, "regex": r"^[a-zA-Z][\w+.-]*:.+"},
-         "mime_type": {"type": "string", "maxlength": 255, "default": "text/plain"},
+         "mime_type": {"type": "string", "maxlength": 255, "default": "text/plain", "regex": _MEDIA_TYPE},
          "content": {"type": "string", "default": ""}},
-        (("description", "resource"), ("content", "resource")),
+        (("description", "resource"), ("uri", "resource"), ("content", "resource")),
         lambda r: {"uri": r.uri, "mime_type": r.mime_type, "content": sanitize_markup(r.mime_type, r.content)},
     ),
     "prompts": Kind(
@@ -225,15 +228,32 @@ async def _shown(kind: Kind, rows: list[Any]) -> list[dict[str, Any]]:
     return items
 
 
-def checked_fields(kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
-    """Run the content pipeline on every text and JSON field; returns the values to store."""
+def checked_fields(kind: Kind, body: dict[str, Any], item: Any = None) -> dict[str, Any]:
+    """Run the content pipeline on every text and JSON field; returns the values to store.
+    `item`, when given, is the stored item the body changes."""
     for field, context in kind.texts:
         value = body.get(field)
         if isinstance(value, str):
             body[field] = check_text(context, value, field=field)
         elif isinstance(value, dict | list):
             body[field] = check_json(context, value, field=field)
+    if kind.model is Resource and ("content" in body or "mime_type" in body):
+        _check_served(body.get("content", item.content if item else ""),
+                      body.get("mime_type", item.mime_type if item else "text/plain"))  # fmt: skip
     return body
+
+
+def _check_served(content: str, mime_type: str) -> None:
+    """A resource is served sanitized, and sanitizing decodes character references and
+    drops unknown tags: either can join text that passed (`123&#45;45&#45;6789`) into
+    text that would not. What will be served must pass as well, as it is.
+
+    Raises:
+        ContentRefused: the served text breaks a blocking rule, or one that would redact it.
+    """
+    served = sanitize_markup(mime_type, content)
+    if served != content and check_text("resource", served, field="content") != served:
+        raise ContentRefused(422, "content_blocked", "`content`: sanitized, it holds text the content rules redact")
 
 
 def _register(kind: Kind) -> None:
@@ -277,7 +297,7 @@ def _register(kind: Kind) -> None:
         if kind.model is Tool:
             # The `current_hash` the admin reviewed: what is approved is what was read.
             partial["approve_change"] = {"type": "string", "regex": "^[0-9a-f]{64}$"}
-        body = checked_fields(kind, await read_body(partial))
+        body = checked_fields(kind, await read_body(partial), item)
         approve: str | None = body.pop("approve_change", None)
         if approve is not None and not user.admin:
             raise ApiError(403, "admin_required", "only platform admins approve a changed upstream tool")

@@ -177,6 +177,9 @@ async def tools_call(ctx: McpContext, params: dict[str, Any]) -> dict[str, Any]:
         raise RpcError(-32602, "`arguments` must be an object")
     meta = params.get("_meta")
     progress = meta.get("progressToken") if isinstance(meta, dict) else None
+    if progress is not None and not (isinstance(progress, int) or (isinstance(progress, str) and len(progress) <= 256)):
+        # Forwarded outside the checked arguments: an opaque handle, and a short one.
+        raise RpcError(-32602, "`_meta.progressToken` must be a number or a string of at most 256 characters")
     return await call_tool(tool, arguments, relay=ctx.relay, ask=ctx.ask, progress_token=progress)
 
 
@@ -186,7 +189,7 @@ async def call_tool(
     *,
     relay: Relay | None = None,
     ask: Answerer | None = None,
-    progress_token: Any = None,
+    progress_token: int | str | None = None,
 ) -> dict[str, Any]:
     """Check, forward and check again: the one way a tool is run, over MCP or REST."""
     limited = await charge_tool(gateway(), g.snapshot, g.ctx.now, tool["id"])
@@ -200,7 +203,7 @@ async def call_tool(
         "name": tool["upstream_name"],
         "arguments": _checked_json("tool_args", arguments, "arguments"),
     }
-    if progress_token is not None and isinstance(progress_token, str | int):
+    if progress_token is not None:
         forwarded["_meta"] = {"progressToken": progress_token}
     notes = _checked_notes(relay) if relay is not None else None
     answerer = _checked_answers(ask) if ask is not None else None
@@ -350,9 +353,15 @@ async def resources_read(ctx: McpContext, params: dict[str, Any]) -> dict[str, A
     if found is None:
         raise RpcError(-32002, f"Resource not found: {uri}", {"code": "not_found", "uri": uri})
     if found["upstream_id"] is None:
-        text = _checked_text("resource", found["content"], "contents")
         mime = found["mime_type"]
-        return {"contents": [{"uri": uri, "mimeType": mime, "text": sanitize_markup(mime, text)}]}
+        text = _checked_text("resource", found["content"], "contents")
+        served = sanitize_markup(mime, text)
+        if served != text:  # sanitizing can join text that passed into text that would not
+            served = _checked_text("resource", served, "contents")
+        return {"contents": [{"uri": uri, "mimeType": mime, "text": served}]}
+    if not exact:
+        # The template's variables were filled in by the client: arguments, in effect.
+        uri = _checked_text("tool_args", uri, "uri")
     result = await _forward(found["upstream_id"], "resources/read", {"uri": uri})
     return _checked_answer(result, "contents", "resource")
 

@@ -14,7 +14,10 @@ a resource read or embedded, and only when it is base64. Anything else, a `data`
 text or a "blob" of prose, is scanned like any string. They are found at a fixed depth,
 so nesting buys an upstream no recursion.
 
-Text labelled HTML or markdown is sanitized after it passed, by the label as it passed.
+Text labelled HTML or markdown is sanitized after it passed, by the label as it passed,
+and judged again when that changed it: a sanitizer decodes character references and
+drops unknown tags, and either can join text that passed into text that would not
+(`123&#45;45&#45;6789`).
 """
 
 from __future__ import annotations
@@ -47,15 +50,16 @@ def checked_answer(result: dict[str, Any], key: str, context: str) -> dict[str, 
             _emptied(item, (key, index), set_aside, key) if isinstance(item, dict) else item
             for index, item in enumerate(items)
         ]
-    checked: dict[str, Any] = check_json(context, answer, field=key, unscanned=sum(len(p) for *_, p in set_aside))
+    unscanned = sum(len(p) for *_, p in set_aside)
+    checked: dict[str, Any] = check_json(context, answer, field=key, unscanned=unscanned)
     # `checked` is `answer` or a redacted copy of it; either way its blocks are this call's own.
+    if isinstance(checked.get(key), list) and _sanitize(checked[key], key):
+        checked = check_json(context, checked, field=key, unscanned=unscanned)
     for path, name, payload in set_aside:
         block = _at(checked, path)
         if block is None:  # a redaction rule matched one of the protocol's own keys
             raise ContentRefused(422, "content_blocked", f"`{key}`: redaction changed the answer's form")
         block[name] = payload
-    if isinstance(checked.get(key), list):
-        _sanitize(checked[key], key)
     return checked
 
 
@@ -109,21 +113,32 @@ def _at(value: Any, path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _sanitize(items: list[Any], key: str) -> None:
-    """Sanitize the text of every resource in `items`, where `_emptied` copied it: each
-    item of a read's contents, and the resource embedded in a block or a message's block."""
+def _sanitize(items: list[Any], key: str) -> bool:
+    """Sanitize the text of every resource in `items`, the copies `_emptied` made: each
+    item of a read's contents, and the resource embedded in a block or a message's block.
+    Returns whether any text changed."""
+    changed = False
     for item in items:
-        if not isinstance(item, dict):
-            continue
-        if key == "contents":
-            _sanitize_resource(item)
-            continue
-        block = item.get("content") if key == "messages" else item
-        if isinstance(block, dict) and isinstance(block.get("resource"), dict):
-            _sanitize_resource(block["resource"])
+        resource = _resource_in(item, key)
+        if resource is not None:
+            changed |= _sanitize_resource(resource)
+    return changed
 
 
-def _sanitize_resource(resource: dict[str, Any]) -> None:
+def _resource_in(item: Any, key: str) -> dict[str, Any] | None:
+    if not isinstance(item, dict):
+        return None
+    if key == "contents":
+        return item
+    block = item.get("content") if key == "messages" else item
+    resource = block.get("resource") if isinstance(block, dict) else None
+    return resource if isinstance(resource, dict) else None
+
+
+def _sanitize_resource(resource: dict[str, Any]) -> bool:
     text = resource.get("text")
-    if isinstance(text, str):
-        resource["text"] = sanitize_markup(str(resource.get("mimeType") or ""), text)
+    if not isinstance(text, str):
+        return False
+    cleaned = sanitize_markup(str(resource.get("mimeType") or ""), text)
+    resource["text"] = cleaned
+    return cleaned != text

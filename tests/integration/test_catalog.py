@@ -127,6 +127,37 @@ def test_html_resources_are_sanitized_when_served(server: Gateway) -> None:
     assert created.json()["content"] == "<p>Plain page</p>"
 
 
+def test_a_resource_is_judged_as_it_will_be_served(server: Gateway) -> None:
+    """The sanitizer decodes character references and drops unknown tags: text that
+    passed can come out of it as text that would not."""
+    dev = _session(server, "dev@example.com")
+    hidden = {
+        "name": "r-joined",
+        "uri": "file:///joined",
+        "mime_type": "text/html",
+        "content": "SSN 123-45-<x></x>6789",
+    }
+    refused = dev.post("/resources", json=hidden)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "content_pii")
+    plain = dev.post("/resources", json={**hidden, "mime_type": "text/plain"})
+    assert plain.status_code == 201, "as plain text it is served as written, tags and all"
+    relabelled = dev.patch(f"/resources/{plain.json()['id']}", json={"mime_type": "text/html"})
+    assert (relabelled.status_code, relabelled.json()["error"]["code"]) == (422, "content_pii")
+    assert dev.get(f"/resources/{plain.json()['id']}").json()["mime_type"] == "text/plain"
+
+
+def test_a_resource_uri_and_type_are_no_place_for_text(server: Gateway) -> None:
+    dev = _session(server, "dev@example.com")
+    uri = dev.post("/resources", json={"name": "r-uri", "uri": "javascript:alert(document.cookie)//x"})
+    assert (uri.status_code, uri.json()["error"]["code"]) == (422, "content_blocked")
+    mime = dev.post("/resources", json={"name": "r-mime", "uri": "file:///m", "mime_type": "<b>text/plain</b>"})
+    assert (mime.status_code, mime.json()["error"]["code"]) == (422, "invalid_body")
+    typed = dev.post(
+        "/resources", json={"name": "r-typed", "uri": "file:///t", "mime_type": "text/plain; charset=utf-8"}
+    )
+    assert typed.status_code == 201, typed.text
+
+
 def test_cursor_pagination_walks_every_item_once(server: Gateway) -> None:
     admin = server.client(mint(claims(teams=None)))
     for i in range(7):

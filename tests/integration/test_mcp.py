@@ -186,6 +186,30 @@ def test_tools_list_shows_only_what_tools_call_allows(federated: tuple[Gateway, 
     assert 'scope="tools.execute"' in call.headers["www-authenticate"]
 
 
+def test_what_a_client_fills_in_is_checked_before_it_is_forwarded(federated: tuple[Gateway, dict[str, str]]) -> None:
+    """A template's variables and a progress token come from the client, as arguments do."""
+    gw, _ = federated
+    headers = {"Authorization": f"Bearer {mint(claims(teams=None))}", "Accept": "application/json"}
+    opened = httpx.post(f"{gw.url}/mcp", headers=headers, json={
+        "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}})  # fmt: skip
+    headers["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
+
+    def ask(method: str, params: dict[str, object]) -> dict[str, object]:
+        answer = httpx.post(f"{gw.url}/mcp", headers=headers,
+                            json={"jsonrpc": "2.0", "id": 2, "method": method, "params": params})  # fmt: skip
+        return dict(answer.json())
+
+    injected = ask("resources/read", {"uri": "users://1' OR '1'='1/profile"})
+    assert injected["error"]["data"]["code"] == "content_blocked"
+    assert ask("resources/read", {"uri": "users://7/profile"})["result"]["contents"][0]["text"] == "profile of 7"
+    too_long = ask(
+        "tools/call", {"name": "up__add", "arguments": {"a": 1, "b": 2}, "_meta": {"progressToken": "p" * 257}}
+    )
+    assert too_long["error"]["code"] == -32602
+    fine = ask("tools/call", {"name": "up__add", "arguments": {"a": 1, "b": 2}, "_meta": {"progressToken": "p" * 256}})
+    assert fine["result"]["content"][0]["text"] == "3"
+
+
 def test_unauthenticated_requests_point_at_the_resource_metadata(federated: tuple[Gateway, dict[str, str]]) -> None:
     gw, _ = federated
     response = httpx.post(f"{gw.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})

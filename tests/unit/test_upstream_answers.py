@@ -119,3 +119,20 @@ def test_nesting_deeper_than_can_be_walked_is_refused_not_a_crash(snapshot: Snap
     for _ in range(3000):
         nested = {"uri": "a", "resource": nested}
     assert _refusal(snapshot, {"contents": [nested]}, "contents", "resource") == (422, "content_blocked")
+
+
+@pytest.mark.parametrize(
+    ("mime", "text", "code"),
+    [
+        # Character references and dropped tags, joined by the sanitizer into text that is refused.
+        ("text/markdown", "<b>Docs</b> &#91;x&#93;&#40;&#106;avascript&#58;alert&#40;1&#41;&#41;", "content_blocked"),
+        ("text/html", "SSN 123&#45;45&#45;6789", "content_pii"),
+        ("text/html", "SSN 123-45-<x></x>6789", "content_pii"),
+        ("text/html", "&#123;&#123; self.__init__.__glo<x></x>bals__ &#125;&#125;", "content_blocked"),
+    ],
+)
+def test_what_is_judged_is_what_the_sanitizer_returns(snapshot: Snapshot, mime: str, text: str, code: str) -> None:
+    read = {"contents": [{"uri": "a", "mimeType": mime, "text": text}]}
+    assert _refusal(snapshot, read, "contents", "resource") == (422, code)
+    embedded = {"content": [{"type": "resource", "resource": read["contents"][0]}]}
+    assert _refusal(snapshot, embedded, "content", "tool_result") == (422, code)
