@@ -28,6 +28,7 @@ snapshot is not shared across worker threads. No I/O in this module.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import re._constants as _sre  # type: ignore[import-not-found]
 import re._parser as _sre_parse  # type: ignore[import-not-found]
@@ -178,20 +179,36 @@ def scan(scanner: ContextScanner, text: str, data: bytes | None = None) -> tuple
     scanner.database.scan(data, match_event_handler=_collect, context=fired)
     if not fired:
         return ()
-    findings = []
-    for index in sorted(fired):
+    # Blocking rules first: once one holds, the text is refused whatever else it holds,
+    # and every other rule needs only its first finding to be named. Until then a rule
+    # that only logs is followed to `_LOGGED_PER_RULE` findings, one that redacts to all.
+    findings: list[Finding] = []
+    blocked = False
+    for index in sorted(set(fired), key=lambda i: (scanner.actions[i] is not Action.BLOCK, i)):
         rule, action = scanner.rules[index], scanner.actions[index]
         if action is Action.ALLOW:
             continue
-        for match in rule.regex.finditer(text):
-            start, end = match.span()
-            if end <= start:
-                continue
-            span: Span | None = (start, end) if rule.validator is None else rule.validator(text, start, end)
-            if span is not None:
-                findings.append(Finding(rule.ref.id, rule.category, *span, action, rule.pii))
+        limit = 1 if blocked or action is Action.BLOCK else _LOGGED_PER_RULE if action is Action.LOG else None
+        found = list(itertools.islice(_findings(rule, action, text), limit))
+        blocked = blocked or (action is Action.BLOCK and bool(found))
+        findings += found
     findings.sort(key=lambda f: (f.start, f.end, f.rule))
     return tuple(findings)
+
+
+_LOGGED_PER_RULE: Final = 100
+"""Findings that are only logged, per rule and text: enough to see a pattern, and a bound
+on the work and the log lines a text full of matches can cost."""
+
+
+def _findings(rule: ContentRule, action: Action, text: str) -> Iterator[Finding]:
+    for match in rule.regex.finditer(text):
+        start, end = match.span()
+        if end <= start:
+            continue
+        span: Span | None = (start, end) if rule.validator is None else rule.validator(text, start, end)
+        if span is not None:
+            yield Finding(rule.ref.id, rule.category, *span, action, rule.pii)
 
 
 def redact(table: ContentTable, text: str, findings: Sequence[Finding]) -> str:

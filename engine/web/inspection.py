@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any, Final
 
 import nh3
@@ -95,7 +96,7 @@ def check_json(context: str, value: Any, *, field: str, unscanned: int = 0) -> A
         raise ContentRefused(422, "content_blocked", f"`{field}`: {err}") from err
 
 
-def _act_on(snapshot: Snapshot, context: str, field: str, denial: Denial | None, findings: Iterable[Finding]) -> None:
+def _act_on(snapshot: Snapshot, context: str, field: str, denial: Denial | None, findings: Sequence[Finding]) -> None:
     """Log what was found; refuse when a finding blocks.
 
     Raises:
@@ -104,11 +105,14 @@ def _act_on(snapshot: Snapshot, context: str, field: str, denial: Denial | None,
     if denial is not None:
         reason, rule, message = denial
         status = 413 if reason is Reason.CONTENT_TOO_LARGE else 422
-        _violation(snapshot, context, field, str(reason), rule.id, "block", category=None)
+        category = next((f.category for f in findings if f.rule == rule.id), None)
+        _violation(snapshot, context, field, str(reason), rule.id, "block", category=category, count=1)
         raise ContentRefused(status, str(reason), f"`{field}`: {message}")
-    for finding in findings:
-        _violation(snapshot, context, field, "content_pii" if finding.pii else "content_pattern",
-                   finding.rule, str(finding.action), category=finding.category)  # fmt: skip
+    # One line per rule and action, with a count: a text full of matches is one event.
+    counted = Counter((f.pii, f.rule, f.action, f.category) for f in findings)
+    for (pii, rule_id, action, category), count in counted.items():
+        _violation(snapshot, context, field, "content_pii" if pii else "content_pattern", rule_id, str(action),
+                   category=category, count=count)  # fmt: skip
 
 
 def sanitize_markup(mime_type: str, text: str) -> str:
@@ -144,7 +148,7 @@ def _sanitize_markdown(text: str) -> str:
 
 
 def _violation(
-    snapshot: Snapshot, context: str, field: str, kind: str, rule: str, action: str, *, category: str | None
+    snapshot: Snapshot, context: str, field: str, kind: str, rule: str, action: str, *, category: str | None, count: int
 ) -> None:
     user = g.get("user")
     mode = snapshot.content.pii_mode if kind == "content_pii" else snapshot.content.pattern_mode
@@ -159,6 +163,7 @@ def _violation(
         "request_id": g.get("request_id"),
         "mode": mode,
         "action": action,
+        "count": count,
         "policy_version": snapshot.version[:12],
     }
     log.warning(json.dumps(record))

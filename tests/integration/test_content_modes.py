@@ -158,5 +158,9 @@ def test_lenient_mode(start: Callable[..., Gateway]) -> None:
         logged = {(v["rule"], v["action"]) for v in _violations(server)}
         assert ("content/xss-script-tag", "log") in logged
         assert ("content/sqli-union-select", "log") in logged
+        tags = [
+            v["count"] for v in _violations(server) if (v["rule"], v["field"]) == ("content/xss-script-tag", "content")
+        ]
+        assert tags == [2], "one line per rule, with the number of its findings"
         too_big = admin.post("/prompts", json={"name": "big", "template": "x" * 20_000})
         assert (too_big.status_code, too_big.json()["error"]["code"]) == (413, "content_too_large")

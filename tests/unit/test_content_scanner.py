@@ -138,7 +138,20 @@ def test_findings_carry_offsets_into_the_text(snapshot: Snapshot) -> None:
     findings = inspect_content(snapshot.content, Content("resource", text)).findings
     spans = {(f.rule, text[f.start : f.end]) for f in findings}
     assert ("content/pii-email", "bob@example.com") in spans
-    assert {s for r, s in spans if r == "content/xss-script-tag"} == {"<script", "</script"}
+    assert {s for r, s in spans if r == "content/xss-script-tag"} == {"<script"}, "a refused text names a rule once"
+
+
+def test_the_work_a_text_full_of_matches_costs_is_bounded(build) -> None:  # type: ignore[no-untyped-def]
+    mails = " mail bob@example.com" * 500
+    refused = inspect_content(build().snapshot.content, Content("resource", "<script>" + mails))
+    assert refused.denial is not None
+    assert sorted(f.rule for f in refused.findings) == ["content/pii-email", "content/xss-script-tag"]
+    logged = inspect_content(build(env={"CONTENT_PII_VALIDATION_MODE": "lenient"}).snapshot.content,
+                             Content("resource", mails))  # fmt: skip
+    assert (logged.denial, len(logged.findings)) == (None, 100)
+    moderate = build(env={"CONTENT_PII_VALIDATION_MODE": "moderate"}).snapshot.content
+    redacted = inspect_content(moderate, Content("tool_result", mails))
+    assert redact(moderate, mails, redacted.findings) == " mail [REDACTED:email]" * 500, "redaction misses none"
 
 
 def test_every_context_has_a_scanner_and_a_limit(snapshot: Snapshot) -> None:
