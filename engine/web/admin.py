@@ -2,24 +2,27 @@
 
 The guard has already required a platform admin (fresh from the store, not from the
 token), refused server-scoped tokens and checked the route's admin permission; these
-handlers only act. Every change is audited and takes effect on the next request: user
-changes drop the user from the look-up cache at once.
+handlers only act. Every change is audited in the transaction that makes it and takes
+effect on the next request: user changes drop the user from the look-up cache once
+stored. No change may leave the gateway without an active admin.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any, Final
 
 from quart import Blueprint, Response, g, jsonify, request
 from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
 
 from engine.passwords import hash_password
 from engine.store.models import AuditEvent, Revocation
 from engine.store.models import User as UserRow
 from engine.web.audit import audit
 from engine.web.bodies import read_body
-from engine.web.identity import caller
+from engine.web.identity import NEW_EMAIL, caller
 from engine.web.reloading import reload_everywhere, reload_policies
 from engine.web.responses import ApiError, created
 from engine.web.state import gateway
@@ -30,7 +33,7 @@ __all__ = ["blueprint"]
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 
 _NEW_USER: Final = {
-    "email": {"type": "string", "required": True, "regex": r"^[^@\s]{1,64}@[^@\s]{1,255}$"},
+    "email": NEW_EMAIL,
     "password": {"type": "string", "required": True, "minlength": 12, "maxlength": 1024},
     "full_name": {"type": "string", "maxlength": 200},
     "is_admin": {"type": "boolean", "default": False},
@@ -69,45 +72,77 @@ async def list_users() -> Response:
 async def create_user() -> Response:
     """Create a user."""
     body = await read_body(_NEW_USER)
-    unknown = sorted(set(body["roles"]) - set(g.snapshot.access.roles))
-    if unknown:
-        raise ApiError(422, "invalid_body", f"`roles`: unknown role `{unknown[0]}`")
+    _check_roles(body)
+    password_hash = await asyncio.to_thread(hash_password, body["password"])
     try:
-        row = await UserRow.create(
-            email=body["email"],
-            password_hash=await asyncio.to_thread(hash_password, body["password"]),
-            full_name=body.get("full_name", ""),
-            is_admin=body["is_admin"],
-            roles=body["roles"],
-        )
+        # The audit row is written with the user, never one without the other.
+        async with in_transaction():
+            row = await UserRow.create(
+                email=body["email"],
+                password_hash=password_hash,
+                full_name=body.get("full_name", ""),
+                is_admin=body["is_admin"],
+                roles=body["roles"],
+            )
+            await audit(caller().email, "user.create", row.email, {"is_admin": row.is_admin, "roles": row.roles})
     except IntegrityError as err:
         raise ApiError(409, "user_exists", f"a user `{body['email']}` exists") from err
-    await audit(caller().email, "user.create", row.email, {"is_admin": row.is_admin, "roles": row.roles})
     return created(_user_json(row))
 
 
 @blueprint.patch("/users/<email>")
 async def change_user(email: str) -> Response:
-    """Activate or deactivate a user, grant or withdraw admin, set roles."""
+    """Activate or deactivate a user, grant or withdraw admin, set roles.
+
+    Only the fields sent are written, to the row locked for the change, so two admins
+    changing different fields at once both take effect; the audit row is written with
+    the change, and the cache told only once both are stored.
+    """
     body = await read_body(_CHANGE_USER)
     if not body:
         raise ApiError(422, "invalid_body", "nothing to change")
-    row = await UserRow.filter(email=email).first()
-    if row is None:
-        raise ApiError(404, "not_found", f"no user `{email}`")
     actor = caller().email
     if email == actor and (body.get("is_active") is False or body.get("is_admin") is False):
         raise ApiError(409, "self_lockout", "admins cannot deactivate or demote themselves")
-    if "roles" in body:
-        unknown = sorted(set(body["roles"]) - set(g.snapshot.access.roles))
-        if unknown:
-            raise ApiError(422, "invalid_body", f"`roles`: unknown role `{unknown[0]}`")
-    for name, value in body.items():
-        setattr(row, name, value)
-    await row.save()
+    _check_roles(body)
+    async with in_transaction():
+        # INVARIANT: the gateway keeps an active admin. The active admins' rows are locked
+        # before the target's, so of two admins demoting each other at once the second
+        # waits for the first and then finds itself the last one.
+        admins = await _lock_active_admins() if _withdraws_admin(body) else frozenset[str]()
+        row = await UserRow.filter(email=email).select_for_update().first()
+        if row is None:
+            raise ApiError(404, "not_found", f"no user `{email}`")
+        for name, value in body.items():
+            setattr(row, name, value)
+        if email in admins and not _active_admin(row) and not admins - {email}:
+            raise ApiError(409, "last_admin", "the gateway must keep at least one active admin")
+        await row.save(update_fields=list(body))
+        await audit(actor, "user.change", email, body)
     await gateway().directory.user_changed(email)
-    await audit(actor, "user.change", email, body)
     return jsonify(_user_json(row))
+
+
+def _check_roles(body: Mapping[str, Any]) -> None:
+    unknown = sorted(set(body.get("roles", ())) - set(g.snapshot.access.roles))
+    if unknown:
+        raise ApiError(422, "invalid_body", f"`roles`: unknown role `{unknown[0]}`")
+
+
+def _withdraws_admin(body: Mapping[str, Any]) -> bool:
+    return body.get("is_admin") is False or body.get("is_active") is False
+
+
+def _active_admin(row: UserRow) -> bool:
+    return row.is_admin and row.is_active
+
+
+async def _lock_active_admins() -> frozenset[str]:
+    """The active admins' emails, their rows locked until the transaction ends: in id
+    order, so that two changes taking the same locks never deadlock. (SQLite ignores the
+    lock, and runs one transaction at a time anyway.)"""
+    rows = await UserRow.filter(is_admin=True, is_active=True).order_by("id").select_for_update()
+    return frozenset(r.email for r in rows)
 
 
 @blueprint.get("/revocations")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.servers import ROOT, Gateway, claims, mint, start_gateway
+from engine.web.sessions import MAX_PER_OWNER
+from tests.integration.servers import ROOT, Gateway, claims, mint, redis_server, start_gateway
 from tests.integration.waiting import eventually
 
 
@@ -72,6 +73,97 @@ def test_unknown_users_and_bad_changes(gateway: Gateway) -> None:
     again = admin.post("/admin/users", json={"email": "dup@example.com", "password": "long enough password"})
     assert (dup.status_code, again.status_code, again.json()["error"]["code"]) == (201, 409, "user_exists")
     assert admin.get("/admin/audit", params={"limit": "lots"}).status_code == 400
+
+
+def test_demoting_another_admin_keeps_the_caller_and_counts_only_active_admins(gateway: Gateway) -> None:
+    """Sent one after another, a change always leaves the caller as an active admin; the
+    last-admin refusal is for changes sent at once (test_admin_races.py)."""
+    admin = gateway.client(gateway.login())
+    admin.post("/admin/users", json={"email": "deputy@example.com", "password": "deputy password", "is_admin": True})
+    deputy = gateway.client(gateway.login("deputy@example.com", "deputy password"))
+    assert deputy.get("/admin/users").status_code == 200
+    demoted = admin.patch("/admin/users/deputy@example.com", json={"is_admin": False, "roles": ["developer"]})
+    assert (demoted.status_code, demoted.json()["is_admin"], demoted.json()["roles"]) == (200, False, ["developer"])
+    refused = deputy.patch(f"/admin/users/{admin.get('/auth/me').json()['email']}", json={"is_admin": False})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "admin_required")
+    events = admin.get("/admin/audit", params={"limit": 5}).json()["items"]
+    change = next(e for e in events if e["action"] == "user.change" and e["target"] == "deputy@example.com")
+    assert change["detail"] == {"is_admin": False, "roles": ["developer"]}
+
+
+def test_a_change_the_cache_was_not_told_of_is_stored_and_audited(
+    start: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    """The store holds the change and its audit row before the cache is told; a cache
+    that cannot be told makes the answer a 503, never a change without its audit row."""
+    with redis_server(tmp_path / "redis") as (url, redis):
+        server = start(MCPGATEWAY_ADMIN_API_ENABLED="true", REDIS_URL=url)
+        admin = server.client(server.login())
+        admin.post("/admin/users", json={"email": "cached@example.com", "password": "cached user password"})
+        redis.terminate()
+        redis.wait(timeout=10)
+        changed = admin.patch("/admin/users/cached@example.com", json={"is_active": False})
+        assert (changed.status_code, changed.json()["error"]["code"]) == (503, "unavailable")
+    users = {u["email"]: u for u in admin.get("/admin/users").json()["items"]}
+    assert users["cached@example.com"]["is_active"] is False
+    events = admin.get("/admin/audit", params={"limit": 5}).json()["items"]
+    assert any(e["action"] == "user.change" and e["target"] == "cached@example.com" for e in events), events
+
+
+def test_an_email_the_user_routes_cannot_address_is_refused(start: Callable[..., Gateway]) -> None:
+    server = start(MCPGATEWAY_ADMIN_API_ENABLED="true", PUBLIC_REGISTRATION_ENABLED="true")
+    admin = server.client(server.login())
+    password = "a long enough password"
+    emails = ["a/b@example.com", "a@b/c", "a\\b@example.com", "a?b@example.com", "a#b@example.com", "a%2Fb@example.com"]
+    for email in emails:
+        created = admin.post("/admin/users", json={"email": email, "password": password})
+        registered = httpx.post(f"{server.url}/auth/register", json={"email": email, "password": password})
+        for refused in (created, registered):
+            assert (refused.status_code, refused.json()["error"]["code"]) == (422, "invalid_body"), email
+            assert "email" in refused.json()["error"]["details"]
+    assert not set(emails) & {u["email"] for u in admin.get("/admin/users").json()["items"]}
+
+
+def test_a_body_with_a_number_the_store_cannot_hold_is_refused_and_stores_nothing(gateway: Gateway) -> None:
+    admin = gateway.client(gateway.login())
+    wide = ("123456789012345678901234567890", "9223372036854775808", "-9223372036854775809")
+    for number in (*wide, "NaN", "-Infinity", "1e400"):
+        body = f'{{"name": "huge-{len(number)}", "input_schema": {{"x": {number}}}}}'
+        refused = admin.post("/tools", content=body, headers={"Content-Type": "application/json"})
+        expected = (422, "invalid_body") if number in wide else (400, "invalid_json")
+        assert (refused.status_code, refused.json()["error"]["code"]) == expected, number
+    assert not [t for t in admin.get("/tools").json()["items"] if t["name"].startswith("huge-")]
+
+
+def test_a_narrowed_admin_token_sees_and_closes_only_its_own_sessions(gateway: Gateway) -> None:
+    """The store says admin, but the token's scope leaves no admin permission: the admin
+    API refuses such a token, and the sessions of others stay out of its reach too."""
+    admin = gateway.client(gateway.login())
+    admin.post("/admin/users", json={"email": "proxied@example.com", "password": "proxied user password"})
+    user = gateway.client(gateway.login("proxied@example.com", "proxied user password"))
+    theirs = user.post("/reverse-proxy/sessions", json={"name": "theirs"}).json()
+    narrowed = gateway.client(mint(claims(teams=None, scopes={"permissions": ["tools.read"]})))
+    assert narrowed.get("/admin/users").json()["error"]["code"] == "permission_missing"
+    own = narrowed.post("/reverse-proxy/sessions", json={"name": "own"}).json()
+    listed = narrowed.get("/reverse-proxy/sessions").json()["items"]
+    assert {s["owner"] for s in listed} == {own["owner"]}
+    assert narrowed.delete(f"/reverse-proxy/sessions/{theirs['id']}").status_code == 404
+    assert theirs["id"] in {s["id"] for s in admin.get("/reverse-proxy/sessions").json()["items"]}
+    assert admin.delete(f"/reverse-proxy/sessions/{theirs['id']}").status_code == 204
+    assert narrowed.delete(f"/reverse-proxy/sessions/{own['id']}").status_code == 204
+
+
+def test_each_user_keeps_a_bounded_number_of_sessions(gateway: Gateway) -> None:
+    admin = gateway.client(gateway.login())
+    admin.post("/admin/users", json={"email": "hoarder@example.com", "password": "hoarder password"})
+    bare = gateway.client(mint(claims("hoarder@example.com", teams=None, scopes={"permissions": []})))
+    opened = [bare.post("/reverse-proxy/sessions", json={}) for _ in range(MAX_PER_OWNER)]
+    assert {r.status_code for r in opened} == {201}
+    refused = bare.post("/reverse-proxy/sessions", json={})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "session_limit")
+    assert len(bare.get("/reverse-proxy/sessions").json()["items"]) == MAX_PER_OWNER
+    assert bare.delete(f"/reverse-proxy/sessions/{opened[0].json()['id']}").status_code == 204
+    assert bare.post("/reverse-proxy/sessions", json={}).status_code == 201
 
 
 def _policy_copy(folder: Path) -> Path:

@@ -246,9 +246,15 @@ def test_json_fields_pass_the_content_pipeline(server: Gateway) -> None:
 
 def test_input_the_store_cannot_hold_is_refused_clearly(server: Gateway) -> None:
     dev = _session(server, "dev@example.com")
-    surrogate = dev.post("/tools", content=b'{"name": "t-odd", "description": "a\\ud800"}')
+    surrogate = dev.post(
+        "/tools", content=b'{"name": "t-odd", "description": "a\\ud800"}', headers={"Content-Type": "application/json"}
+    )
     assert (surrogate.status_code, surrogate.json()["error"]["code"]) == (400, "invalid_json")
-    emoji = dev.post("/tools", content=b'{"name": "t-emoji", "description": "\\ud83d\\ude00"}')
+    emoji = dev.post(
+        "/tools",
+        content=b'{"name": "t-emoji", "description": "\\ud83d\\ude00"}',
+        headers={"Content-Type": "application/json"},
+    )
     assert emoji.json()["description"] == "\U0001f600"
     mime = dev.post("/resources", json={"name": "r-mime", "uri": "a:b", "mime_type": "x" * 300})
     assert (mime.status_code, mime.json()["error"]["code"]) == (422, "invalid_body")

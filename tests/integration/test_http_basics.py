@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
-from tests.integration.servers import ADMIN_EMAIL, Gateway
+from tests.integration.servers import ADMIN_EMAIL, ADMIN_PASSWORD, Gateway
 
 
 def test_health_and_ready_are_public(gateway: Gateway) -> None:
@@ -62,6 +64,21 @@ def test_bad_bodies_are_400_or_422_and_never_500(gateway: Gateway) -> None:
     assert set(wrong_shape.json()["error"]["details"]) == {"email", "extra", "password"}
     huge = httpx.post(url, content=b"x" * (2 << 20), headers={"content-type": "application/json"})
     assert huge.status_code == 413
+
+
+def test_a_body_must_say_it_is_json(gateway: Gateway) -> None:
+    """A cross-site form can spell a JSON object in `text/plain`; its type gives it away."""
+    login = json.dumps({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        refused = httpx.post(f"{gateway.url}/auth/login", content=login, headers={"content-type": content_type})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (415, "unsupported_media_type")
+    admin = gateway.client(gateway.login())
+    form = admin.post("/tools", content=json.dumps({"name": "t-form"}), headers={"content-type": "text/plain"})
+    assert form.status_code == 415
+    assert "t-form" not in {t["name"] for t in admin.get("/tools").json()["items"]}
+    typed = admin.post("/tools", content=json.dumps({"name": "t-typed"}),
+                       headers={"content-type": "application/json; charset=utf-8"})  # fmt: skip
+    assert typed.status_code == 201
 
 
 def test_session_token_shows_teams_resolved_server_side(gateway: Gateway) -> None:

@@ -1,7 +1,8 @@
 """`engine.json_bytes.loads`: orjson's speed, the standard library's verdicts and numbers.
 
 The gateway forwards what it reads; a number it changed on the way (an integer past 64
-bits read as a float) would be a silent corruption of a tool's arguments.
+bits read as a float) would be a silent corruption of a tool's arguments. A number with
+no JSON spelling (NaN, infinite) is refused where it comes in.
 """
 
 from __future__ import annotations
@@ -61,6 +62,23 @@ def test_integers_past_64_bits_stay_exact(raw: bytes) -> None:
     assert dumps(value) == dumps(json.loads(raw))
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"NaN", "`NaN` is not a JSON number"),
+        (b'{"x": [Infinity]}', "`Infinity` is not a JSON number"),
+        (b"-Infinity", "`-Infinity` is not a JSON number"),
+        (b"[1e400]", "number `1e400` is too large for a 64-bit float"),
+        (b'{"x": -1.5e999}', "number `-1.5e999` is too large for a 64-bit float"),
+    ],
+)
+def test_numbers_without_a_json_spelling_are_refused(raw: bytes, message: str) -> None:
+    """The standard reader accepts all of these, and would hand on a value the standard
+    encoder writes as non-JSON (`NaN`) and orjson as `null`."""
+    with pytest.raises(ValueError, match=message):
+        loads(raw)
+
+
 def test_a_lone_surrogate_is_refused_and_a_pair_is_text() -> None:
     with pytest.raises(ValueError, match="lone surrogate"):
         loads(b'{"text": "a\\ud800b"}')
@@ -76,7 +94,7 @@ def test_a_surrogate_encoded_in_bytes_is_refused(raw: bytes) -> None:
         loads(raw)
 
 
-@pytest.mark.parametrize("raw", [b"NaN", b"[1e400]", b"\xef\xbb\xbf{}", "{}".encode("utf-16")])
+@pytest.mark.parametrize("raw", [b"\xef\xbb\xbf{}", "{}".encode("utf-16")])
 def test_what_orjson_refuses_gets_the_standard_verdict(raw: bytes) -> None:
     assert _same(loads(raw), json.loads(raw))
 
