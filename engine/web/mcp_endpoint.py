@@ -7,7 +7,8 @@ is judged again with its method, exactly as the policy lists MCP methods, then s
 - protocol revisions 2025-11-25, 2025-06-18 and 2025-03-26 (`initialize` negotiates; the
   MCP-Protocol-Version header must name one of them, else 400);
 - one message per POST from 2025-06-18 on; 2025-03-26 clients may still send batches;
-- sessions made here on `initialize`, bound to the user and endpoint (404 otherwise);
+- sessions made here on `initialize`, bound to the token (or user) and endpoint that
+  opened them (404 otherwise), and ending their streamed calls when closed;
 - JSON or SSE answers according to the Accept header; 202 for notifications;
 - a browser Origin must be one the policy allows, or the gateway's own when the Host
   is an address or loopback name: a DNS name could be a rebinding attacker's (403);
@@ -56,6 +57,12 @@ _DEFAULT_VERSION: Final = "2025-03-26"
 _NO_BATCHES_FROM: Final = "2025-06-18"
 STREAMS_PER_SESSION: Final = 4
 """Open GET streams a session may hold in one worker: a client needs one."""
+NOTES_HELD: Final = 32
+"""Notes of a streamed call held for a client slower than its upstream. With this many
+waiting the call waits too, so the gateway stops reading the upstream (TCP then holds the
+upstream back) and its memory stays bounded however little the client reads. Waiting
+rather than merging progress notes or dropping log notes keeps every note, in order; a
+client that stops reading altogether is cut off by the lane (`mcp_lane.SEND_TIMEOUT_S`)."""
 
 
 Sight = Callable[[], Awaitable[Visibility | None]]
@@ -255,10 +262,23 @@ async def _session(incoming: Incoming) -> McpSession | Response | None:
     session_id = incoming.header("mcp-session-id")
     if session_id is None:
         return None
-    found: McpSession | None = await gateway().sessions.find(session_id, g.user.email, incoming.path)
+    found: McpSession | None = await gateway().sessions.find(session_id, g.user.email, incoming.path, _holder())
     if found is None:
-        return error_response(404, "session_not_found", "no such MCP session")
+        return _session_not_found()
     return found
+
+
+def _session_not_found() -> Response:
+    return error_response(404, "session_not_found", "no such MCP session")
+
+
+def _holder() -> str:
+    """The credential a session is bound to: the token that opened it, by its `jti`, so
+    the user's other tokens cannot use it and it is gone once that token is revoked.
+    Proxy-header and basic authentication (and tokens a policy lets go without a `jti`)
+    name nothing narrower than the user."""
+    token = g.ctx.token
+    return f"jti:{token.jti}" if token is not None and token.jti is not None else f"user:{g.user.email}"
 
 
 async def _post(at: _At, body: bytes) -> Response:
@@ -360,7 +380,7 @@ async def _streamed(message: dict[str, Any], at: _At, wants_json: bool, allowed:
     other request (as JSON when the client takes it): an SSE stream costs the client and
     the gateway several writes and a chunked body for the same single message.
     """
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=NOTES_HELD)
     first: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # a note, or the end
 
     def settle(_: object = None) -> None:
@@ -368,18 +388,22 @@ async def _streamed(message: dict[str, Any], at: _At, wants_json: bool, allowed:
             first.set_result(None)
 
     async def say(note: dict[str, Any]) -> None:
-        queue.put_nowait(note)
+        await queue.put(note)
         settle()
 
     ask = asker(gateway(), at.session.id, say) if at.session is not None else None
     task = asyncio.ensure_future(_handle(message, at, {}, allowed, say, ask))
     task.add_done_callback(settle)
+    if at.session is not None:
+        gateway().sessions.hold(at.session.id, task)
     try:
         await first
     except asyncio.CancelledError:
         task.cancel()
         raise
     if queue.empty():  # nothing was said, so the call is over
+        if task.cancelled():  # by its session's end
+            return _session_not_found()
         outcome = task.result()
         if isinstance(outcome, Response):
             return outcome
@@ -417,7 +441,8 @@ async def _relay(call: asyncio.Task[Any], queue: asyncio.Queue[dict[str, Any]]) 
             next_note.cancel()
             while not queue.empty():
                 yield _event(queue.get_nowait())
-            outcome = call.result()
+            # A call cancelled while its stream runs was ended by its session's end.
+            outcome = None if call.cancelled() else call.result()
             if isinstance(outcome, dict):
                 yield _event(outcome)
             return
@@ -463,7 +488,7 @@ async def _handle(
     if method == "initialize":
         requested = params.get("protocolVersion")
         version = requested if requested in SUPPORTED_VERSIONS else SUPPORTED_VERSIONS[0]
-        opened = await gateway().sessions.open(g.user.email, at.incoming.path, version)
+        opened = await gateway().sessions.open(g.user.email, at.incoming.path, version, _holder())
         headers["Mcp-Session-Id"] = opened.id
     try:
         result = await handler(McpContext(decision, at.server, version, relay, ask), params)
@@ -510,7 +535,7 @@ def _sight(session: McpSession) -> Sight:
     gw, ctx = gateway(), g.ctx
 
     async def sight() -> Visibility | None:
-        if await gw.sessions.find(session.id, session.email, session.endpoint) is None:
+        if await gw.sessions.find(session.id, session.email, session.endpoint, session.holder) is None:
             return None
         found = await gw.directory.lookup(session.email, ctx.token.jti if ctx.token is not None else None)
         now = replace(ctx, now=time.time(), user=found.user, revoked=found.revoked, rate={})

@@ -12,7 +12,8 @@ the answer in two ASGI events.
 As under Quart, a client that leaves cancels the work on its message, and a request
 answered before its body was read (a refusal, a body over the limit) has the rest of
 its body read and dropped while the answer goes out: Hypercorn holds only a few body
-messages for the app, and with that queue full the connection would stall.
+messages for the app, and with that queue full the connection would stall. A streamed
+answer whose client takes nothing for `SEND_TIMEOUT_S` is ended as if the client left.
 
 Everything else (event streams, session ends, the REST API) goes to Quart, whose MCP
 routes answer a POST the lane does not take (a `root_path`, an odd path form) the same.
@@ -46,9 +47,18 @@ Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _SERVER_ENDPOINT: Final = re.compile(r"/servers/([^/]+)/mcp")
 
+SEND_TIMEOUT_S: Final = 30.0
+"""How long one write of a streamed answer may wait for its client to take it. Far longer
+than a network stall a client recovers from, and short enough that a client that reads
+nothing soon stops holding its call and the upstream connection under it."""
+
 
 class _Gone(Exception):
     """The client closed the connection before its request was whole."""
+
+
+class _Stalled(Exception):
+    """The client took nothing of a streamed answer for `SEND_TIMEOUT_S`."""
 
 
 class McpLane:
@@ -173,14 +183,25 @@ def _body_event(chunk: bytes, *, more: bool) -> HTTPResponseBodyEvent:
 
 
 async def _stream(response: Response, send: Send, receive: Receive) -> None:
-    """Send a streamed answer as it comes, and stop it as soon as its client leaves."""
-    with suppress(_Gone):
+    """Send a streamed answer as it comes, and stop it as soon as its client leaves or
+    stops reading (the connection is then closed once what was written drains)."""
+    with suppress(_Gone, _Stalled):
         async with _cancelled_if_the_client_leaves(receive), response.response as chunks:
             # Leaving `async with` closes the generator, and with it the call behind it.
-            await send(_start(response))
+            await _send_in_time(send, _start(response))
             async for chunk in chunks:
-                await send(_body_event(chunk, more=True))
-            await send(_body_event(b"", more=False))
+                await _send_in_time(send, _body_event(chunk, more=True))
+            await _send_in_time(send, _body_event(b"", more=False))
+
+
+async def _send_in_time(send: Send, event: HTTPResponseStartEvent | HTTPResponseBodyEvent) -> None:
+    """Send `event`, or raise _Stalled: the server's write waits while the client's
+    window is full, so a client that never reads would hold the stream for ever."""
+    try:
+        async with asyncio.timeout(SEND_TIMEOUT_S):
+            await send(event)
+    except TimeoutError as err:
+        raise _Stalled() from err
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -1,16 +1,22 @@
-"""MCP sessions: ids made by the gateway, bound to the user and endpoint that opened them.
+"""MCP sessions: ids made by the gateway, bound to the credential and endpoint that opened them.
 
-A session id is 128 random bits; presenting it from another user or another endpoint
-is the same as presenting an unknown one (404), so ids cannot be borrowed. Sessions live
-in Redis when the gateway has it (shared by every worker), otherwise in the process.
+A session id is 128 random bits; presenting it with another credential (even another
+token of the same user) or at another endpoint is the same as presenting an unknown one
+(404), so ids cannot be borrowed, and a session ends for good with its token. Sessions
+live in Redis when the gateway has it (shared by every worker), otherwise in the process.
 
 A user holds at most `PER_USER` sessions: opening one more closes their oldest, so one
 account cannot fill the store, and a client whose session went that way is answered 404
 and initializes again, as the protocol has it.
+
+Closing a session ends the streamed calls it has running in this process, with the
+questions they wait on, rather than leaving them to run out their timeouts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import secrets
 import time
@@ -29,6 +35,8 @@ class McpSession:
     email: str
     endpoint: str
     version: str
+    holder: str
+    """The credential that opened it, which alone may use it (see mcp_endpoint `_holder`)."""
 
 
 class SessionStore:
@@ -37,11 +45,13 @@ class SessionStore:
         self._local: dict[str, tuple[float, McpSession]] = {}
         self._owned: dict[str, list[str]] = {}
         """Each user's session ids in the process, oldest first."""
+        self._calls: dict[str, set[asyncio.Task[Any]]] = {}
+        """Each session's calls running in this process, to end with it."""
 
-    async def open(self, email: str, endpoint: str, version: str) -> McpSession:
-        session = McpSession(secrets.token_hex(16), email, endpoint, version)
+    async def open(self, email: str, endpoint: str, version: str, holder: str) -> McpSession:
+        session = McpSession(secrets.token_hex(16), email, endpoint, version, holder)
         if self._redis is not None:
-            value = json.dumps({"email": email, "endpoint": endpoint, "version": version})
+            value = json.dumps({"email": email, "endpoint": endpoint, "version": version, "holder": holder})
             owned = _owned_key(email)
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.set(_key(session.id), value, ex=_TTL)
@@ -62,22 +72,43 @@ class SessionStore:
                 self._local.pop(owned_ids.pop(0), None)
         return session
 
-    async def find(self, session_id: str, email: str, endpoint: str) -> McpSession | None:
+    async def find(self, session_id: str, email: str, endpoint: str, holder: str) -> McpSession | None:
+        """The session, if `holder` opened it as `email` at `endpoint`; None otherwise,
+        exactly as for an id never made, so a refusal does not confirm the id exists."""
         session: McpSession | None = None
         if self._redis is not None:
             raw = await self._redis.get(_key(session_id))
             if raw is not None:
                 data = json.loads(raw)
-                session = McpSession(session_id, data["email"], data["endpoint"], data["version"])
+                # SECURITY: a session stored without a holder (before sessions had one)
+                # is bound to nobody and found by nobody; its client initializes again.
+                session = McpSession(
+                    session_id, data["email"], data["endpoint"], data["version"], data.get("holder", "")
+                )
         else:
             entry = self._local.get(session_id)
             if entry is not None and entry[0] > time.monotonic():
                 session = entry[1]
-        if session is None or session.email != email or session.endpoint != endpoint:
+        if session is None or (session.email, session.endpoint, session.holder) != (email, endpoint, holder):
             return None
         return session
 
+    def hold(self, session_id: str, call: asyncio.Task[Any]) -> None:
+        """Keep `call` until it ends, so that closing its session ends it too."""
+        self._calls.setdefault(session_id, set()).add(call)
+        call.add_done_callback(functools.partial(self._release, session_id))
+
+    def _release(self, session_id: str, call: asyncio.Task[Any]) -> None:
+        calls = self._calls.get(session_id)
+        if calls is not None:
+            calls.discard(call)
+            if not calls:
+                del self._calls[session_id]
+
     async def close(self, session: McpSession) -> None:
+        """Forget `session` and end the calls it has running in this process."""
+        for call in self._calls.pop(session.id, set()):
+            call.cancel()
         if self._redis is not None:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(_key(session.id))

@@ -6,8 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from quart import Response
 
+from engine.web import mcp_lane
 from engine.web.mcp_endpoint import _call_events
 from engine.web.mcp_lane import _cancelled_if_the_client_leaves, _Gone, _stream
 
@@ -56,6 +58,38 @@ def test_a_stream_stops_and_its_call_ends_when_the_client_leaves() -> None:
     sent, closed = asyncio.run(_streamed(client_leaves_after=3))
     assert [m.get("body") for m in sent] == [None, b"progress", b"log"]
     assert closed, "the call behind the stream outlived its client"
+
+
+async def _stalled() -> tuple[list[Any], bool]:
+    """Stream notes without end to a client that takes the headers, then nothing more
+    and never leaves; what was sent, and whether the call behind the stream ended."""
+    closed = asyncio.Event()
+    sent: list[Any] = []
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"progress"
+        finally:
+            closed.set()
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body":
+            await asyncio.Event().wait()  # the client's window stays full: the write never ends
+
+    async def receive() -> Any:
+        await asyncio.Event().wait()  # connected for ever
+
+    await asyncio.wait_for(_stream(Response(events(), content_type="text/event-stream"), send, receive), timeout=5)
+    return sent, closed.is_set()
+
+
+def test_a_stream_whose_client_stops_reading_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mcp_lane, "SEND_TIMEOUT_S", 0.05)
+    sent, closed = asyncio.run(_stalled())
+    assert [m.get("body") for m in sent] == [None, b"progress"]
+    assert closed, "the call behind the stream outlived a client that stopped reading"
 
 
 async def _call_left_while_its_headers_go_out() -> bool:

@@ -8,6 +8,7 @@ which is how the tests prove the client's own token never reaches it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
@@ -113,6 +114,23 @@ async def count(ctx: Context) -> str:
         await ctx.report_progress(step, 3)
         await ctx.info(f"step {step}")
     return "counted"
+
+
+@server.tool()
+async def flood(ctx: Context, notes: int, size: int = 1000) -> str:
+    """Report progress `notes` times, each note carrying `size` characters, as fast as
+    the stream takes them: an upstream faster than its client reads."""
+    padding = "x" * size
+    for step in range(1, notes + 1):
+        await ctx.report_progress(step, notes, padding)
+    return f"flooded {notes}"
+
+
+@server.tool()
+async def wait(seconds: float) -> str:
+    """Answer after `seconds`, saying nothing meanwhile."""
+    await asyncio.sleep(seconds)
+    return "waited"
 
 
 @server.tool()
