@@ -10,9 +10,10 @@ goes through the content pipeline as one JSON value, and its size is the answer'
 Base64 payloads are bytes, not text: they count toward the size but are not scanned,
 where a phone-number detector would find numbers in the noise of an image. Only what the
 protocol defines as one is set aside: the `data` of an image or audio block, the `blob` of
-a resource read or embedded, and only when it is base64. Anything else, a `data` beside a
-text or a "blob" of prose, is scanned like any string. They are found at a fixed depth,
-so nesting buys an upstream no recursion.
+a resource read or embedded, and only when it is base64. Anything else, a `data` beside
+a text or a "blob" of prose, is scanned like any string. They are found at a fixed
+depth, so nesting buys an upstream no recursion. A blob whose type says text (HTML,
+JSON, SVG) is no payload: it is decoded and returned as the resource's text.
 
 Text labelled HTML or markdown is sanitized after it passed, by the label as it passed,
 and judged again when that changed it: a sanitizer decodes character references and
@@ -22,6 +23,8 @@ drops unknown tags, and either can join text that passed into text that would no
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any, Final
 
@@ -31,6 +34,8 @@ __all__ = ["checked_answer"]
 
 _BASE64: Final = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _MEDIA: Final = frozenset({"image", "audio"})
+_TEXT_TYPE: Final = re.compile(r"text/[\w.+-]+|[\w.-]+/(?:[\w.-]+\+)?(?:json|xml|javascript|ecmascript)", re.IGNORECASE)
+_CHARSET: Final = re.compile(r"charset\s*=\s*\"?([\w.:-]+)", re.IGNORECASE)
 
 Path = tuple[str | int, ...]
 
@@ -91,8 +96,36 @@ def _block_copy(block: dict[str, Any], path: Path, set_aside: list[tuple[Path, s
 
 def _resource_copy(resource: dict[str, Any], path: Path, set_aside: list[tuple[Path, str, str]]) -> dict[str, Any]:
     copy = dict(resource)
-    _set_aside(copy, "blob", path, set_aside)
+    text = _blob_text(copy)
+    if text is None:
+        _set_aside(copy, "blob", path, set_aside)
+    else:
+        # A blob labelled as text is text a client will show or parse, however it was
+        # sent: it is returned as text, judged and sanitized as text. Beside a text of
+        # its own it is dropped: one resource, one text.
+        del copy["blob"]
+        copy.setdefault("text", text)
     return copy
+
+
+def _blob_text(resource: dict[str, Any]) -> str | None:
+    """The text of a resource's blob when its type says text, in its charset (UTF-8 if it
+    names none or one unknown; bytes that do not decode are replaced, not skipped)."""
+    blob, mime = resource.get("blob"), resource.get("mimeType")
+    if not isinstance(blob, str) or not isinstance(mime, str):
+        return None
+    kind, _, parameters = mime.partition(";")
+    if not _TEXT_TYPE.fullmatch(kind.strip()):
+        return None
+    try:
+        data = base64.b64decode(blob, validate=True)
+    except binascii.Error:
+        return None
+    charset = _CHARSET.search(parameters)
+    try:
+        return data.decode(charset[1] if charset else "utf-8", errors="replace")
+    except LookupError:
+        return data.decode("utf-8", errors="replace")
 
 
 def _set_aside(holder: dict[str, Any], name: str, path: Path, set_aside: list[tuple[Path, str, str]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import pytest
@@ -136,3 +137,26 @@ def test_what_is_judged_is_what_the_sanitizer_returns(snapshot: Snapshot, mime: 
     assert _refusal(snapshot, read, "contents", "resource") == (422, code)
     embedded = {"content": [{"type": "resource", "resource": read["contents"][0]}]}
     assert _refusal(snapshot, embedded, "content", "tool_result") == (422, code)
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_a_blob_whose_type_says_text_is_judged_and_returned_as_text(snapshot: Snapshot) -> None:
+    script = {"uri": "a", "mimeType": "text/html", "blob": _b64(f"<p>hi</p>{SCRIPT}")}
+    assert _refusal(snapshot, {"contents": [script]}, "contents", "resource") == (422, "content_blocked")
+    embedded = {"content": [{"type": "resource", "resource": script}]}
+    assert _refusal(snapshot, embedded, "content", "tool_result") == (422, "content_blocked")
+    svg = {"uri": "s", "mimeType": "image/svg+xml", "blob": _b64("<svg onload=alert(1)>")}
+    assert _refusal(snapshot, {"contents": [svg]}, "contents", "resource") == (422, "content_blocked")
+    latin = {"uri": "l", "mimeType": "text/plain; charset=iso-8859-1", "blob": base64.b64encode(b"caf\xe9").decode()}
+    assert _checked(snapshot, {"contents": [latin]}, "contents", "resource") == {
+        "contents": [{"uri": "l", "mimeType": "text/plain; charset=iso-8859-1", "text": "café"}]
+    }
+    beside = {"uri": "b", "mimeType": "text/plain", "text": "fine", "blob": _b64(SCRIPT)}
+    assert _checked(snapshot, {"contents": [beside]}, "contents", "resource") == {
+        "contents": [{"uri": "b", "mimeType": "text/plain", "text": "fine"}]
+    }
+    image = {"uri": "i", "mimeType": "image/png", "blob": _b64(SCRIPT)}
+    assert _checked(snapshot, {"contents": [image]}, "contents", "resource") == {"contents": [image]}
