@@ -30,11 +30,12 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from typing import Any, Final
 
 import orjson
 
-__all__ = ["dumps", "loads"]
+__all__ = ["dumps", "leaves", "loads"]
 
 _SURROGATE: Final = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
@@ -68,17 +69,24 @@ def loads(raw: bytes) -> Any:
     return value
 
 
-def _holds_float(value: Any) -> bool:
-    pending = [value]  # not recursive: orjson nests deeper than Python's recursion limit
+def leaves(value: Any) -> Iterator[Any]:
+    """Every value in a parsed JSON `value` that is neither an object nor an array.
+
+    Not recursive: orjson nests deeper than Python's recursion limit.
+    """
+    pending = [value]
     while pending:
         item = pending.pop()
-        if isinstance(item, float):
-            return True
         if isinstance(item, dict):
             pending.extend(item.values())
         elif isinstance(item, list):
             pending.extend(item)
-    return False
+        else:
+            yield item
+
+
+def _holds_float(value: Any) -> bool:
+    return any(isinstance(item, float) for item in leaves(value))
 
 
 def _float(text: str) -> float:

@@ -18,7 +18,7 @@ from typing import Any, Final, cast
 
 from quart import request
 
-from engine.json_bytes import loads
+from engine.json_bytes import leaves, loads
 from engine.json_texts import holds_nul
 from engine.validation import Validator
 from engine.web.responses import ApiError
@@ -66,13 +66,4 @@ def _flatten(errors: Any) -> str:
 
 
 def _holds_wide_integer(value: Any) -> bool:
-    pending = [value]  # not recursive: the body may nest deeper than Python's recursion limit
-    while pending:
-        item = pending.pop()
-        if isinstance(item, int) and not _INT64[0] <= item <= _INT64[1]:
-            return True
-        if isinstance(item, dict):
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return False
+    return any(isinstance(item, int) and not _INT64[0] <= item <= _INT64[1] for item in leaves(value))
