@@ -14,10 +14,25 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.integration.servers import ROOT, free_port
+from tests.integration.servers import ROOT, Gateway, claims, free_port, mint
 from tests.integration.waiting import eventually
 
 UPSTREAM_TOKEN = "upstream-credential-held-by-the-gateway"
+
+
+def register_upstream(server: Gateway, url: str) -> dict[str, Any]:
+    """Register the upstream at `url` with `server` as the public gateway `up`, its items
+    named as the upstream names them; returns the registration's answer."""
+    body = {
+        "name": "up",
+        "url": url,
+        "visibility": "public",
+        "prefix": "",
+        "credentials": {"bearer_token": UPSTREAM_TOKEN},
+    }
+    registered = server.client(mint(claims(teams=None))).post("/gateways", json=body)
+    assert registered.status_code == 201, registered.text
+    return dict(registered.json())
 
 
 @contextlib.contextmanager

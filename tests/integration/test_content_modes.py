@@ -19,19 +19,8 @@ import httpx2
 from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.integration.mcp_client import UPSTREAM_TOKEN, mcp_session, upstream_server
+from tests.integration.mcp_client import mcp_session, register_upstream, upstream_server
 from tests.integration.servers import ROOT, Gateway, claims, mint
-
-
-def _register_upstream(server: Gateway, url: str) -> None:
-    body = {
-        "name": "up",
-        "url": url,
-        "visibility": "public",
-        "prefix": "",
-        "credentials": {"bearer_token": UPSTREAM_TOKEN},
-    }
-    assert server.client(mint(claims(teams=None))).post("/gateways", json=body).status_code == 201
 
 
 def _violations(server: Gateway) -> list[dict[str, object]]:
@@ -42,7 +31,7 @@ def _violations(server: Gateway) -> list[dict[str, object]]:
 def test_moderate_mode(start: Callable[..., Gateway]) -> None:
     with upstream_server() as url:
         server = start(CONTENT_PII_VALIDATION_MODE="moderate")
-        _register_upstream(server, url)
+        register_upstream(server, url)
         admin = server.client(mint(claims(teams=None)))
         refused = admin.post("/resources", json={"name": "r", "uri": "file:///r", "content": "mail bob@example.com"})
         assert (refused.status_code, refused.json()["error"]["code"]) == (422, "content_pii")
@@ -71,7 +60,7 @@ def test_moderate_mode_redacts_what_the_upstream_says_on_the_way(start: Callable
     """Log notes and sampling questions are upstream output: redacted like a tool result."""
     with upstream_server() as url:
         server = start(CONTENT_PII_VALIDATION_MODE="moderate")
-        _register_upstream(server, url)
+        register_upstream(server, url)
         heard: list[str] = []
 
         async def log(params: types.LoggingMessageNotificationParams) -> None:
@@ -110,7 +99,7 @@ def test_a_redaction_with_quotes_leaves_a_json_result_whole(start: Callable[...,
     modes.write_text(modes.read_text().replace('"[REDACTED:{category}]"', """'[REDACTED "{category}"]'"""))
     with upstream_server() as url:
         server = start(POLICY_PATHS=policies, CONTENT_PII_VALIDATION_MODE="moderate")
-        _register_upstream(server, url)
+        register_upstream(server, url)
         admin = server.client(mint(claims(teams=None)))
         tools = {t["name"]: t["id"] for t in admin.get("/tools").json()["items"]}
         result = admin.post(f"/tools/{tools['leak']}/invoke", json={})
@@ -127,7 +116,7 @@ def test_prompt_arguments_reach_the_upstream_redacted(start: Callable[..., Gatew
     modes.write_text(modes.read_text().replace(moderate, moderate.replace("log", "redact")))
     with upstream_server() as url:
         server = start(POLICY_PATHS=policies, CONTENT_PII_VALIDATION_MODE="moderate")
-        _register_upstream(server, url)
+        register_upstream(server, url)
 
         async def get() -> str:
             async with mcp_session(f"{server.url}/mcp", mint(claims(teams=None))) as client:
@@ -141,7 +130,7 @@ def test_prompt_arguments_reach_the_upstream_redacted(start: Callable[..., Gatew
 def test_lenient_mode(start: Callable[..., Gateway]) -> None:
     with upstream_server() as url:
         server = start(CONTENT_PATTERN_VALIDATION_MODE="lenient", CONTENT_PII_VALIDATION_MODE="lenient")
-        _register_upstream(server, url)
+        register_upstream(server, url)
         admin = server.client(mint(claims(teams=None)))
         stored = admin.post(
             "/resources", json={"name": "x", "uri": "file:///x", "content": "<script>alert(1)</script>"}

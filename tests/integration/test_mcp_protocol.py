@@ -18,7 +18,7 @@ from mcp import MCPError
 
 from engine.web.mcp_endpoint import STREAMS_PER_SESSION
 from tests.integration.conftest import start_server, stop_server
-from tests.integration.mcp_client import UPSTREAM_TOKEN, mcp_session, upstream_server
+from tests.integration.mcp_client import mcp_session, register_upstream, upstream_server
 from tests.integration.servers import ROOT, Gateway, claims, free_port, mint
 from tests.integration.waiting import eventually
 
@@ -29,17 +29,13 @@ INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolV
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with upstream_server() as upstream_url:
         gw = start_server(tmp_path_factory.mktemp("mcpp"))
+        up = register_upstream(gw, upstream_url)
         admin = gw.client(mint(claims(teams=None)))
-        credentials = {"bearer_token": UPSTREAM_TOKEN}
-        up = admin.post(
-            "/gateways",
-            json={"name": "up", "url": upstream_url, "visibility": "public", "credentials": credentials, "prefix": ""},
-        )
         tools = {t["name"]: t["id"] for t in admin.get("/tools").json()["items"]}
         server = admin.post(
             "/servers", json={"name": "adder", "visibility": "public", "tool_ids": [tools["add"]]}
         ).json()
-        yield {"gw": gw, "server": server, "tools": tools, "upstream": up.json(), "upstream_url": upstream_url}
+        yield {"gw": gw, "server": server, "tools": tools, "upstream": up, "upstream_url": upstream_url}
         stop_server(gw)
 
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import start_server, stop_server
-from tests.integration.mcp_client import UPSTREAM_TOKEN, upstream_server
+from tests.integration.mcp_client import register_upstream, upstream_server
 from tests.integration.servers import Gateway, claims, mint
 from tests.integration.waiting import eventually
 
@@ -31,13 +31,7 @@ PING = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     with upstream_server() as upstream_url:
         gateway = start_server(tmp_path_factory.mktemp("mcps"))
-        admin = gateway.client(mint(claims(teams=None)))
-        credentials = {"bearer_token": UPSTREAM_TOKEN}
-        registered = admin.post(
-            "/gateways",
-            json={"name": "up", "url": upstream_url, "visibility": "public", "credentials": credentials, "prefix": ""},
-        )
-        assert registered.status_code == 201, registered.text
+        register_upstream(gateway, upstream_url)
         yield gateway
         stop_server(gateway)
 
