@@ -138,10 +138,13 @@ _PRIMED_KEY: Final = "policygate:revoked:primed"
 either marker missing the set is unknown, so during an upgrade a failed write on a
 worker of either version unmarks the set for both."""
 _GENERATION: Final = "policygate:user-generation:"
-"""Per user, a random number drawn at the first look-up and anew at each change, kept
-without expiry. Random rather than counted: if the key is evicted anyway, the next
-look-up draws a fresh one, which no row cached before can carry (a counter would start
-again at a value some old row may hold)."""
+"""Per user, a random number drawn at the first look-up and anew at each change. Random
+rather than counted: once the key expires or is evicted, the next look-up draws a fresh
+one, which no row cached before can carry (a counter would start again at a value some
+old row may hold)."""
+_GENERATION_TTL_S: Final = 7 * 86400
+"""How long a generation outlives its last change or first look-up. Its loss only costs
+one store read, so it expires rather than keeping a key for every email ever seen."""
 
 
 def _fresh_generation() -> int:
@@ -177,7 +180,7 @@ class RedisCache:
         """The user's generation, drawn now unless another worker just drew one."""
         drawn = _fresh_generation()
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(f"{_GENERATION}{email}", drawn, nx=True)
+            pipe.set(f"{_GENERATION}{email}", drawn, nx=True, ex=_GENERATION_TTL_S)
             pipe.get(f"{_GENERATION}{email}")
             _, current = await pipe.execute()
         return int(current) if current is not None else drawn
@@ -190,7 +193,7 @@ class RedisCache:
 
     async def forget_user(self, email: str) -> None:
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(f"{_GENERATION}{email}", _fresh_generation())
+            pipe.set(f"{_GENERATION}{email}", _fresh_generation(), ex=_GENERATION_TTL_S)
             pipe.delete(f"policygate:user:{email}")
             await pipe.execute()
 

@@ -111,3 +111,30 @@ def test_a_revocation_an_older_worker_failed_to_cache_is_never_read_as_valid(red
             await client.aclose()
 
     assert asyncio.run(run()) is None
+
+
+def test_a_generation_expires_and_its_loss_only_costs_a_read(redis_url: str) -> None:
+    """Generation keys expire rather than pile up for every email ever looked up; once one
+    is gone, a row cached under it is a miss, never served."""
+
+    async def run() -> tuple[list[int], Any]:
+        client = _database(redis_url, 5)
+        try:
+            await client.flushdb()
+            cache = RedisCache(client, 30)
+            await cache.lookup("drawn@example.com", None)
+            await cache.forget_user(ACTIVE.email)
+            _, _, current = await cache.lookup(ACTIVE.email, None)
+            await cache.store_user(ACTIVE, current)
+            assert (await cache.lookup(ACTIVE.email, None))[0] == ACTIVE
+            lives = [
+                await client.ttl(f"policygate:user-generation:{email}") for email in ("drawn@example.com", ACTIVE.email)
+            ]
+            await client.delete(f"policygate:user-generation:{ACTIVE.email}")  # as if it expired
+            return lives, (await cache.lookup(ACTIVE.email, None))[0]
+        finally:
+            await client.aclose()
+
+    lives, after = asyncio.run(run())
+    assert all(0 < life <= 7 * 86400 for life in lives), lives
+    assert not isinstance(after, User), "a row cached under a lost generation was served"
