@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final
 
 from quart import Blueprint, Response, g, jsonify, request
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from engine.passwords import hash_password
@@ -23,6 +25,7 @@ from engine.store.models import User as UserRow
 from engine.web.audit import audit
 from engine.web.bodies import read_body
 from engine.web.identity import NEW_EMAIL, caller
+from engine.web.paging import cursor_for, page
 from engine.web.reloading import reload_everywhere, reload_policies
 from engine.web.responses import ApiError, created
 from engine.web.state import gateway
@@ -147,16 +150,35 @@ async def _lock_active_admins() -> frozenset[str]:
 
 @blueprint.get("/revocations")
 async def list_revocations() -> Response:
-    """Revoked token ids, newest first."""
-    rows = await Revocation.all().order_by("-revoked_at").limit(1000)
-    return jsonify(
-        {
-            "items": [
-                {"jti": r.jti, "revoked_by": r.revoked_by, "reason": r.reason, "revoked_at": r.revoked_at.isoformat()}
-                for r in rows
-            ]
-        }
-    )
+    """Revoked token ids, newest first, a page at a time (`?limit=`, `?cursor=`)."""
+    limit, after = page(request.args.get("limit"), request.args.get("cursor"), default=100, most=1000)
+    query = Revocation.all()
+    if after is not None:
+        at, jti = _revocation_key(after)
+        query = query.filter(Q(revoked_at__lt=at) | Q(revoked_at=at, jti__lt=jti))
+    rows = await query.order_by("-revoked_at", "-jti").limit(limit + 1)
+    body: dict[str, Any] = {
+        "items": [
+            {"jti": r.jti, "revoked_by": r.revoked_by, "reason": r.reason, "revoked_at": r.revoked_at.isoformat()}
+            for r in rows[:limit]
+        ]
+    }
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        body["next_cursor"] = cursor_for(f"{last.revoked_at.isoformat()} {last.jti}")
+    return jsonify(body)
+
+
+def _revocation_key(after: str) -> tuple[datetime, str]:
+    """A revocation's place in the listing: its time, then its jti (a time has no space)."""
+    at, _, jti = after.partition(" ")
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise ApiError(400, "bad_request", "`cursor` must be one this API returned")
+    return when, jti
 
 
 @blueprint.post("/revocations")
@@ -171,27 +193,35 @@ async def revoke() -> Response:
 
 @blueprint.get("/audit")
 async def audit_log() -> Response:
-    """Audit events, newest first (`?limit=`, at most 1000)."""
-    try:
-        limit = max(1, min(int(request.args.get("limit", "100")), 1000))
-    except ValueError as err:
-        raise ApiError(400, "bad_request", "`limit` must be a number") from err
-    rows = await AuditEvent.all().order_by("-id").limit(limit)
-    return jsonify(
-        {
-            "items": [
-                {
-                    "at": r.at.isoformat(),
-                    "actor": r.actor,
-                    "action": r.action,
-                    "target": r.target,
-                    "detail": r.detail,
-                    "request_id": r.request_id,
-                }
-                for r in rows
-            ]
-        }
-    )
+    """Audit events, newest first, a page at a time (`?limit=`, `?cursor=`)."""
+    limit, after = page(request.args.get("limit"), request.args.get("cursor"), default=100, most=1000)
+    query = AuditEvent.all()
+    if after is not None:
+        query = query.filter(id__lt=_audit_key(after))
+    rows = await query.order_by("-id").limit(limit + 1)
+    body: dict[str, Any] = {
+        "items": [
+            {
+                "at": r.at.isoformat(),
+                "actor": r.actor,
+                "action": r.action,
+                "target": r.target,
+                "detail": r.detail,
+                "request_id": r.request_id,
+            }
+            for r in rows[:limit]
+        ]
+    }
+    if len(rows) > limit:
+        body["next_cursor"] = cursor_for(str(rows[limit - 1].id))
+    return jsonify(body)
+
+
+def _audit_key(after: str) -> int:
+    """An event's place in the log: its id, which the store holds in 32 bits."""
+    if not (after.isascii() and after.isdigit() and len(after) <= 10 and int(after) < 2**31):
+        raise ApiError(400, "bad_request", "`cursor` must be one this API returned")
+    return int(after)
 
 
 @blueprint.post("/policies/reload")

@@ -8,6 +8,7 @@ its data, a Redis that stops answering, and a store outage failing closed.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import shutil
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -65,6 +67,46 @@ def test_store_suite(start: Callable[..., Gateway], backend: dict[str, str]) -> 
     assert dev.get("/auth/me").json()["error"]["code"] == "account_disabled"
     actions = [e["action"] for e in admin.get("/admin/audit").json()["items"]]
     assert {"user.create", "team.create", "token.create", "token.revoke", "user.change"} <= set(actions)
+
+
+def _pages(client: httpx.Client, path: str, limit: int) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": limit}
+    while True:
+        body = client.get(path, params=params).json()
+        assert len(body["items"]) <= limit
+        items += body["items"]
+        if "next_cursor" not in body:
+            return items
+        params["cursor"] = body["next_cursor"]
+
+
+def test_audit_and_revocations_page_through_all_once(start: Callable[..., Gateway], backend: dict[str, str]) -> None:
+    """Every row once, newest first, whatever the page size, on every backend; a cursor
+    the API did not give is a 400, never a query error."""
+    server = start(MCPGATEWAY_ADMIN_API_ENABLED="true", **backend)
+    admin = server.client(server.login())
+    jtis = [f"stray-{i}" for i in range(7)]
+    for jti in jtis:
+        assert admin.post("/admin/revocations", json={"jti": jti}).status_code == 201
+    whole = admin.get("/admin/revocations").json()["items"]
+    assert "next_cursor" not in admin.get("/admin/revocations").json()
+    paged = _pages(admin, "/admin/revocations", 2)
+    assert [r["jti"] for r in paged] == [r["jti"] for r in whole]
+    assert sorted(r["jti"] for r in paged) == jtis
+    assert [r["revoked_at"] for r in paged] == sorted((r["revoked_at"] for r in paged), reverse=True)
+    events = admin.get("/admin/audit").json()["items"]
+    assert _pages(admin, "/admin/audit", 3) == events
+    assert sum(e["action"] == "token.revoke" for e in events) == len(jtis)
+    for path in ("/admin/audit", "/admin/revocations"):
+        for raw in ("x", "1234567890123", "2024-01-01 x", "2024-01-01T00:00:00+00:00 x", "\u00b2"):
+            cursor = base64.urlsafe_b64encode(raw.encode()).decode()
+            if path == "/admin/revocations" and raw.endswith("00:00 x"):
+                assert admin.get(path, params={"cursor": cursor}).json()["items"] == []
+                continue
+            refused = admin.get(path, params={"cursor": cursor})
+            assert (refused.status_code, refused.json()["error"]["code"]) == (400, "bad_request"), (path, cursor)
+        assert admin.get(path, params={"limit": 0}).status_code == 400
 
 
 def test_two_owners_removing_each_other_at_once_leave_one(
