@@ -34,6 +34,9 @@ __all__ = ["ContentRefused", "check_json", "check_text", "sanitize_markup"]
 log = logging.getLogger("policygate.content")
 
 _HTML: Final = frozenset({"text/html", "application/xhtml+xml"})
+_XML: Final = frozenset({"application/xml", "text/xml"})
+_NUMERIC_REFERENCE: Final = re.compile(r"&#(?:[xX]0*([0-9a-fA-F]{1,8})|0*([0-9]{1,10}));?")
+_MARKUP: Final = frozenset("<>&\"'")
 
 _SAFE_AUTOLINK: Final = re.compile(
     r"<(?![^>]*/on[a-z]+=)(?:https?://|mailto:)[^<>\s\"'`]*>|<[\w.+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+>",
@@ -116,11 +119,35 @@ def _act_on(snapshot: Snapshot, context: str, field: str, denial: Denial | None,
 
 
 def sanitize_markup(mime_type: str, text: str) -> str:
-    """HTML and markdown lose scripts, handlers and dangerous URLs before they are served."""
+    """HTML and markdown lose scripts, handlers and dangerous URLs before they are served;
+    SVG and other XML are served with their character references spelled out."""
     kind = mime_type.split(";")[0].strip().lower()
     if kind == "text/markdown":
         return _sanitize_markdown(text)
-    return nh3.clean(text) if kind in _HTML else text
+    if kind in _HTML:
+        return nh3.clean(text)
+    return _spelled_out(text) if kind in _XML or kind.endswith("+xml") else text
+
+
+def _spelled_out(text: str) -> str:
+    """An XML document with each numeric character reference to an ordinary character
+    written as that character.
+
+    SVG and XML are not HTML for nh3 to clean, yet whatever renders them decodes
+    references first, so `values="&#106;avascript:go()"` in an SVG `<animate>` is a
+    script URL that no rule sees. Written out, the document reads the same (but in
+    CDATA sections and comments, where a reference is only text), and its scripts are
+    plain for the content rules to judge again. References
+    to markup characters and to control characters stay: written out, they would change
+    the document. (HTML parsers also decode a reference that lacks its `;`, so this does.)
+    """
+
+    def character(found: re.Match[str]) -> str:
+        code = int(found[1], 16) if found[1] is not None else int(found[2])
+        kept = code < 0x20 or code > 0x10FFFF or 0xD800 <= code <= 0xDFFF or chr(code) in _MARKUP
+        return found[0] if kept else chr(code)
+
+    return _NUMERIC_REFERENCE.sub(character, text)
 
 
 def _sanitize_markdown(text: str) -> str:

@@ -15,10 +15,10 @@ a text or a "blob" of prose, is scanned like any string. They are found at a fix
 depth, so nesting buys an upstream no recursion. A blob whose type says text (HTML,
 JSON, SVG) is no payload: it is decoded and returned as the resource's text.
 
-Text labelled HTML or markdown is sanitized after it passed, by the label as it passed,
-and judged again when that changed it: a sanitizer decodes character references and
-drops unknown tags, and either can join text that passed into text that would not
-(`123&#45;45&#45;6789`).
+Text labelled HTML, markdown, SVG or XML is sanitized after it passed, by the label as
+it passed, and judged again when that changed it: sanitizing decodes character
+references (and drops unknown HTML tags), and either can join text that passed into text
+that would not (`123&#45;45&#45;6789`).
 """
 
 from __future__ import annotations

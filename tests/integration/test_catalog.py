@@ -144,6 +144,9 @@ def test_a_resource_is_judged_as_it_will_be_served(server: Gateway) -> None:
     relabelled = dev.patch(f"/resources/{plain.json()['id']}", json={"mime_type": "text/html"})
     assert (relabelled.status_code, relabelled.json()["error"]["code"]) == (422, "content_pii")
     assert dev.get(f"/resources/{plain.json()['id']}").json()["mime_type"] == "text/plain"
+    animated = '<svg><a><animate attributeName="href" values="&#106;avascript:go()"/><text>Caf&#233;</text></a></svg>'
+    svg = dev.post("/resources", json={**hidden, "name": "r-svg", "mime_type": "image/svg+xml", "content": animated})
+    assert (svg.status_code, svg.json()["error"]["code"]) == (422, "content_blocked")
 
 
 def test_a_resource_uri_and_type_are_no_place_for_text(server: Gateway) -> None:

@@ -46,3 +46,15 @@ def test_text_holding_the_placeholder_characters_cannot_borrow_an_autolink() -> 
 def test_html_is_cleaned_whole_and_other_types_are_left_alone() -> None:
     assert sanitize_markup("text/html", "Tom && Jerry <script>x</script>") == "Tom &amp;&amp; Jerry "
     assert sanitize_markup("text/plain", "<script>x</script>") == "<script>x</script>"
+
+
+def test_svg_and_xml_are_served_with_their_character_references_written_out() -> None:
+    """What a renderer reads once it decoded the references, so the rules see it too;
+    references to markup and control characters stay, as writing them would change the
+    document."""
+    svg = '<animate attributeName="href" values="&#106;avascript&#x3A;go()" to="&#x0006A;s&#115"/>'
+    assert sanitize_markup("image/svg+xml", svg) == '<animate attributeName="href" values="javascript:go()" to="jss"/>'
+    kept = 'a="&#34;&#x27;&#60;&#x3e;&#38;&#9;&#0;&#xD800;&#1114112;&#99999999999;" &lt;&amp;'
+    assert sanitize_markup("application/xml", kept) == kept
+    assert sanitize_markup("application/atom+xml; charset=utf-8", "&#xe9;t&#233;") == "\u00e9t\u00e9"
+    assert sanitize_markup("text/plain", "&#106;") == "&#106;"

@@ -130,6 +130,13 @@ def test_nesting_deeper_than_can_be_walked_is_refused_not_a_crash(snapshot: Snap
         ("text/html", "SSN 123&#45;45&#45;6789", "content_pii"),
         ("text/html", "SSN 123-45-<x></x>6789", "content_pii"),
         ("text/html", "&#123;&#123; self.__init__.__glo<x></x>bals__ &#125;&#125;", "content_blocked"),
+        # An SVG renderer decodes references too: an animated link to a script URL.
+        (
+            "image/svg+xml",
+            '<svg><a><animate attributeName="href" values="&#106;avascript:go()"/></a></svg>',
+            "content_blocked",
+        ),
+        ("application/xml", "<ssn>123&#45;45&#x2D;6789</ssn>", "content_pii"),
     ],
 )
 def test_what_is_judged_is_what_the_sanitizer_returns(snapshot: Snapshot, mime: str, text: str, code: str) -> None:
