@@ -4,8 +4,10 @@ The guard has checked the verb's permission (`tools.read`, `tools.create`, ...);
 module applies the truth table's answer to the data: a caller only ever loads items
 they may see, so an invisible item answers 404 and never appears in a list. Changing an
 item takes its owner or a platform admin, and a token only writes into the teams it
-reaches. Stored text goes through the content pipeline first, and nothing is written
-when any check fails.
+reaches. An admin's powers here (over others' items, teams they are not in, changed
+upstream tools) take `admin.system_config` besides the flag, as the admin API does.
+Stored text goes through the content pipeline first, and nothing is written when any
+check fails.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from engine.decide import PUBLIC_ONLY, Decision, User
 from engine.store.catalog import CatalogItem, Prompt, Resource, Server, Tool
 from engine.uri_templates import clashes
 from engine.web.bodies import read_body
-from engine.web.identity import caller
+from engine.web.identity import admin_power, caller
 from engine.web.inspection import ContentRefused, check_json, check_text, sanitize_markup
 from engine.web.list_changes import Change, Scope, scope_of
 from engine.web.responses import ApiError, created
@@ -149,9 +151,10 @@ def _page(limit_text: str | None, cursor: str | None) -> tuple[int, str | None]:
 
 
 def check_team(user: User, body: Mapping[str, Any], item: Any = None) -> None:
-    """An item goes into a team only by a member and only with a token that reaches it; a
-    private item only with a token that sees its owner's private items. `body` is what
-    was sent; `item`, when given, the stored item it changes.
+    """An item goes into a team only by a member (or a platform admin holding
+    `admin.system_config`) and only with a token that reaches it; a private item only
+    with a token that sees its owner's private items. `body` is what was sent; `item`,
+    when given, the stored item it changes.
 
     Raises:
         ApiError: 422 for a team item without its team, 403 for a team or a private item
@@ -167,7 +170,7 @@ def check_team(user: User, body: Mapping[str, Any], item: Any = None) -> None:
     team = merged.get("team_id")
     if team is None:
         return
-    if not user.admin and team not in user.teams:
+    if team not in user.teams and not admin_power(user, "admin.system_config"):
         raise ApiError(403, "not_team_member", f"you are not a member of `{team}`")
     if seen.reach is not None and team not in seen.reach:
         raise ApiError(403, "team_not_in_token", f"this token does not reach team `{team}`")
@@ -216,8 +219,8 @@ async def _shown(kind: Kind, rows: list[Any]) -> list[dict[str, Any]]:
     what was redacted against it.
     """
     items = [item_json(kind, row) for row in rows]
-    user = g.get("user")
-    if kind.model is Tool and user is not None and user.admin:
+    user: User | None = g.get("user")
+    if kind.model is Tool and user is not None and admin_power(user, "admin.system_config"):
         for item, row in zip(items, rows, strict=True):
             item["current_hash"] = row.current_hash
     if kind.model is Server:
@@ -299,7 +302,7 @@ def _register(kind: Kind) -> None:
             partial["approve_change"] = {"type": "string", "regex": "^[0-9a-f]{64}$"}
         body = checked_fields(kind, await read_body(partial), item)
         approve: str | None = body.pop("approve_change", None)
-        if approve is not None and not user.admin:
+        if approve is not None and not admin_power(user, "admin.system_config"):
             raise ApiError(403, "admin_required", "only platform admins approve a changed upstream tool")
         check_team(user, body, item)
         if kind.model is Server:
@@ -372,7 +375,7 @@ async def _approve(tool_id: str, reviewed: str) -> None:
 
 
 def _require_owner(user: User, item: Any) -> None:
-    if not user.admin and item.owner != user.email:
+    if item.owner != user.email and not admin_power(user, "admin.system_config"):
         raise ApiError(403, "not_owner", "only the owner or a platform admin may change this item")
 
 

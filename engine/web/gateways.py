@@ -23,7 +23,7 @@ from engine.federation.upstream import PRIVATE_NETWORKS_HINT, UpstreamClient
 from engine.store.catalog import Prompt, Resource, Tool, Upstream
 from engine.web.bodies import read_body
 from engine.web.catalog import check_team, visible
-from engine.web.identity import caller
+from engine.web.identity import admin_power, caller
 from engine.web.inspection import check_json, check_text
 from engine.web.list_changes import scope_of
 from engine.web.responses import ApiError, created
@@ -243,7 +243,7 @@ async def _find(upstream_id: str) -> Upstream:
 async def _owned(upstream_id: str) -> Upstream:
     row = await _find(upstream_id)
     user = caller()
-    if not user.admin and row.owner != user.email:
+    if row.owner != user.email and not admin_power(user, "admin.system_config"):
         raise ApiError(403, "not_owner", "only the owner or a platform admin may change this gateway")
     return row
 

@@ -1,10 +1,11 @@
-"""Login, self-registration and "who am I" for the caller the guard let through."""
+"""Login, self-registration and "who am I" for the caller the guard let through, and
+which of a platform admin's powers this request may use."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from quart import Blueprint, Response, g, jsonify
 from tortoise.exceptions import IntegrityError
@@ -20,7 +21,7 @@ from engine.web.bodies import read_body
 from engine.web.responses import ApiError, created
 from engine.web.state import gateway
 
-__all__ = ["NEW_EMAIL", "blueprint", "caller"]
+__all__ = ["NEW_EMAIL", "AdminPower", "admin_power", "blueprint", "caller"]
 
 blueprint = Blueprint("identity", __name__)
 
@@ -43,6 +44,24 @@ def caller() -> User:
     if user is None:
         raise ApiError(401, "auth_required", "authentication is required")
     return user
+
+
+AdminPower = Literal["admin.user_management", "admin.system_config"]
+"""The admin permissions that also stand for a platform admin's power outside `/admin`:
+user management over other users' tokens, sessions and teams; system configuration
+over other owners' catalog items and gateways, and changed upstream tools."""
+
+
+def admin_power(user: User, permission: AdminPower) -> bool:
+    """Whether this request may use the platform admin's power that `permission` guards.
+
+    SECURITY: `user.admin` alone is the store's flag, which an admin's API token keeps
+    however far its `scopes.permissions` narrow it; the permission in the decision is
+    what that scope leaves of the admin's grant. The admin API asks for both, so must
+    every other route: a token the admin API refuses is an ordinary user's here too.
+    """
+    decision: Decision = g.decision
+    return user.admin and permission in decision.permissions
 
 
 @blueprint.post("/auth/login")

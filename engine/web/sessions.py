@@ -17,15 +17,14 @@ from __future__ import annotations
 import uuid
 from typing import Any, Final
 
-from quart import Blueprint, Response, g, jsonify
+from quart import Blueprint, Response, jsonify
 from tortoise.transactions import in_transaction
 
-from engine.decide import User
 from engine.store.models import ProxySession
 from engine.store.models import User as UserRow
 from engine.web.audit import audit
 from engine.web.bodies import read_body
-from engine.web.identity import caller
+from engine.web.identity import admin_power, caller
 from engine.web.responses import ApiError, created
 
 __all__ = ["MAX_PER_OWNER", "blueprint"]
@@ -33,7 +32,6 @@ __all__ = ["MAX_PER_OWNER", "blueprint"]
 blueprint = Blueprint("sessions", __name__, url_prefix="/reverse-proxy/sessions")
 
 MAX_PER_OWNER: Final = 64
-_ALL_SESSIONS: Final = "admin.user_management"
 _CREATE: Final = {"name": {"type": "string", "maxlength": 200}, "id": {"type": "string"}}
 
 
@@ -41,17 +39,12 @@ def _json(row: ProxySession, owner: str) -> dict[str, Any]:
     return {"id": str(row.id), "name": row.name, "owner": owner, "created_at": row.created_at.isoformat()}
 
 
-def _sees_all(user: User) -> bool:
-    # SECURITY: `user.admin` alone is the store's flag, which an admin's narrowed API
-    # token keeps; the permission is what the token's scope leaves of the admin's grant.
-    return user.admin and _ALL_SESSIONS in g.decision.permissions
-
-
 @blueprint.get("")
 async def list_sessions() -> Response:
     """Sessions: all of them for admins, the caller's own otherwise."""
     user = caller()
-    query = ProxySession.all() if _sees_all(user) else ProxySession.filter(owner__email=user.email)
+    everyone = admin_power(user, "admin.user_management")
+    query = ProxySession.all() if everyone else ProxySession.filter(owner__email=user.email)
     rows = await query.prefetch_related("owner").order_by("created_at")
     return jsonify({"items": [_json(r, r.owner.email) for r in rows]})
 
@@ -81,7 +74,7 @@ async def close_session(session_id: str) -> Response:
     except ValueError as err:
         raise ApiError(404, "not_found", f"no session `{session_id}`") from err
     row = await ProxySession.filter(id=key).prefetch_related("owner").first()
-    if row is None or (row.owner.email != user.email and not _sees_all(user)):
+    if row is None or (row.owner.email != user.email and not admin_power(user, "admin.user_management")):
         raise ApiError(404, "not_found", f"no session `{session_id}`")
     await row.delete()
     await audit(user.email, "proxy_session.close", session_id)

@@ -3,7 +3,9 @@
 Team owners (and platform admins) manage a team's members; each self-service flow is a
 route behind its own feature flag, so the policy, not this code, decides whether it
 exists. A team the caller does not belong to answers 404, never 403, so team names do
-not leak to outsiders.
+not leak to outsiders. A platform admin reaches and manages every team only with
+`admin.user_management`, as on the admin API's user routes; an admin's token narrowed
+to other permissions is a member like any other here.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from engine.decide import User, Visibility
+from engine.decide.access import role_grant
 from engine.store.models import Invitation, JoinRequest, Membership, Team
 from engine.store.models import User as UserRow
 from engine.web.audit import audit
 from engine.web.bodies import read_body
-from engine.web.identity import caller
+from engine.web.identity import admin_power, caller
 from engine.web.responses import ApiError, created
 from engine.web.state import gateway
 
@@ -31,6 +34,7 @@ __all__ = ["blueprint"]
 blueprint = Blueprint("teams", __name__)
 
 _ROLES: Final = ["owner", "member"]
+_ANY_TEAM: Final = "admin.user_management"
 _INVITATION_LIFETIME: Final = dt.timedelta(days=7)
 _CREATE: Final = {
     "name": {"type": "string", "required": True, "regex": r"^[\w .-]{1,100}$"},
@@ -46,20 +50,24 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "team"
 
 
-def _reach() -> frozenset[str] | None:
+def _reach(user: User) -> frozenset[str] | None:
     """The teams this request reaches (None: every team), as for the catalog: an API
     token reaches only the teams its `teams` claim leaves of the user's memberships, and
-    a public-only token none, whatever the user belongs to."""
+    a public-only token none, whatever the user belongs to. Beyond the user's own
+    memberships only with the admin power: the truth table lets an admin's token reach
+    teams by the flag alone, and a narrowed token must not list or read them here."""
     seen: Visibility = g.decision.visibility
-    return seen.reach
+    if admin_power(user, _ANY_TEAM):
+        return seen.reach
+    return user.teams if seen.reach is None else seen.reach & user.teams
 
 
 async def _team_for(user: User, team_id: str, *, manage: bool = False) -> Team:
     team = await Team.filter(id=team_id).first()
-    reach = _reach()
+    reach = _reach(user)
     if team is None or (reach is not None and team_id not in reach):
         raise ApiError(404, "not_found", f"no team `{team_id}`")
-    if manage and not user.admin:
+    if manage and not admin_power(user, _ANY_TEAM):
         owner = await Membership.filter(team_id=team_id, user__email=user.email, role="owner").exists()
         if not owner:
             raise ApiError(403, "team_owner_required", "only the team's owners manage its members")
@@ -73,9 +81,8 @@ async def _members(team_id: str) -> list[dict[str, str]]:
 
 @blueprint.get("/teams")
 async def list_teams() -> Response:
-    """The caller's teams (all teams for platform admins)."""
-    caller()
-    reach = _reach()
+    """The caller's teams (all teams for platform admins holding `admin.user_management`)."""
+    reach = _reach(caller())
     query = Team.all() if reach is None else Team.filter(id__in=sorted(reach))
     rows = await query.order_by("name")
     return jsonify({"items": [{"id": t.id, "name": t.name, "description": t.description} for t in rows]})
@@ -234,8 +241,9 @@ async def accept_invitation(invitation_id: str) -> Response:
     """Accept an invitation addressed to the caller's email.
 
     An invitation speaks for whoever sent it, so it holds only while they still could
-    send it (an owner of the team, or a platform admin) and for a week: an owner who
-    is removed cannot leave an invitation behind to let an accomplice back in as owner.
+    send it (an owner of the team, or a platform admin whose grant holds
+    `admin.user_management`) and for a week: an owner who is removed cannot leave an
+    invitation behind to let an accomplice back in as owner.
     """
     user = caller()
     row = await Invitation.filter(id=invitation_id, status="pending").prefetch_related("team").first()
@@ -262,7 +270,10 @@ async def _still_stands(invitation: Invitation, *, lock: bool = False) -> bool:
     if dt.datetime.now(dt.UTC) - invitation.created_at > _INVITATION_LIFETIME:
         return False
     sender = invitation.invited_by
-    if await UserRow.filter(email=sender, is_admin=True, is_active=True).exists():
+    # The sender's request is long gone: what counts is whether they could send it now,
+    # with all that their roles and the admin flag grant them.
+    admin = await UserRow.filter(email=sender, is_admin=True, is_active=True).first()
+    if admin is not None and _ANY_TEAM in role_grant(g.snapshot.access, frozenset(admin.roles), True):
         return True
     owner = Membership.filter(team_id=invitation.team_id, user__email=sender, user__is_active=True, role="owner")
     return await (owner.select_for_update() if lock else owner).first() is not None

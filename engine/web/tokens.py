@@ -24,7 +24,7 @@ from engine.store.models import User as UserRow
 from engine.store.queries import list_api_tokens
 from engine.web.audit import audit
 from engine.web.bodies import read_body
-from engine.web.identity import caller, signed
+from engine.web.identity import admin_power, caller, signed
 from engine.web.responses import ApiError, created
 from engine.web.state import gateway
 
@@ -93,6 +93,8 @@ async def create_token() -> Response:
     if limit is not None and (teams is None or not set(teams) <= limit):
         raise ApiError(403, "scope_exceeds_caller", "a token cannot reach teams its creating token cannot")
     if teams is None:
+        # On the flag, as in `_parent_teams`: a null claim is a reach, and an admin's
+        # session or `teams: null` token already reaches every team.
         if not user.admin:
             raise ApiError(403, "scope_exceeds_caller", "only platform admins may create tokens with `teams: null`")
     else:
@@ -139,7 +141,11 @@ def _parent_teams(parent: Token | None, admin: bool) -> frozenset[str] | None:
     """Teams an API token made by `parent` may name; None when only memberships limit it.
 
     `teams: null` reaches every team only for an admin; anyone else's such token (made
-    before a demotion, say) sees public items only, and so may its children.
+    before a demotion, say) sees public items only, and so may its children. The store's
+    flag is the right test here, not an admin permission: what a token reaches is the
+    truth table's answer, which takes the flag, and a child never holds more than its
+    parent (permissions within the request's, teams within the parent's), so an admin's
+    narrowed `teams: null` token may make a narrower one without gaining any power.
     """
     if parent is None or parent.session:
         return None
@@ -179,10 +185,14 @@ async def list_tokens() -> Response:
 
 @blueprint.delete("/tokens/<jti>")
 async def revoke_token(jti: str) -> Response:
-    """Revoke one of the caller's tokens; it stops working on the next request."""
+    """Revoke one of the caller's tokens; it stops working on the next request.
+
+    Anyone else's takes what `/admin/revocations` takes, `admin.user_management`; to a
+    caller without it, another user's token answers as one that does not exist.
+    """
     user = caller()
     row = await ApiToken.filter(jti=jti).prefetch_related("owner").first()
-    if row is None or (row.owner.email != user.email and not user.admin):
+    if row is None or (row.owner.email != user.email and not admin_power(user, "admin.user_management")):
         raise ApiError(404, "not_found", f"no token `{jti}`")
     await revoke_jti(jti, user.email, "revoked by owner" if row.owner.email == user.email else "revoked by admin")
     return Response("", status=204)
