@@ -12,8 +12,6 @@ check fails.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from engine.web.bodies import read_body
 from engine.web.identity import admin_power, caller
 from engine.web.inspection import ContentRefused, check_json, check_text, sanitize_markup
 from engine.web.list_changes import Change, Scope, scope_of
+from engine.web.paging import cursor_for, page
 from engine.web.responses import ApiError, created
 from engine.web.state import gateway, notify, notify_lists
 
@@ -137,17 +136,6 @@ def item_json(kind: Kind, item: Any) -> dict[str, Any]:
         "available": item.available,
         **kind.details(item),
     }
-
-
-def _page(limit_text: str | None, cursor: str | None) -> tuple[int, str | None]:
-    try:
-        limit = int(limit_text) if limit_text is not None else 50
-        after = base64.b64decode(cursor, altchars=b"-_", validate=True).decode() if cursor else None
-    except (ValueError, binascii.Error, UnicodeDecodeError) as err:
-        raise ApiError(400, "bad_request", "`limit` must be a number and `cursor` one this API returned") from err
-    if not 1 <= limit <= 500:
-        raise ApiError(400, "bad_request", "`limit` must be between 1 and 500")
-    return limit, after
 
 
 def check_team(user: User, body: Mapping[str, Any], item: Any = None) -> None:
@@ -263,14 +251,14 @@ def _register(kind: Kind) -> None:
     prefix = f"/{kind.name}"
 
     async def list_items() -> Response:
-        limit, after = _page(request.args.get("limit"), request.args.get("cursor"))
+        limit, after = page(request.args.get("limit"), request.args.get("cursor"), default=50, most=500)
         query = visible(kind.model)
         if after is not None:
             query = query.filter(id__gt=after)
         rows = await query.order_by("id").limit(limit + 1)
         body: dict[str, Any] = {"items": await _shown(kind, rows[:limit])}
         if len(rows) > limit:
-            body["next_cursor"] = base64.urlsafe_b64encode(rows[limit - 1].id.encode()).decode()
+            body["next_cursor"] = cursor_for(rows[limit - 1].id)
         return jsonify(body)
 
     async def create_item() -> Response:
