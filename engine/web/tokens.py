@@ -16,8 +16,7 @@ from typing import Any, Final
 from quart import Blueprint, Response, g, jsonify
 from tortoise.transactions import in_transaction
 
-from engine.decide import Decision, Token
-from engine.decide.model import TeamsClaim
+from engine.decide import PUBLIC_ONLY, Decision, Token
 from engine.issuing import token_claims
 from engine.store.models import ApiToken, Revocation
 from engine.store.models import User as UserRow
@@ -88,13 +87,15 @@ async def create_token() -> Response:
         if parent.permissions is not None and "permissions" not in scopes:
             # Left out, the child would hold everything the user's roles give.
             scopes["permissions"] = sorted(decision.permissions)
-    limit = _parent_teams(parent, user.admin)
+    # SECURITY: a new token reaches no team its creating request does not reach, whatever
+    # kind of token made the request: an API token's `teams`, a public-only token's
+    # none, and a session's that an accepted issuer narrowed with a listed `teams` claim.
+    limit = (decision.visibility or PUBLIC_ONLY).reach
     teams = body.get("teams", sorted(user.teams if limit is None else user.teams & limit))
     if limit is not None and (teams is None or not set(teams) <= limit):
         raise ApiError(403, "scope_exceeds_caller", "a token cannot reach teams its creating token cannot")
     if teams is None:
-        # On the flag, as in `_parent_teams`: a null claim is a reach, and an admin's
-        # session or `teams: null` token already reaches every team.
+        # On the flag: a null claim is a reach, and the request already reaches every team.
         if not user.admin:
             raise ApiError(403, "scope_exceeds_caller", "only platform admins may create tokens with `teams: null`")
     else:
@@ -135,23 +136,6 @@ async def create_token() -> Response:
             "teams": teams,
         }
     )
-
-
-def _parent_teams(parent: Token | None, admin: bool) -> frozenset[str] | None:
-    """Teams an API token made by `parent` may name; None when only memberships limit it.
-
-    `teams: null` reaches every team only for an admin; anyone else's such token (made
-    before a demotion, say) sees public items only, and so may its children. The store's
-    flag is the right test here, not an admin permission: what a token reaches is the
-    truth table's answer, which takes the flag, and a child never holds more than its
-    parent (permissions within the request's, teams within the parent's), so an admin's
-    narrowed `teams: null` token may make a narrower one without gaining any power.
-    """
-    if parent is None or parent.session:
-        return None
-    if parent.teams_claim is TeamsClaim.NULL:
-        return None if admin else frozenset()
-    return parent.teams
 
 
 def _within_parent(parent: Token, body: dict[str, Any], scopes: dict[str, Any]) -> None:

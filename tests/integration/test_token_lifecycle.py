@@ -185,3 +185,17 @@ def test_a_token_asked_for_without_a_lifetime_gets_the_longest_the_policy_allows
     assert made.status_code == 201, made.text
     lifetime = dt.datetime.fromisoformat(made.json()["expires_at"]) - before
     assert dt.timedelta(hours=23) < lifetime <= dt.timedelta(days=1)
+
+
+def test_a_session_narrowed_by_its_teams_claim_cannot_make_a_wider_token(gateway: Gateway) -> None:
+    """A session an accepted issuer narrowed to listed teams reaches only those of the
+    user's teams; a token it makes reaches no more, not every team through `teams: null`."""
+    narrowed = gateway.client(mint(claims(token_use="session", teams=["t-listed"])))
+    assert narrowed.get("/auth/me").json()["visibility"]["teams"] == []
+    for teams in (None, ["t-listed"], ["t-other"]):
+        child = narrowed.post("/tokens", json={"name": "wider", "teams": teams})
+        assert (child.status_code, child.json()["error"]["code"]) == (403, "scope_exceeds_caller"), teams
+    same = narrowed.post("/tokens", json={"name": "same"})
+    assert (same.status_code, same.json()["teams"]) == (201, [])
+    unrestricted = gateway.client(gateway.login()).post("/tokens", json={"name": "all", "teams": None})
+    assert (unrestricted.status_code, unrestricted.json()["teams"]) == (201, None)
