@@ -6,31 +6,77 @@ client to POST the response within the same MCP session. The ids are the gateway
 client can answer only what was put to it, in its own session. Questions wait in this
 process: with several workers and no sticky routing, an answer may reach a worker that
 did not ask, and the question then times out.
+
+Only what the client declared in its `initialize` is put to it: MCP forbids a server to
+send a request whose capability the client did not declare, and such a client might
+never answer, leaving the upstream's call (and the gateway's connection under it)
+waiting out `ASK_TIMEOUT_S`. Anything else is refused at once, with the error the SDK's
+own client gives when it lacks the capability (-32600, "not supported").
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Mapping
 from typing import Any, Final
 
 from engine.federation.upstream import Answerer, Relay
+from engine.web.mcp_sessions import McpSession
 from engine.web.state import Gateway
 
-__all__ = ["asker", "give_answer", "is_answer", "take_answer", "valid_id"]
+__all__ = ["asker", "declared", "give_answer", "is_answer", "take_answer", "valid_id"]
 
 ASK_TIMEOUT_S: Final = 300.0
 """An elicitation waits for a person; a question unanswered after this is refused."""
 
 _MALFORMED: Final = {"code": -32603, "message": "the client's answer is malformed"}
 
+_ELICITATION_MODES: Final = ("form", "url")
 
-def asker(gw: Gateway, session_id: str, say: Relay) -> Answerer:
-    """Puts a question on the client's stream with `say` and waits for its answer."""
+
+def declared(params: Mapping[str, Any]) -> frozenset[str]:
+    """What an `initialize` says its client takes of what `asker` may put to it:
+    `sampling`, and `elicitation.form` and `elicitation.url` for the elicitation modes.
+
+    A capability is declared with an object; an elicitation capability that names no
+    mode is form mode alone, as MCP 2025-11-25 has it for clients older than modes.
+    """
+    capabilities = params.get("capabilities")
+    if not isinstance(capabilities, dict):
+        return frozenset()
+    taken = {"sampling"} if isinstance(capabilities.get("sampling"), dict) else set()
+    elicitation = capabilities.get("elicitation")
+    if isinstance(elicitation, dict):
+        modes = [mode for mode in _ELICITATION_MODES if isinstance(elicitation.get(mode), dict)] or ["form"]
+        taken.update(f"elicitation.{mode}" for mode in modes)
+    return frozenset(taken)
+
+
+def _needs(question: Mapping[str, Any]) -> str:
+    """The capability a question needs, in the names `declared` gives; any other
+    method's name, which no client declares."""
+    method = str(question.get("method"))[:100]
+    if method == "sampling/createMessage":
+        return "sampling"
+    if method != "elicitation/create":
+        return method
+    params = question.get("params")
+    mode = params.get("mode", "form") if isinstance(params, dict) else "form"
+    return f"elicitation.{str(mode)[:100]}"
+
+
+def asker(gw: Gateway, session: McpSession, say: Relay) -> Answerer:
+    """Puts a question its client declared it takes on its stream with `say`, and waits
+    for the answer; refuses any other at once."""
 
     async def ask(question: dict[str, Any]) -> dict[str, Any]:
+        needs = _needs(question)
+        if session.capabilities is not None and needs not in session.capabilities:
+            message = f"the client did not declare the `{needs}` capability"
+            return {"error": {"code": -32600, "message": message, "data": {"code": "capability_not_declared"}}}
         ident = f"pg-{secrets.token_hex(8)}"
-        key = (session_id, ident)
+        key = (session.id, ident)
         waiting: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         gw.asked[key] = waiting
         try:

@@ -8,7 +8,8 @@ is judged again with its method, exactly as the policy lists MCP methods, then s
   MCP-Protocol-Version header must name one of them, else 400);
 - one message per POST from 2025-06-18 on; 2025-03-26 clients may still send batches;
 - sessions made here on `initialize`, bound to the token (or user) and endpoint that
-  opened them (404 otherwise), and ending their streamed calls when closed;
+  opened them (404 otherwise), at most so many per user (the oldest closes) and in the
+  process (503 `session_store_full`), and ending their streamed calls when closed;
 - JSON or SSE answers according to the Accept header; 202 for notifications;
 - a browser Origin must be one the policy allows, or the gateway's own when the Host
   is an address or loopback name: a DNS name could be a rebinding attacker's (403);
@@ -40,9 +41,9 @@ from engine.web.catalog import visible
 from engine.web.guard import charge
 from engine.web.incoming import Incoming, challenge, metadata_url
 from engine.web.list_changes import Change
-from engine.web.mcp_asking import asker, is_answer, take_answer, valid_id
+from engine.web.mcp_asking import asker, declared, is_answer, take_answer, valid_id
 from engine.web.mcp_methods import METHODS, McpContext, RpcError
-from engine.web.mcp_sessions import McpSession
+from engine.web.mcp_sessions import McpSession, StoreFull
 from engine.web.responses import error_response
 from engine.web.state import close_session_streams, gateway
 
@@ -63,6 +64,9 @@ waiting the call waits too, so the gateway stops reading the upstream (TCP then 
 upstream back) and its memory stays bounded however little the client reads. Waiting
 rather than merging progress notes or dropping log notes keeps every note, in order; a
 client that stops reading altogether is cut off by the lane (`mcp_lane.SEND_TIMEOUT_S`)."""
+_SESSION_REFUSED: Final = -32015
+"""The JSON-RPC code of an `initialize` refused for want of room for its session, with
+`session_store_full` as its `data.code` (see mcp_sessions `StoreFull`)."""
 
 
 Sight = Callable[[], Awaitable[Visibility | None]]
@@ -325,7 +329,11 @@ async def _post(at: _At, body: bytes) -> Response:
         if session is not None and is_answer(message):
             take_answer(gateway(), session.id, message)
             continue
-        outcome = await _handle(message, at, headers, decision)
+        try:
+            outcome = await _handle(message, at, headers, decision)
+        except StoreFull as err:
+            # Only `initialize` opens a session, and it comes alone: nothing else ran.
+            return _no_room(message["id"], err)
         if outcome is not None:
             replies.append(outcome)
     if not replies:
@@ -339,6 +347,13 @@ def _unreadable(error: RpcError) -> Response:
     """A body the endpoint cannot take as a message: an HTTP 400, as Streamable HTTP has
     it, carrying a JSON-RPC error without an id for clients that read one."""
     return Response(dumps(_rpc_error(None, error)), status=400, content_type="application/json")
+
+
+def _no_room(ident: Any, err: StoreFull) -> Response:
+    """An `initialize` refused: a JSON-RPC error, which MCP clients show as the answer to
+    their request, under the HTTP status of the refusal, with no session made."""
+    error = RpcError(_SESSION_REFUSED, err.message, {"code": err.code})
+    return Response(dumps(_rpc_error(ident, error)), status=err.status, content_type="application/json")
 
 
 def _well_formed(message: Any) -> bool:
@@ -391,7 +406,7 @@ async def _streamed(message: dict[str, Any], at: _At, wants_json: bool, allowed:
         await queue.put(note)
         settle()
 
-    ask = asker(gateway(), at.session.id, say) if at.session is not None else None
+    ask = asker(gateway(), at.session, say) if at.session is not None else None
     task = asyncio.ensure_future(_handle(message, at, {}, allowed, say, ask))
     task.add_done_callback(settle)
     if at.session is not None:
@@ -488,7 +503,7 @@ async def _handle(
     if method == "initialize":
         requested = params.get("protocolVersion")
         version = requested if requested in SUPPORTED_VERSIONS else SUPPORTED_VERSIONS[0]
-        opened = await gateway().sessions.open(g.user.email, at.incoming.path, version, _holder())
+        opened = await gateway().sessions.open(g.user.email, at.incoming.path, version, _holder(), declared(params))
         headers["Mcp-Session-Id"] = opened.id
     try:
         result = await handler(McpContext(decision, at.server, version, relay, ask), params)

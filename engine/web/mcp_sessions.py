@@ -7,7 +7,14 @@ live in Redis when the gateway has it (shared by every worker), otherwise in the
 
 A user holds at most `PER_USER` sessions: opening one more closes their oldest, so one
 account cannot fill the store, and a client whose session went that way is answered 404
-and initializes again, as the protocol has it.
+and initializes again, as the protocol has it; a client that never closes its sessions
+keeps working. A worker without Redis holds at most `LOCAL_TOTAL` in all (Redis has its
+own memory limit): past that, `initialize` is refused (`StoreFull`) rather than room
+made, since the room would be another user's session.
+
+A session keeps what its client declared it can take among the questions an upstream
+may put to it (engine.web.mcp_asking), so that a question it cannot answer is refused
+at once instead of waiting on it.
 
 Closing a session ends the streamed calls it has running in this process, with the
 questions they wait on, rather than leaving them to run out their timeouts.
@@ -20,13 +27,22 @@ import functools
 import json
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["PER_USER", "McpSession", "SessionStore"]
+__all__ = ["LOCAL_TOTAL", "PER_USER", "McpSession", "SessionStore", "StoreFull"]
 
 _TTL: Final = 24 * 3600
+
 PER_USER: Final = 64
+"""Sessions one user may hold at once, as reverse-proxy sessions allow an owner
+(engine.web.sessions): a client needs one per connection it keeps to an endpoint."""
+
+LOCAL_TOTAL: Final = 50_000
+"""Sessions the in-process store holds at most, all users together. A session takes
+under 1 KiB there (about 940 bytes measured with tracemalloc), so the store stays under
+50 MiB, and a gateway without Redis serves far fewer clients than this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,24 +53,49 @@ class McpSession:
     version: str
     holder: str
     """The credential that opened it, which alone may use it (see mcp_endpoint `_holder`)."""
+    capabilities: frozenset[str] | None
+    """What its client declared it takes (mcp_asking `declared`); None for a session
+    stored in Redis before sessions kept it, whose client is asked anything, as then."""
+
+
+class StoreFull(Exception):
+    """`initialize` refused: the in-process store holds `LOCAL_TOTAL` sessions."""
+
+    status: Final = 503
+    code: Final = "session_store_full"
+    message: Final = f"the gateway holds {LOCAL_TOTAL} MCP sessions, the most it may; try again later"
 
 
 class SessionStore:
     def __init__(self, redis: Any = None) -> None:
         self._redis = redis
-        self._local: dict[str, tuple[float, McpSession]] = {}
+        self._local: OrderedDict[str, tuple[float, McpSession]] = OrderedDict()
+        """The process's sessions with their expiry, oldest first."""
         self._owned: dict[str, list[str]] = {}
         """Each user's session ids in the process, oldest first."""
         self._calls: dict[str, set[asyncio.Task[Any]]] = {}
         """Each session's calls running in this process, to end with it."""
 
-    async def open(self, email: str, endpoint: str, version: str, holder: str) -> McpSession:
-        session = McpSession(secrets.token_hex(16), email, endpoint, version, holder)
+    async def open(
+        self, email: str, endpoint: str, version: str, holder: str, capabilities: frozenset[str]
+    ) -> McpSession:
+        """A new session for `holder`, closing the user's oldest past `PER_USER`.
+
+        Raises:
+            StoreFull: the process holds `LOCAL_TOTAL` sessions (never with Redis).
+        """
+        session = McpSession(secrets.token_hex(16), email, endpoint, version, holder, capabilities)
         if self._redis is not None:
-            value = json.dumps({"email": email, "endpoint": endpoint, "version": version, "holder": holder})
+            record = {
+                "email": email,
+                "endpoint": endpoint,
+                "version": version,
+                "holder": holder,
+                "capabilities": sorted(capabilities),
+            }
             owned = _owned_key(email)
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(_key(session.id), value, ex=_TTL)
+                pipe.set(_key(session.id), json.dumps(record), ex=_TTL)
                 pipe.rpush(owned, session.id)
                 pipe.lrange(owned, 0, -PER_USER - 1)
                 pipe.ltrim(owned, -PER_USER, -1)
@@ -62,14 +103,15 @@ class SessionStore:
                 results = await pipe.execute()
             if results[2]:
                 await self._redis.delete(*(_key(old) for old in results[2]))
-        else:
-            if len(self._local) > 100_000:
-                self._evict()
-            self._local[session.id] = (time.monotonic() + _TTL, session)
-            owned_ids = self._owned.setdefault(email, [])
-            owned_ids.append(session.id)
-            while len(owned_ids) > PER_USER:
-                self._local.pop(owned_ids.pop(0), None)
+            return session
+        self._sweep(time.monotonic())
+        owned_ids = self._owned.setdefault(email, [])
+        if len(owned_ids) >= PER_USER:
+            self._forget(owned_ids[0], email)
+        elif len(self._local) >= LOCAL_TOTAL:
+            raise StoreFull
+        self._local[session.id] = (time.monotonic() + _TTL, session)
+        self._owned.setdefault(email, []).append(session.id)
         return session
 
     async def find(self, session_id: str, email: str, endpoint: str, holder: str) -> McpSession | None:
@@ -82,8 +124,14 @@ class SessionStore:
                 data = json.loads(raw)
                 # SECURITY: a session stored without a holder (before sessions had one)
                 # is bound to nobody and found by nobody; its client initializes again.
+                kept = data.get("capabilities")
                 session = McpSession(
-                    session_id, data["email"], data["endpoint"], data["version"], data.get("holder", "")
+                    session_id,
+                    data["email"],
+                    data["endpoint"],
+                    data["version"],
+                    data.get("holder", ""),
+                    frozenset(kept) if isinstance(kept, list) else None,
                 )
         else:
             entry = self._local.get(session_id)
@@ -115,17 +163,24 @@ class SessionStore:
                 pipe.lrem(_owned_key(session.email), 0, session.id)
                 await pipe.execute()
         else:
-            self._local.pop(session.id, None)
-            self._disown(session.email, session.id)
+            self._forget(session.id, session.email)
 
-    def _evict(self) -> None:
-        now = time.monotonic()
-        for key, (expires, session) in list(self._local.items()):
-            if expires <= now:
-                del self._local[key]
-                self._disown(session.email, key)
+    def _sweep(self, now: float) -> None:
+        """Forget the sessions that have expired, which are the oldest ones.
 
-    def _disown(self, email: str, session_id: str) -> None:
+        Each session is looked at once, when it has expired: the store holds at most
+        `LOCAL_TOTAL`, and every open would otherwise pay for them all.
+        """
+        # INVARIANT: every session lives `_TTL` from its opening on the monotonic clock,
+        # so the order they were opened in is the order they expire in.
+        while self._local:
+            expires, session = next(iter(self._local.values()))
+            if expires > now:
+                return
+            self._forget(session.id, session.email)
+
+    def _forget(self, session_id: str, email: str) -> None:
+        self._local.pop(session_id, None)
         owned = self._owned.get(email)
         if owned is not None and session_id in owned:
             owned.remove(session_id)

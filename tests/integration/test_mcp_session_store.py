@@ -1,81 +1,129 @@
-"""MCP sessions per user are capped, bound to the credential that opened them, and end
+"""MCP sessions are capped per user (the oldest closes) and in the process (refused),
+bound to the credential that opened them, remember what their client declared, and end
 their calls when closed, in the process and in a real Redis alike."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
 
+import pytest
 from redis.asyncio import Redis
 
-from engine.web.mcp_sessions import PER_USER, SessionStore
+from engine.web import mcp_sessions
+from engine.web.mcp_sessions import LOCAL_TOTAL, PER_USER, SessionStore, StoreFull
 
 HOLDER = "jti:opener"
+NONE: frozenset[str] = frozenset()
 
 
-async def _flood(url: str | None) -> tuple[list[bool], bool, bool]:
+@asynccontextmanager
+async def _store(url: str | None) -> AsyncIterator[tuple[SessionStore, Redis | None]]:
+    """A session store in the process (None) or in the Redis at `url`, emptied after,
+    with its Redis client."""
     client = Redis.from_url(url, decode_responses=True) if url is not None else None
     try:
-        store = SessionStore(client)
-        other = await store.open("other@example.com", "/mcp", "2025-11-25", "jti:other")
-        opened = [await store.open("flood@example.com", "/mcp", "2025-11-25", HOLDER) for _ in range(PER_USER + 3)]
-        alive = [await store.find(s.id, s.email, s.endpoint, HOLDER) is not None for s in opened]
-        await store.close(opened[-1])
-        closed_gone = await store.find(opened[-1].id, opened[-1].email, "/mcp", HOLDER) is None
-        replacement = await store.open("flood@example.com", "/mcp", "2025-11-25", HOLDER)
-        # Closing freed its place: the oldest survivor stays when one more opens.
-        survivor_kept = await store.find(opened[3].id, opened[3].email, "/mcp", HOLDER) is not None
-        other_kept = await store.find(other.id, other.email, "/mcp", "jti:other") is not None
-        assert await store.find(replacement.id, replacement.email, "/mcp", HOLDER) is not None
-        return alive, closed_gone and survivor_kept, other_kept
+        yield SessionStore(client), client
     finally:
         if client is not None:
             await client.flushdb()
             await client.aclose()
 
 
+async def _open(store: SessionStore, holder: str = HOLDER, email: str = "flood@example.com") -> mcp_sessions.McpSession:
+    return await store.open(email, "/mcp", "2025-11-25", holder, NONE)
+
+
+async def _alive(store: SessionStore, session: mcp_sessions.McpSession) -> bool:
+    return await store.find(session.id, session.email, session.endpoint, session.holder) is not None
+
+
+async def _flood(url: str | None) -> tuple[list[bool], bool, bool]:
+    async with _store(url) as (store, _):
+        other = await _open(store, "jti:other", "other@example.com")
+        opened = [await _open(store) for _ in range(PER_USER + 3)]
+        alive = [await _alive(store, s) for s in opened]
+        await store.close(opened[-1])
+        closed_gone = not await _alive(store, opened[-1])
+        replacement = await _open(store)
+        # Closing freed its place: the oldest survivor stays when one more opens.
+        survivor_kept = await _alive(store, opened[3])
+        assert await _alive(store, replacement)
+        return alive, closed_gone and survivor_kept, await _alive(store, other)
+
+
 def test_a_user_opening_sessions_without_end_loses_the_oldest_only(shared_url: str | None) -> None:
+    """A client that never closes its sessions keeps working; only its own oldest go."""
     alive, close_frees_a_place, other_kept = asyncio.run(_flood(shared_url))
     assert alive == [False] * 3 + [True] * PER_USER
     assert close_frees_a_place
     assert other_kept
 
 
-async def _found_by(url: str | None) -> dict[str, bool]:
-    """Which credentials find a session `HOLDER` opened, and whether a session stored
-    before sessions had a holder is found at all."""
-    client = Redis.from_url(url, decode_responses=True) if url is not None else None
-    try:
-        store = SessionStore(client)
-        session = await store.open("user@example.com", "/mcp", "2025-11-25", HOLDER)
-        found = {
+async def _fill_the_process(clock: SimpleNamespace) -> tuple[str, int, bool, bool]:
+    """Whether a full process refuses a newcomer rather than close another user's
+    session, and takes one again once a place is free: closed, or expired."""
+    async with _store(None) as (store, _):
+        first = await _open(store, email="u0@example.com")
+        for n in range(1, LOCAL_TOTAL):
+            await _open(store, email=f"u{n // PER_USER}@example.com")
+        with pytest.raises(StoreFull) as refused:
+            await _open(store, email="newcomer@example.com")
+        assert await _alive(store, first)
+        await store.close(first)
+        after_close = await _alive(store, await _open(store, email="newcomer@example.com"))
+        clock.offset = 24 * 3600 + 1
+        after_expiry = await _alive(store, await _open(store, email="late@example.com"))
+        return refused.value.code, refused.value.status, after_close, after_expiry
+
+
+def test_the_process_holds_at_most_local_total_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = SimpleNamespace(offset=0.0)
+    monkeypatch.setattr(mcp_sessions, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + clock.offset))
+    assert asyncio.run(_fill_the_process(clock)) == ("session_store_full", 503, True, True)
+
+
+async def _found_by(url: str | None) -> dict[str, object]:
+    """Which credentials find a session `HOLDER` opened, what it remembers its client
+    declared, and how sessions stored by older gateways are found."""
+    async with _store(url) as (store, client):
+        declared = frozenset({"sampling", "elicitation.form"})
+        session = await store.open("user@example.com", "/mcp", "2025-11-25", HOLDER, declared)
+        found: dict[str, object] = {
             holder: await store.find(session.id, "user@example.com", "/mcp", holder) is not None
             for holder in (HOLDER, "jti:another-of-the-same-user", "user:user@example.com")
         }
+        again = await store.find(session.id, "user@example.com", "/mcp", HOLDER)
+        found["capabilities"] = again.capabilities if again is not None else None
         if client is not None:
             legacy = {"email": "user@example.com", "endpoint": "/mcp", "version": "2025-11-25"}
             await client.set(f"policygate:mcp:{'0' * 32}", json.dumps(legacy))
-            found["legacy"] = (
-                await store.find("0" * 32, "user@example.com", "/mcp", "user:user@example.com") is not None
-            )
+            found["no holder"] = await store.find("0" * 32, "user@example.com", "/mcp", "user:user@example.com")
+            older = {**legacy, "holder": HOLDER}
+            await client.set(f"policygate:mcp:{'1' * 32}", json.dumps(older))
+            kept = await store.find("1" * 32, "user@example.com", "/mcp", HOLDER)
+            found["no capabilities"] = kept.capabilities if kept is not None else "not found"
         return found
-    finally:
-        if client is not None:
-            await client.flushdb()
-            await client.aclose()
 
 
 def test_a_session_is_found_only_with_the_credential_that_opened_it(shared_url: str | None) -> None:
     found = asyncio.run(_found_by(shared_url))
-    assert found.pop(HOLDER)
+    assert found.pop(HOLDER) is True
+    assert found.pop("capabilities") == {"sampling", "elicitation.form"}
+    # A session stored before sessions kept capabilities is asked anything, as it was then.
+    assert found.pop("no capabilities", None) is None
     assert not any(found.values()), found
 
 
 async def _calls_after_close() -> tuple[bool, bool]:
     """Whether closing a session cancels its call, and leaves another session's alone."""
     store = SessionStore()
-    closing = await store.open("user@example.com", "/mcp", "2025-11-25", HOLDER)
-    staying = await store.open("user@example.com", "/mcp", "2025-11-25", HOLDER)
+    closing = await _open(store, email="user@example.com")
+    staying = await _open(store, email="user@example.com")
     ended, running = (asyncio.ensure_future(asyncio.Event().wait()) for _ in range(2))
     store.hold(closing.id, ended)
     store.hold(staying.id, running)

@@ -23,7 +23,13 @@ from tests.integration.mcp_client import register_upstream, upstream_server
 from tests.integration.servers import Gateway, claims, mint
 from tests.integration.waiting import eventually
 
-INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+# A client that takes the fixture's elicitation questions: they are put only to those.
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}},
+}
 PING = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
 
 

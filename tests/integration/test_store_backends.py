@@ -277,7 +277,8 @@ def test_an_answer_reaches_the_worker_that_asked(start: Callable[..., Gateway], 
     with upstream_server() as upstream:
         up = {"name": "up", "url": upstream, "visibility": "public", "credentials": {"bearer_token": UPSTREAM_TOKEN}}
         assert server.client(token).post("/gateways", json=up).status_code == 201
-        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+        params = {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}}
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}
         session = httpx.post(f"{server.url}/mcp", headers=headers, json=init).headers["mcp-session-id"]
         headers["Mcp-Session-Id"] = session
         for round_ in range(4):
