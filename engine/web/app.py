@@ -139,6 +139,7 @@ async def _open_fanout(gw: Gateway, redis_url: str) -> Fanout:
         elif event.get("kind") == "answer" and isinstance(event.get("session"), str):
             give_answer(gw, event["session"], event.get("message"))
         elif event.get("kind") == SESSION_CLOSED and isinstance(event.get("session"), str):
+            gw.sessions.end_calls(event["session"])
             recheck(gw.listeners, event["session"])
         elif event.get("kind") == RELOAD_EVENT:
             in_background(gw, reload_policies(gw, trigger="another instance"))

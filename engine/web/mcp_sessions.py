@@ -16,8 +16,8 @@ A session keeps what its client declared it can take among the questions an upst
 may put to it (engine.web.mcp_asking), so that a question it cannot answer is refused
 at once instead of waiting on it.
 
-Closing a session ends the streamed calls it has running in this process, with the
-questions they wait on, rather than leaving them to run out their timeouts.
+Closing a session ends the streamed calls it has running, in every worker sharing it,
+with the questions they wait on, rather than leaving them to run out their timeouts.
 """
 
 from __future__ import annotations
@@ -155,8 +155,7 @@ class SessionStore:
 
     async def close(self, session: McpSession) -> None:
         """Forget `session` and end the calls it has running in this process."""
-        for call in self._calls.pop(session.id, set()):
-            call.cancel()
+        self.end_calls(session.id)
         if self._redis is not None:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(_key(session.id))
@@ -164,6 +163,12 @@ class SessionStore:
                 await pipe.execute()
         else:
             self._forget(session.id, session.email)
+
+    def end_calls(self, session_id: str) -> None:
+        """End the calls the session has running in this process: it was closed here, or
+        in another worker, which says so over the fanout."""
+        for call in self._calls.pop(session_id, set()):
+            call.cancel()
 
     def _sweep(self, now: float) -> None:
         """Forget the sessions that have expired, which are the oldest ones.

@@ -267,6 +267,37 @@ def test_closing_a_session_ends_its_streams_on_every_worker(
             assert [line for line in line_iter if line.startswith("data:")] == [], "the stream ended without a word"
 
 
+def test_closing_a_session_ends_its_calls_on_every_worker(
+    start: Callable[..., Gateway], postgres: str, redis_url: str
+) -> None:
+    """A call waiting on the client's answer runs in the worker its connection reached;
+    the DELETE, on a connection of its own, reaches either. Six rounds: all six landing
+    on the calling worker is a 1 in 64 chance. Left running, a call waits 300 s."""
+    server = start(WORKERS="2", REDIS_URL=redis_url, DATABASE_URL=create_database(postgres, "calls"))
+    token = mint(claims(teams=None))
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    params = {"protocolVersion": "2025-11-25", "capabilities": {"elicitation": {}}}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "up__confirm", "arguments": {}}}
+    with upstream_server() as upstream:
+        up = {"name": "up", "url": upstream, "visibility": "public", "credentials": {"bearer_token": UPSTREAM_TOKEN}}
+        assert server.client(token).post("/gateways", json=up).status_code == 201
+        for _ in range(6):
+            session = {
+                **headers,
+                "Mcp-Session-Id": httpx.post(f"{server.url}/mcp", headers=headers, json=init).headers["mcp-session-id"],
+            }
+            with (
+                httpx.Client(timeout=5) as caller,
+                caller.stream("POST", f"{server.url}/mcp", headers=session, json=call) as stream,
+            ):
+                lines = stream.iter_lines()
+                assert "elicitation/create" in next(line for line in lines if line.startswith("data:"))
+                assert httpx.delete(f"{server.url}/mcp", headers=session).status_code == 204
+                rest = list(lines)  # ends when the gateway ends the call; a read timeout fails
+            assert not any('"result"' in line for line in rest), "an ended call has no result"
+
+
 def test_an_answer_reaches_the_worker_that_asked(start: Callable[..., Gateway], postgres: str, redis_url: str) -> None:
     """The upstream's question goes out on the call's stream; the client's answer comes
     back on a new connection, which may reach the other worker. Four rounds: all four
