@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from engine.decide import Content
-from engine.decide.content import CONTEXTS, inspect_content, inspect_parts, redact
+from engine.decide.content import CONTEXTS, ContentTable, inspect_content, inspect_parts, redact
 from engine.json_texts import replaced, texts
 from engine.policy import Build, Snapshot
 from tests.conftest import ROOT
@@ -231,3 +231,77 @@ def test_json_size_is_the_size_of_the_whole_value(snapshot: Snapshot) -> None:
     limit = snapshot.content.scanners["prompt"].max_bytes
     value = {str(i): "word" for i in range(limit // 10)}
     assert _json_findings(snapshot, "prompt", value)[0] == "content_too_large"
+
+
+def _pii(snapshot: Snapshot, text: str) -> set[tuple[str, str]]:
+    """The PII findings of `text` as a tool result, by rule and the text each covers."""
+    findings = inspect_content(snapshot.content, Content("tool_result", text)).findings
+    return {(f.rule, text[f.start : f.end]) for f in findings if f.pii}
+
+
+@pytest.mark.parametrize(("text", "rule", "found"), [
+    # The card regex stops at 24 characters, so after a date it ends mid-card.
+    ("paid 2024-01-15 4111-1111-1111-1111 ok", "content/pii-credit-card", "4111-1111-1111-1111"),
+    ("+14155552671 4111 1111 1111 1111", "content/pii-credit-card", "4111 1111 1111 1111"),
+    # The phone regex takes up to 22 digits; the phone is its leading groups.
+    ("call +14155552671 1200 3400", "content/pii-phone-e164", "+14155552671 1200"),
+    ("call +1 415 555 2671 1200 3400", "content/pii-phone-e164", "+1 415 555 2671 1200"),
+    # The local part of an address may not begin with a dot nor hold two in a row.
+    ("see .john@example.com", "content/pii-email", "john@example.com"),
+    ("see a..john@example.com", "content/pii-email", "john@example.com"),
+    ("+" * 70 + "john@example.com", "content/pii-email", "+" * 60 + "john@example.com"),
+    # A colon after an address, as in a log line, is not part of it.
+    ("connect to 2001:db8::1: connection refused", "content/pii-ipv6", "2001:db8::1"),
+])  # fmt: skip
+def test_pii_inside_a_rejected_match_is_found(snapshot: Snapshot, text: str, rule: str, found: str) -> None:
+    assert (rule, found) in _pii(snapshot, text)
+
+
+@pytest.mark.parametrize("text", [
+    "2024-01-15 10:30:00",
+    "v1.2.3.4",
+    "order 1200 3400 5600",
+    "call 555 1200 ext 3400",
+    "build 2024-01-15 1200 3400 5600 7800",
+    "+1234567890123456789012",  # one run of 22 digits has no phone inside
+    "see john.@example.com",  # the local part ends with a dot: no suffix of it is valid
+    # An address glued to a word is refused (see `_ipv6`), and `::` in code stays code.
+    "addr2001:db8::1",
+    "Vec2::new and Sha256::digest",
+])  # fmt: skip
+def test_numbers_and_code_near_pii_shapes_are_not_pii(snapshot: Snapshot, text: str) -> None:
+    assert _pii(snapshot, text) == set()
+
+
+@pytest.fixture(scope="module")
+def redacting() -> ContentTable:
+    """The default set in moderate mode, where tool results have every PII finding redacted."""
+    from engine.policy import compile_policy
+    from engine.schemas import validators
+    from tests.conftest import default_layer
+
+    env = {"CONTENT_PII_VALIDATION_MODE": "moderate"}
+    return compile_policy([default_layer()], validators=validators(), env=env).snapshot.content
+
+
+def test_redaction_covers_the_pii_found_inside_a_rejected_match(redacting: ContentTable) -> None:
+    text = "paid 2024-01-15 4111-1111-1111-1111, mail .john@example.com, call +14155552671 1200 3400"
+    inspection = inspect_content(redacting, Content("tool_result", text))
+    assert redact(redacting, text, inspection.findings) == (
+        "paid 2024-01-15 [REDACTED:credit_card], mail .[REDACTED:email], call [REDACTED:phone] 3400"
+    )
+
+
+@pytest.mark.parametrize("text", [
+    "1234 " * 200_000,  # a card regex match every 24 characters, each searched for layouts
+    "+1.234.567.890.123.456 " * 43_000,  # a phone match of 16 digits every 23 characters
+    "." * 1_000_000 + "john@example.com",  # one address with a megabyte before it
+    "a." * 500_000 + "@example.com",
+    "1:" * 500_000,
+    "1" * 1_000_000,
+])  # fmt: skip
+def test_a_megabyte_of_digits_and_separators_costs_bounded_work(redacting: ContentTable, text: str) -> None:
+    """Every PII finding is redacted, so every match is validated: the search for PII inside
+    a match must stay within the match and its neighbourhood, or this runs for hours."""
+    findings = inspect_content(redacting, Content("tool_result", text)).findings
+    assert len(findings) <= len(text) // 13, "a finding per match at most, each match 13 characters or more"

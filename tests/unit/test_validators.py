@@ -92,3 +92,89 @@ def test_runs_of_numbers_that_are_not_laid_out_as_cards_are_not_cards(text: str)
 ])  # fmt: skip
 def test_an_ipv6_address_after_a_label_and_colon(text: str, start: int, found: bool) -> None:
     assert (VALIDATORS["ipv6"](text, start, len(text)) is not None) is found
+
+
+def _found(name: str, text: str, start: int = 0, end: int | None = None) -> str | None:
+    """What the validator confirms of the match `text[start:end]`, as text."""
+    span = VALIDATORS[name](text, start, len(text) if end is None else end)
+    return None if span is None else text[span[0] : span[1]]
+
+
+@pytest.mark.parametrize(("text", "address"), [
+    ("john@example.com", "john@example.com"),
+    (".john@example.com", "john@example.com"),  # a leading dot
+    ("a..john@example.com", "john@example.com"),  # two dots in a row: the tail after them
+    ("a...b..john.doe@example.com", "john.doe@example.com"),
+    ("." * 100_000 + "john@example.com", "john@example.com"),
+    ("x" * 70 + "@example.com", "x" * 64 + "@example.com"),  # the 64 characters a local part may hold
+    ("x" * 9 + "." + "j" * 63 + "@example.com", "j" * 63 + "@example.com"),  # ...nor begin with a dot
+    ("john.@example.com", None),  # every tail ends with the dot
+    ("...@example.com", None),
+    ("@example.com", None),
+    (".john@example.c", None),  # the domain is not cut: x@self.weight.T is Python
+    (".john@example.com.1", None),
+])  # fmt: skip
+def test_an_address_is_the_longest_valid_tail_of_its_local_part(text: str, address: str | None) -> None:
+    assert _found("email", text) == address
+
+
+@pytest.mark.parametrize(("text", "phone"), [
+    ("+14155552671", "+14155552671"),
+    ("+14155552671 1200 3400", "+14155552671 1200"),  # 19 digits: the longest leading run of 15 at most
+    ("+1 415 555 2671 1200 3400", "+1 415 555 2671 1200"),
+    ("+1 415 555 2671 12345678", "+1 415 555 2671"),
+    ("+1234567890123456789012", None),  # one group of 22 digits has no shorter phone inside
+    ("+1 23 4567890123456789", None),  # nor has 3 digits and then 19
+    ("x+14155552671 1200 3400", None),  # after a letter, `+` is arithmetic
+])  # fmt: skip
+def test_a_phone_is_the_longest_run_of_leading_groups_that_makes_one(text: str, phone: str | None) -> None:
+    start = text.index("+")
+    assert _found("phone", text, start) == phone
+
+
+def test_a_phone_group_the_regex_cut_short_is_not_taken() -> None:
+    text = "+1 415 555 2671 1200 3400"
+    assert _found("phone", text, 0, len(text) - 2) == "+1 415 555 2671 1200", "the match ends inside `3400`"
+    assert _found("phone", "+1 415 555 2671 12345678", 0, 20) == "+1 415 555 2671", "`1234` is only a head"
+
+
+@pytest.mark.parametrize(("text", "end", "card"), [
+    # The match ends where the default regex stops, 24 characters in: the card runs on.
+    ("2024-01-15 4111-1111-1111-1111", 20, "4111-1111-1111-1111"),
+    ("2024-01-15 4111 1111 1111 1111 x", 20, "4111 1111 1111 1111"),
+    ("14155552671 4111 1111 1111 1111", 21, "4111 1111 1111 1111"),
+    ("2024-01-15 3782 822463 10005", 22, "3782 822463 10005"),
+])  # fmt: skip
+def test_a_card_cut_short_by_the_match_is_followed_past_it(text: str, end: int, card: str) -> None:
+    assert _found("luhn", text, 0, end) == card
+
+
+@pytest.mark.parametrize(("text", "end"), [
+    ("2024-01-15 4111-1111-1111-1111x", 20),  # glued to a word: the regex's `\b` would refuse it
+    ("2024-01-15 4111-1111-1111-11111", 20),  # the last group is too long for the layout
+    ("2024-01-15 4111,1111-1111-1111", 15),  # a comma ends the run
+    ("2024-01-15 4111-1111          1111-1111", 20),  # wider than a card is written
+    ("2024-01-15 10:30:00 4111", 13),
+])  # fmt: skip
+def test_a_card_is_followed_only_along_its_own_run(text: str, end: int) -> None:
+    assert _found("luhn", text, 0, end) is None
+
+
+@pytest.mark.parametrize(("tail", "card"), [
+    ("1" * 1_000_000, None),
+    (" " * 1_000_000 + "1111", None),
+    ("-1111" * 200_000, "4111-1111-1111-1111"),
+])  # fmt: skip
+def test_following_a_card_past_the_match_reads_a_bounded_stretch(tail: str, card: str | None) -> None:
+    """A million digits or separators after the match are read only as far as a card reaches."""
+    assert _found("luhn", "2024-01-15 4111-1111" + tail, 0, 20) == card
+
+
+@pytest.mark.parametrize(("text", "address"), [
+    ("2001:db8::1:", "2001:db8::1"),  # a colon after the address, as a log line has it
+    ("fe80::1:", "fe80::1"),
+    ("2001:db8::", "2001:db8::"),  # `::` ends the address itself
+    ("2001:db8::1:x", None),  # glued to a word after the colon
+])  # fmt: skip
+def test_a_colon_after_an_ipv6_address_is_not_part_of_it(text: str, address: str | None) -> None:
+    assert _found("ipv6", text) == address
