@@ -19,10 +19,15 @@ guarantee breaking: what is lost reads as unknown, never as "not revoked" or "cu
 
 When nothing can answer (store and cache down), the lookup reports "unknown" and the
 policy's failure mode decides; it never guesses.
+
+A revocation of an API token is kept until a day after the token expired, then pruned
+from the store and the cache (`Directory.keep_pruned`), so neither grows for ever.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 import logging
 import secrets
@@ -33,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from engine.decide import User
-from engine.store.queries import fetch_principal, revoked_jtis
+from engine.store.queries import fetch_principal, prune_revocations, revoked_jtis
 
 __all__ = ["Cache", "Directory", "LocalCache", "Lookup", "RedisCache"]
 
@@ -65,6 +70,9 @@ class Cache(Protocol):
 
     async def add_revoked(self, jti: str) -> None: ...
     async def prime(self, jtis: list[str]) -> None: ...
+    async def forget_revoked(self, jtis: list[str]) -> None:
+        """The store dropped these revocations, of tokens long expired."""
+
     async def count(self, key: str, window_s: int, now: float, by: int = 1) -> int:
         """Add `by` requests to `key`'s current window; the window's total so far."""
 
@@ -107,6 +115,9 @@ class LocalCache:
     async def prime(self, jtis: list[str]) -> None:
         self.revoked.update(jtis)
         self.primed = True
+
+    async def forget_revoked(self, jtis: list[str]) -> None:
+        self.revoked.difference_update(jtis)
 
     async def count(self, key: str, window_s: int, now: float, by: int = 1) -> int:
         window = int(now) // window_s
@@ -215,6 +226,10 @@ class RedisCache:
             pipe.set(_PRIMED_KEY, "1")
             await pipe.execute()
 
+    async def forget_revoked(self, jtis: list[str]) -> None:
+        if jtis:
+            await self.client.srem(_REVOKED, *jtis)
+
     async def count(self, key: str, window_s: int, now: float, by: int = 1) -> int:
         slot = f"policygate:rate:{key}:{int(now) // window_s}"
         async with self.client.pipeline(transaction=False) as pipe:
@@ -256,6 +271,9 @@ def _user_from_json(raw: str | bytes, generation: int) -> Any:
 
 
 _PRIME_AGAIN_S: Final = 30.0
+REVOCATION_OUTLIVES_S: Final = 86400
+"""How long a revocation is kept after its token expired."""
+PRUNE_EVERY_S: Final = 86400
 
 
 @dataclass
@@ -298,6 +316,29 @@ class Directory:
             with suppress(Exception):  # caching is an optimisation only
                 await self.cache.store_user(user, generation)
         return Lookup(user, stored_revoked)
+
+    async def prune(self, expired_before: dt.datetime) -> int:
+        """Drop the revocations of API tokens that expired before `expired_before`, from
+        the store and then the cache; how many. A cache that keeps one is harmless: the
+        token is refused for its expiry."""
+        jtis = await prune_revocations(expired_before)
+        if jtis and self.cache is not None:
+            await self.cache.forget_revoked(jtis)
+        return len(jtis)
+
+    async def keep_pruned(self) -> None:
+        """Prune now and every `PRUNE_EVERY_S`, keeping each revocation a day past its
+        token's expiry (far beyond any clock leeway); a failed round waits for the next."""
+        while True:
+            cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=REVOCATION_OUTLIVES_S)
+            try:
+                dropped = await self.prune(cutoff)
+            except Exception as err:
+                log.warning("could not prune expired revocations: %s", type(err).__name__)
+            else:
+                if dropped:
+                    log.info("pruned %d revocations of tokens that expired before %s", dropped, cutoff.isoformat())
+            await asyncio.sleep(PRUNE_EVERY_S)
 
     def _prime_again(self, cache: Cache) -> None:
         """Fill the revocation set again once the cache answers without it (Redis

@@ -15,10 +15,11 @@ from typing import Any, Final
 from tortoise import Tortoise
 from tortoise.context import TortoiseContext
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Subquery
 
 from engine.decide import User
 from engine.passwords import hash_password
-from engine.store.models import Revocation
+from engine.store.models import ApiToken, Revocation
 from engine.store.models import User as UserRow
 from engine.store.reading import FileReader, sqlite_file
 
@@ -29,6 +30,7 @@ __all__ = [
     "list_api_tokens",
     "open_store",
     "ping_store",
+    "prune_revocations",
     "revoked_jtis",
     "use_store",
 ]
@@ -168,6 +170,24 @@ def _timestamp(value: Any) -> str | None:
 
 async def revoked_jtis() -> list[str]:
     return [str(j) for j in await Revocation.all().values_list("jti", flat=True)]
+
+
+_PRUNED_PER_DELETE: Final = 500
+
+
+async def prune_revocations(expired_before: dt.datetime) -> list[str]:
+    """Drop the revocations of this gateway's API tokens that expired before
+    `expired_before`, and answer their jtis.
+
+    Such a token is refused for its expiry whatever the revocation says, and without
+    pruning the revocations (and the cache's set of them) only ever grow. A revocation of
+    a token the gateway did not record is kept: nothing says when that token expires.
+    """
+    issued = Subquery(ApiToken.filter(expires_at__lt=expired_before).values("jti"))
+    jtis = [str(j) for j in await Revocation.filter(jti__in=issued).values_list("jti", flat=True)]
+    for first in range(0, len(jtis), _PRUNED_PER_DELETE):
+        await Revocation.filter(jti__in=jtis[first : first + _PRUNED_PER_DELETE]).delete()
+    return jtis
 
 
 async def bootstrap_admin(email: str, password: str) -> bool:

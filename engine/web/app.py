@@ -109,6 +109,7 @@ async def _start() -> None:
     if settings.redis_url:
         gw.fanout = await _open_fanout(gw, settings.redis_url)
     await gw.directory.start()
+    in_background(gw, gw.directory.keep_pruned())
     start_reload_triggers(gw)
     if settings.health_check_interval:
         in_background(gw, watch_upstreams(gw))

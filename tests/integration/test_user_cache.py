@@ -5,14 +5,19 @@ key a Redis may evict makes the cache serve such a row or forget a revocation.""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
-from engine.cache import Cache, LocalCache, RedisCache
+from engine.cache import Cache, Directory, LocalCache, RedisCache
 from engine.decide import User
+from engine.store.models import ApiToken, Revocation
+from engine.store.models import User as UserRow
+from engine.store.queries import close_store, open_store
 
 ACTIVE = User("dev@example.com", False, True, frozenset({"team-a"}), frozenset({"developer"}))
 
@@ -138,3 +143,42 @@ def test_a_generation_expires_and_its_loss_only_costs_a_read(redis_url: str) -> 
     lives, after = asyncio.run(run())
     assert all(0 < life <= 7 * 86400 for life in lives), lives
     assert not isinstance(after, User), "a row cached under a lost generation was served"
+
+
+async def _pruned(url: str | None, folder: Path) -> tuple[int, list[str], list[bool | None]]:
+    """Revocations of four tokens: two API tokens long expired, one still valid, and one
+    the gateway never issued. What a prune drops, what the store keeps, and what the cache
+    then says of each."""
+    store = await open_store(f"sqlite://{folder / 'store.db'}")
+    client = Redis.from_url(url, decode_responses=True) if url else None
+    cache: Cache = RedisCache(client, 30) if client else LocalCache(30)
+    try:
+        if client is not None:
+            await client.flushdb()
+        owner = await UserRow.create(email=ACTIVE.email, password_hash="x")
+        now = dt.datetime.now(dt.UTC)
+        lives = {"old-1": -3, "old-2": -2, "valid": 30}
+        for jti, days in lives.items():
+            await ApiToken.create(jti=jti, owner=owner, name=jti, expires_at=now + dt.timedelta(days=days))
+        jtis = [*lives, "foreign"]
+        for jti in jtis:
+            await Revocation.create(jti=jti, revoked_by="admin@example.com")
+        directory = Directory(cache)
+        await directory.start()
+        dropped = await directory.prune(now - dt.timedelta(days=1))
+        kept = sorted(await Revocation.all().values_list("jti", flat=True))
+        revoked = [(await cache.lookup(ACTIVE.email, jti))[1] for jti in jtis]
+        return dropped, kept, revoked
+    finally:
+        if client is not None:
+            await client.flushdb()
+            await client.aclose()
+        await close_store(store)
+
+
+def test_revocations_of_long_expired_tokens_are_pruned(shared_url: str | None, tmp_path: Path) -> None:
+    """The store and the cache drop them; a valid token's revocation and one of a token
+    the gateway never issued (its expiry unknown) stay."""
+    dropped, kept, revoked = asyncio.run(_pruned(shared_url, tmp_path))
+    assert (dropped, kept) == (2, ["foreign", "valid"])
+    assert revoked == [False, False, True, True]
