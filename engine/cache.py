@@ -158,6 +158,11 @@ _GENERATION_TTL_S: Final = 7 * 86400
 one store read, so it expires rather than keeping a key for every email ever seen."""
 
 
+_FORGOTTEN_PER_CALL: Final = 1000
+"""Jtis per SREM: the first prune after an upgrade may drop years of revocations, and one
+command that size would hold Redis up for every other client."""
+
+
 def _fresh_generation() -> int:
     return secrets.randbits(62)
 
@@ -227,8 +232,8 @@ class RedisCache:
             await pipe.execute()
 
     async def forget_revoked(self, jtis: list[str]) -> None:
-        if jtis:
-            await self.client.srem(_REVOKED, *jtis)
+        for first in range(0, len(jtis), _FORGOTTEN_PER_CALL):
+            await self.client.srem(_REVOKED, *jtis[first : first + _FORGOTTEN_PER_CALL])
 
     async def count(self, key: str, window_s: int, now: float, by: int = 1) -> int:
         slot = f"policygate:rate:{key}:{int(now) // window_s}"

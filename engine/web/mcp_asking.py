@@ -53,10 +53,12 @@ def declared(params: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(taken)
 
 
-def _needs(question: Mapping[str, Any]) -> str:
-    """The capability a question needs, in the names `declared` gives; any other
-    method's name, which no client declares."""
+def _needs(question: Mapping[str, Any]) -> str | None:
+    """The capability a question needs, in the names `declared` gives: none for a ping,
+    which every client answers; any other method's name, which no client declares."""
     method = str(question.get("method"))[:100]
+    if method == "ping":
+        return None
     if method == "sampling/createMessage":
         return "sampling"
     if method != "elicitation/create":
@@ -72,7 +74,7 @@ def asker(gw: Gateway, session: McpSession, say: Relay) -> Answerer:
 
     async def ask(question: dict[str, Any]) -> dict[str, Any]:
         needs = _needs(question)
-        if session.capabilities is not None and needs not in session.capabilities:
+        if needs is not None and session.capabilities is not None and needs not in session.capabilities:
             message = f"the client did not declare the `{needs}` capability"
             return {"error": {"code": -32600, "message": message, "data": {"code": "capability_not_declared"}}}
         ident = f"pg-{secrets.token_hex(8)}"

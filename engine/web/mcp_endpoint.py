@@ -8,8 +8,8 @@ is judged again with its method, exactly as the policy lists MCP methods, then s
   MCP-Protocol-Version header must name one of them, else 400);
 - one message per POST from 2025-06-18 on; 2025-03-26 clients may still send batches;
 - sessions made here on `initialize`, bound to the token (or user) and endpoint that
-  opened them (404 otherwise), at most so many per user (the oldest closes) and in the
-  process (503 `session_store_full`), and ending their streamed calls when closed;
+  opened them (404 otherwise), at most so many per user and in the process (the oldest
+  closes), and ending their streamed calls when closed;
 - JSON or SSE answers according to the Accept header; 202 for notifications;
 - a browser Origin must be one the policy allows, or the gateway's own when the Host
   is an address or loopback name: a DNS name could be a rebinding attacker's (403);
@@ -43,7 +43,7 @@ from engine.web.incoming import Incoming, challenge, metadata_url
 from engine.web.list_changes import Change
 from engine.web.mcp_asking import asker, declared, is_answer, take_answer, valid_id
 from engine.web.mcp_methods import METHODS, McpContext, RpcError
-from engine.web.mcp_sessions import McpSession, StoreFull
+from engine.web.mcp_sessions import McpSession
 from engine.web.responses import error_response
 from engine.web.state import close_session_streams, gateway
 
@@ -64,9 +64,6 @@ waiting the call waits too, so the gateway stops reading the upstream (TCP then 
 upstream back) and its memory stays bounded however little the client reads. Waiting
 rather than merging progress notes or dropping log notes keeps every note, in order; a
 client that stops reading altogether is cut off by the lane (`mcp_lane.SEND_TIMEOUT_S`)."""
-_SESSION_REFUSED: Final = -32015
-"""The JSON-RPC code of an `initialize` refused for want of room for its session, with
-`session_store_full` as its `data.code` (see mcp_sessions `StoreFull`)."""
 
 
 Sight = Callable[[], Awaitable[Visibility | None]]
@@ -329,11 +326,7 @@ async def _post(at: _At, body: bytes) -> Response:
         if session is not None and is_answer(message):
             take_answer(gateway(), session.id, message)
             continue
-        try:
-            outcome = await _handle(message, at, headers, decision)
-        except StoreFull as err:
-            # Only `initialize` opens a session, and it comes alone: nothing else ran.
-            return _no_room(message["id"], err)
+        outcome = await _handle(message, at, headers, decision)
         if outcome is not None:
             replies.append(outcome)
     if not replies:
@@ -347,13 +340,6 @@ def _unreadable(error: RpcError) -> Response:
     """A body the endpoint cannot take as a message: an HTTP 400, as Streamable HTTP has
     it, carrying a JSON-RPC error without an id for clients that read one."""
     return Response(dumps(_rpc_error(None, error)), status=400, content_type="application/json")
-
-
-def _no_room(ident: Any, err: StoreFull) -> Response:
-    """An `initialize` refused: a JSON-RPC error, which MCP clients show as the answer to
-    their request, under the HTTP status of the refusal, with no session made."""
-    error = RpcError(_SESSION_REFUSED, err.message, {"code": err.code})
-    return Response(dumps(_rpc_error(ident, error)), status=err.status, content_type="application/json")
 
 
 def _well_formed(message: Any) -> bool:

@@ -9,8 +9,8 @@ A user holds at most `PER_USER` sessions: opening one more closes their oldest, 
 account cannot fill the store, and a client whose session went that way is answered 404
 and initializes again, as the protocol has it; a client that never closes its sessions
 keeps working. A worker without Redis holds at most `LOCAL_TOTAL` in all (Redis has its
-own memory limit): past that, `initialize` is refused (`StoreFull`) rather than room
-made, since the room would be another user's session.
+own memory limit): past that, a new session closes the oldest of the user holding the
+most, so that many accounts flooding the store lock nobody else out.
 
 A session keeps what its client declared it can take among the questions an upstream
 may put to it (engine.web.mcp_asking), so that a question it cannot answer is refused
@@ -31,7 +31,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["LOCAL_TOTAL", "PER_USER", "McpSession", "SessionStore", "StoreFull"]
+__all__ = ["LOCAL_TOTAL", "PER_USER", "McpSession", "SessionStore"]
 
 _TTL: Final = 24 * 3600
 
@@ -58,14 +58,6 @@ class McpSession:
     stored in Redis before sessions kept it, whose client is asked anything, as then."""
 
 
-class StoreFull(Exception):
-    """`initialize` refused: the in-process store holds `LOCAL_TOTAL` sessions."""
-
-    status: Final = 503
-    code: Final = "session_store_full"
-    message: Final = f"the gateway holds {LOCAL_TOTAL} MCP sessions, the most it may; try again later"
-
-
 class SessionStore:
     def __init__(self, redis: Any = None) -> None:
         self._redis = redis
@@ -79,11 +71,8 @@ class SessionStore:
     async def open(
         self, email: str, endpoint: str, version: str, holder: str, capabilities: frozenset[str]
     ) -> McpSession:
-        """A new session for `holder`, closing the user's oldest past `PER_USER`.
-
-        Raises:
-            StoreFull: the process holds `LOCAL_TOTAL` sessions (never with Redis).
-        """
+        """A new session for `holder`, closing the user's oldest past `PER_USER`, and in a
+        process holding `LOCAL_TOTAL` the oldest of the user holding the most."""
         session = McpSession(secrets.token_hex(16), email, endpoint, version, holder, capabilities)
         if self._redis is not None:
             record = {
@@ -103,16 +92,24 @@ class SessionStore:
                 results = await pipe.execute()
             if results[2]:
                 await self._redis.delete(*(_key(old) for old in results[2]))
+                for old in results[2]:
+                    self.end_calls(old)
             return session
         self._sweep(time.monotonic())
-        owned_ids = self._owned.setdefault(email, [])
-        if len(owned_ids) >= PER_USER:
-            self._forget(owned_ids[0], email)
+        if len(self._owned.get(email, ())) >= PER_USER:
+            self._close_oldest(email)
         elif len(self._local) >= LOCAL_TOTAL:
-            raise StoreFull
+            # Room is made at the expense of whoever holds the most: nobody is refused,
+            # and accounts that flood the store lose their own sessions first.
+            self._close_oldest(max(self._owned, key=lambda user: len(self._owned[user])))
         self._local[session.id] = (time.monotonic() + _TTL, session)
         self._owned.setdefault(email, []).append(session.id)
         return session
+
+    def _close_oldest(self, email: str) -> None:
+        oldest = self._owned[email][0]
+        self.end_calls(oldest)
+        self._forget(oldest, email)
 
     async def find(self, session_id: str, email: str, endpoint: str, holder: str) -> McpSession | None:
         """The session, if `holder` opened it as `email` at `endpoint`; None otherwise,

@@ -97,9 +97,9 @@ def notify(gw: Gateway, change: Change) -> None:
 
 
 def close_session_streams(gw: Gateway, session_id: str) -> None:
-    """The session was closed: its streams and its calls, in every worker, end now rather
-    than at their next keep-alive or their own end (each stream asks again whether its
-    caller may still listen)."""
+    """The session was closed: its streams in every worker, and its calls in the other
+    workers (`SessionStore.close` ended this one's), end now rather than at their next
+    keep-alive or their own end (each stream asks again whether its caller may listen)."""
     recheck(gw.listeners, session_id)
     if gw.fanout is not None:
         gw.fanout.publish({"kind": SESSION_CLOSED, "session": session_id})

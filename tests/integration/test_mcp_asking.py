@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -19,7 +20,8 @@ import pytest
 from mcp import Client, MCPError, types
 from mcp.client.streamable_http import streamable_http_client
 
-from engine.web.mcp_asking import declared
+from engine.web.mcp_asking import asker, declared, give_answer
+from engine.web.mcp_sessions import McpSession
 from tests.integration.conftest import start_server, stop_server
 from tests.integration.mcp_client import mcp_session, register_upstream, upstream_server
 from tests.integration.servers import Gateway, claims, mint
@@ -180,3 +182,23 @@ def test_what_an_initialize_declares(capabilities: Any, expected: set[str]) -> N
     mode alone, as MCP 2025-11-25 has it for clients written before modes."""
     params = {"protocolVersion": "2025-11-25"} | ({} if capabilities is None else {"capabilities": capabilities})
     assert declared(params) == expected
+
+
+def test_a_ping_reaches_a_client_that_declared_nothing() -> None:
+    """Every client answers a ping, so it needs no capability; a question does."""
+
+    async def run() -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+        gw: Any = SimpleNamespace(asked={})
+        session = McpSession("s", "user@example.com", "/mcp", "2025-11-25", "jti:x", frozenset())
+        said: list[str] = []
+
+        async def say(message: dict[str, Any]) -> None:
+            said.append(message["method"])
+            give_answer(gw, session.id, {"jsonrpc": "2.0", "id": message["id"], "result": {}})
+
+        ask = asker(gw, session, say)
+        return said, await ask({"method": "ping"}), await ask({"method": "sampling/createMessage", "params": {}})
+
+    said, pong, refused = asyncio.run(run())
+    assert (said, pong) == (["ping"], {"result": {}})
+    assert refused["error"]["data"]["code"] == "capability_not_declared"

@@ -1,4 +1,4 @@
-"""MCP sessions are capped per user (the oldest closes) and in the process (refused),
+"""MCP sessions are capped per user and in the process (the oldest closes),
 bound to the credential that opened them, remember what their client declared, and end
 their calls when closed, in the process and in a real Redis alike."""
 
@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from engine.web import mcp_sessions
-from engine.web.mcp_sessions import LOCAL_TOTAL, PER_USER, SessionStore, StoreFull
+from engine.web.mcp_sessions import LOCAL_TOTAL, PER_USER, SessionStore
 
 HOLDER = "jti:opener"
 NONE: frozenset[str] = frozenset()
@@ -45,7 +45,12 @@ async def _alive(store: SessionStore, session: mcp_sessions.McpSession) -> bool:
 async def _flood(url: str | None) -> tuple[list[bool], bool, bool]:
     async with _store(url) as (store, _):
         other = await _open(store, "jti:other", "other@example.com")
-        opened = [await _open(store) for _ in range(PER_USER + 3)]
+        opened = [await _open(store)]
+        call = asyncio.ensure_future(asyncio.Event().wait())
+        store.hold(opened[0].id, call)
+        opened += [await _open(store) for _ in range(PER_USER + 2)]
+        await asyncio.wait({call}, timeout=1)
+        assert call.cancelled(), "a session closed to make room ends its calls"
         alive = [await _alive(store, s) for s in opened]
         await store.close(opened[-1])
         closed_gone = not await _alive(store, opened[-1])
@@ -64,27 +69,37 @@ def test_a_user_opening_sessions_without_end_loses_the_oldest_only(shared_url: s
     assert other_kept
 
 
-async def _fill_the_process(clock: SimpleNamespace) -> tuple[str, int, bool, bool]:
-    """Whether a full process refuses a newcomer rather than close another user's
-    session, and takes one again once a place is free: closed, or expired."""
+async def _fill_the_process(clock: SimpleNamespace) -> dict[str, bool]:
+    """A full process makes room at the expense of the user holding the most, ending that
+    session's calls; nobody is refused, and expired sessions go first."""
     async with _store(None) as (store, _):
-        first = await _open(store, email="u0@example.com")
-        for n in range(1, LOCAL_TOTAL):
-            await _open(store, email=f"u{n // PER_USER}@example.com")
-        with pytest.raises(StoreFull) as refused:
-            await _open(store, email="newcomer@example.com")
-        assert await _alive(store, first)
-        await store.close(first)
-        after_close = await _alive(store, await _open(store, email="newcomer@example.com"))
+        light = await _open(store, email="light@example.com")
+        heavy = [await _open(store, email="heavy@example.com") for _ in range(PER_USER)]
+        call = asyncio.ensure_future(asyncio.Event().wait())
+        store.hold(heavy[0].id, call)
+        for n in range(LOCAL_TOTAL - PER_USER - 1):
+            await _open(store, email=f"u{n // (PER_USER - 1)}@example.com")
+        newcomer = await _open(store, email="newcomer@example.com")
+        await asyncio.wait({call}, timeout=1)
+        outcome = {
+            "newcomer": await _alive(store, newcomer),
+            "light kept": await _alive(store, light),
+            "heaviest lost its oldest": not await _alive(store, heavy[0]),
+            "heaviest kept the rest": await _alive(store, heavy[1]),
+            "its call ended": call.cancelled(),
+        }
         clock.offset = 24 * 3600 + 1
-        after_expiry = await _alive(store, await _open(store, email="late@example.com"))
-        return refused.value.code, refused.value.status, after_close, after_expiry
+        late = await _open(store, email="late@example.com")
+        outcome["late, after expiry"] = await _alive(store, late)
+        outcome["expired gone"] = not await _alive(store, newcomer)
+        return outcome
 
 
-def test_the_process_holds_at_most_local_total_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_process_makes_room_at_the_expense_of_the_heaviest_user(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = SimpleNamespace(offset=0.0)
     monkeypatch.setattr(mcp_sessions, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + clock.offset))
-    assert asyncio.run(_fill_the_process(clock)) == ("session_store_full", 503, True, True)
+    outcome = asyncio.run(_fill_the_process(clock))
+    assert outcome == dict.fromkeys(outcome, True), outcome
 
 
 async def _found_by(url: str | None) -> dict[str, object]:
