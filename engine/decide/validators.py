@@ -50,8 +50,8 @@ spaces costs no more than a card."""
 
 
 def _card(text: str, start: int, end: int) -> Span | None:
-    """The card number in the span: all of it, or else a run of digit groups laid out as
-    cards are written, which begins inside the span and may run on past it.
+    """The card number in the span: a run of digit groups laid out as cards are written,
+    which begins inside the span and may run on past it, or else all of the span.
 
     The regex runs greedily over digits and separators, so a card next to another number
     (`order 12 4111…`, `4111… 123`) arrives joined to it and fails the checksum as a
@@ -62,20 +62,28 @@ def _card(text: str, start: int, end: int) -> Span | None:
     at most 24 characters wide. Any run of small numbers has a one-in-ten chance of
     passing Luhn, so trying every run would report dates and times as cards.
     """
-    if _card_number("".join(c for c in text[start:end] if c.isdigit())):
-        return (start, end)
     groups = [m.span() for m in _DIGIT_GROUP.finditer(text, start, end)]
     inside = len(groups)
     groups += _groups_after(text, end)
     sizes = [e - s for s, e in groups]
+    found: Span | None = None
     for first in range(inside):
         for last in range(min(len(groups), first + _CARD_GROUPS) - 1, first - 1, -1):
             begin, finish = groups[first][0], groups[last][1]
             if finish - begin > _CARD_WIDTH or not _card_layout(sizes[first : last + 1]):
                 continue
             if _card_number("".join(text[s:e] for s, e in groups[first : last + 1])):
-                return (begin, finish)
-    return None
+                # Every run that passes is kept: a run of other numbers that passes by
+                # chance (`1234 5500 0000 0000 0004`) must not leave the card beside it
+                # half shown, and covering a few digits too many is the safe mistake.
+                found = (begin, finish) if found is None else (found[0], max(found[1], finish))
+                break
+    if found is not None:
+        return found
+    # Laid out otherwise (`41111111 11111111`), the whole match may still be a card; but
+    # only after the layouts, as one match in ten passes the checksum by chance, and a
+    # card after a date would then be confirmed as the date and the card's first group.
+    return (start, end) if _card_number("".join(text[s:e] for s, e in groups[:inside])) else None
 
 
 def _groups_after(text: str, end: int) -> list[Span]:

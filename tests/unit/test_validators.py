@@ -149,6 +149,13 @@ def test_a_card_cut_short_by_the_match_is_followed_past_it(text: str, end: int, 
     assert _found("luhn", text, 0, end) == card
 
 
+def test_a_run_that_passes_by_chance_does_not_hide_the_card_beside_it() -> None:
+    """One match in ten passes the checksum whole; the card inside or after it is still
+    covered, with the chance run beside it rather than in its place."""
+    assert _found("luhn", "123 2024-01-15 - 4111 1111 1111 1111", 0, 21) == "4111 1111 1111 1111"
+    assert _found("luhn", "1234 5500 0000 0000 0004 ok", 0, 24) == "1234 5500 0000 0000 0004"
+
+
 @pytest.mark.parametrize(("text", "end"), [
     ("2024-01-15 4111-1111-1111-1111x", 20),  # glued to a word: the regex's `\b` would refuse it
     ("2024-01-15 4111-1111-1111-11111", 20),  # the last group is too long for the layout
