@@ -137,9 +137,12 @@ def _spelled_out(text: str) -> str:
     references first, so `values="&#106;avascript:go()"` in an SVG `<animate>` is a
     script URL that no rule sees. Written out, the document reads the same (but in
     CDATA sections and comments, where a reference is only text), and its scripts are
-    plain for the content rules to judge again. References
-    to markup characters and to control characters stay: written out, they would change
-    the document. (HTML parsers also decode a reference that lacks its `;`, so this does.)
+    plain for the content rules to judge again. References to markup characters and to
+    control characters stay: written out, they would change the document. A tab or line
+    break so spelled inside a scheme (`java&#9;script:`, which a URL parser joins up) is
+    the rules' to refuse (`xss-entity-obfuscated-url`), as is an entity declared in the
+    document (`xml-entity-declaration`). (HTML parsers also decode a reference that lacks
+    its `;`, so this does.)
     """
 
     def character(found: re.Match[str]) -> str:

@@ -137,6 +137,12 @@ def test_nesting_deeper_than_can_be_walked_is_refused_not_a_crash(snapshot: Snap
             "content_blocked",
         ),
         ("application/xml", "<ssn>123&#45;45&#x2D;6789</ssn>", "content_pii"),
+        ("image/svg+xml", '<svg><a><set attributeName="href" to="java&#9;script:go()"/></a></svg>', "content_blocked"),
+        (
+            "image/svg+xml",
+            '<!DOCTYPE s [<!ENTITY j "j">]><svg><a><set to="&j;avascript:go()"/></a></svg>',
+            "content_blocked",
+        ),
     ],
 )
 def test_what_is_judged_is_what_the_sanitizer_returns(snapshot: Snapshot, mime: str, text: str, code: str) -> None:
