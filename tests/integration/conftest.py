@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.mcp_client import register_upstream, upstream_server
 from tests.integration.servers import Gateway, redis_server, start_gateway
 
 _LIVE: list[Gateway] = []
@@ -42,6 +43,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     server = start_server(tmp_path_factory.mktemp("gw"), MCPGATEWAY_ADMIN_API_ENABLED="true")
     yield server
     stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def federated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway with the fixture MCP upstream registered, for the module's tests."""
+    with upstream_server() as upstream_url:
+        server = start_server(tmp_path_factory.mktemp("federated"))
+        register_upstream(server, upstream_url)
+        yield server
+        stop_server(server)
 
 
 @pytest.fixture

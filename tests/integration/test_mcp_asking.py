@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,7 +22,6 @@ from mcp.client.streamable_http import streamable_http_client
 
 from engine.web.mcp_asking import asker, declared, give_answer
 from engine.web.mcp_sessions import McpSession
-from tests.integration.conftest import start_server, stop_server
 from tests.integration.mcp_client import mcp_session, register_upstream, upstream_server
 from tests.integration.servers import Gateway, claims, mint
 
@@ -31,12 +30,8 @@ DEADLINE_S = 20.0
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with upstream_server() as upstream_url:
-        gateway = start_server(tmp_path_factory.mktemp("asking"))
-        register_upstream(gateway, upstream_url)
-        yield gateway
-        stop_server(gateway)
+def gw(federated: Gateway) -> Gateway:
+    return federated
 
 
 async def _refusals(client: Client) -> list[tuple[int, str]]:

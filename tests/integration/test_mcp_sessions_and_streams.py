@@ -11,15 +11,12 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.conftest import start_server, stop_server
-from tests.integration.mcp_client import register_upstream, upstream_server
 from tests.integration.servers import Gateway, claims, mint
 from tests.integration.waiting import eventually
 
@@ -34,12 +31,8 @@ PING = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with upstream_server() as upstream_url:
-        gateway = start_server(tmp_path_factory.mktemp("mcps"))
-        register_upstream(gateway, upstream_url)
-        yield gateway
-        stop_server(gateway)
+def gw(federated: Gateway) -> Gateway:
+    return federated
 
 
 def _headers(token: str, **extra: str) -> dict[str, str]:
