@@ -82,7 +82,8 @@ async def create_token() -> Response:
     if beyond:
         raise ApiError(403, "scope_exceeds_caller", f"you do not hold {', '.join(f'`{p}`' for p in beyond)}")
     parent: Token | None = g.get("token")
-    if parent is not None and not parent.session:
+    if parent is not None:
+        # Sessions too: the gateway's own carry no scopes, but an accepted issuer's may.
         _within_parent(parent, body, scopes)
         if parent.permissions is not None and "permissions" not in scopes:
             # Left out, the child would hold everything the user's roles give.

@@ -199,3 +199,16 @@ def test_a_session_narrowed_by_its_teams_claim_cannot_make_a_wider_token(gateway
     assert (same.status_code, same.json()["teams"]) == (201, [])
     unrestricted = gateway.client(gateway.login()).post("/tokens", json={"name": "all", "teams": None})
     assert (unrestricted.status_code, unrestricted.json()["teams"]) == (201, None)
+
+
+def test_a_session_narrowed_by_its_scopes_passes_them_on(gateway: Gateway) -> None:
+    """An accepted issuer's session that carries scopes makes tokens within them: its
+    permissions when none are asked for, and its server and addresses."""
+    scopes = {"permissions": ["tokens.create", "tools.read"], "ip_restrictions": ["127.0.0.0/8"]}
+    narrowed = gateway.client(mint(claims(token_use="session", teams=None, scopes=scopes)))
+    child = narrowed.post("/tokens", json={"name": "child"})
+    assert child.status_code == 201, child.text
+    assert child.json()["scopes"]["permissions"] == ["tokens.create", "tools.read"]
+    assert child.json()["scopes"]["ip_restrictions"] == ["127.0.0.0/8"]
+    wider = narrowed.post("/tokens", json={"name": "wider", "scopes": {"ip_restrictions": ["10.0.0.0/8"]}})
+    assert (wider.status_code, wider.json()["error"]["code"]) == (403, "scope_exceeds_caller")
