@@ -218,7 +218,17 @@ async def pending_invitations(team_id: str) -> Response:
     """The team's invitations still waiting for an answer (team owners and platform admins)."""
     team = await _team_for(caller(), team_id, manage=True)
     pending = await Invitation.filter(team=team, status="pending").order_by("created_at")
-    rows = [r for r in pending if await _still_stands(r)]  # as acceptance would find them
+    # As acceptance would find them; the team's invitations come from a few senders, so
+    # each sender is asked about once rather than once per invitation.
+    senders: dict[str, bool] = {}
+    rows = []
+    for row in pending:
+        if not _young(row):
+            continue
+        if row.invited_by not in senders:
+            senders[row.invited_by] = await _sender_stands(row)
+        if senders[row.invited_by]:
+            rows.append(row)
     fields = ("id", "email", "role", "invited_by")
     items = [{**{name: getattr(r, name) for name in fields}, "created_at": r.created_at.isoformat()} for r in rows]
     return jsonify({"items": items})
@@ -267,8 +277,15 @@ async def _still_stands(invitation: Invitation, *, lock: bool = False) -> bool:
     """Whether the invitation is young enough and its sender could still send it; with
     `lock`, the sender's owner row stays locked to the end of the transaction (PostgreSQL),
     so the sender's removal waits for the acceptance rather than slipping in between."""
-    if dt.datetime.now(dt.UTC) - invitation.created_at > _INVITATION_LIFETIME:
-        return False
+    return _young(invitation) and await _sender_stands(invitation, lock=lock)
+
+
+def _young(invitation: Invitation) -> bool:
+    return dt.datetime.now(dt.UTC) - invitation.created_at <= _INVITATION_LIFETIME
+
+
+async def _sender_stands(invitation: Invitation, *, lock: bool = False) -> bool:
+    """Whether the invitation's sender could still send it."""
     sender = invitation.invited_by
     # The sender's request is long gone: what counts is whether they could send it now,
     # with all that their roles and the admin flag grant them.

@@ -193,6 +193,9 @@ def test_an_invitation_holds_only_while_its_sender_could_send_it(open_gateway: G
     with sqlite3.connect(Path(server.env["DATA_DIR"]) / "policygate.db") as store:
         store.execute("UPDATE invitations SET created_at = '2000-01-01 00:00:00+00:00' WHERE id = ?", (old["id"],))
     assert accomplice.post(f"/invitations/{old['id']}/accept").status_code == 404, "invitations expire"
+    fresh = founder.post(f"/teams/{team}/invitations", json={"email": "late@example.com"}).json()
+    listed = [i["id"] for i in founder.get(f"/teams/{team}/invitations").json()["items"]]
+    assert listed == [fresh["id"]], "an expired invitation is not listed beside a fresh one from the same sender"
     fresh = founder.post(f"/teams/{team}/invitations", json={"email": "accomplice@example.com"}).json()
     assert accomplice.post(f"/invitations/{fresh['id']}/accept").json() == {"team_id": team, "role": "member"}
 
