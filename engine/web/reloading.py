@@ -104,8 +104,13 @@ def start_reload_triggers(gw: Gateway) -> None:
     the files now catches what such a signal announced; unchanged, they cost one read.
     """
     loop = asyncio.get_running_loop()
-    with suppress(NotImplementedError, RuntimeError, ValueError):
+    try:
         loop.add_signal_handler(signal.SIGHUP, lambda: in_background(gw, reload_policies(gw, trigger="SIGHUP")))
+    except (NotImplementedError, RuntimeError, ValueError) as err:
+        # Not the main thread (a host embeds the app) or no signals on this platform: an
+        # operator's SIGHUP would go unheard, so say so once rather than stay silent.
+        log.warning("SIGHUP cannot reload the policy in this process (%s); use the admin API", type(err).__name__)
+    else:
         in_background(gw, reload_policies(gw, trigger="start"))
     if gw.settings.policy_watch:
         in_background(gw, _watch(gw))

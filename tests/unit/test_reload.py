@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
 from engine.policy import Build, Source
 from engine.reload import Engine
 from engine.schemas import validators
+from engine.web.reloading import start_reload_triggers
 from tests.conftest import POLICIES, default_layer
 
 
@@ -34,3 +43,19 @@ def test_a_request_keeps_the_snapshot_it_started_with(default_build: Build) -> N
     assert engine.reload([default_layer()], validators=validators()) is None
     assert held is default_build.snapshot
     assert engine.current.version == held.version
+
+
+def test_a_process_that_cannot_take_sighup_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """Off the main thread the loop cannot take signals: an operator's SIGHUP would go
+    unheard, so the worker warns instead of staying silent."""
+    gw: Any = SimpleNamespace(settings=SimpleNamespace(policy_watch=False), background=set())
+
+    async def start() -> None:
+        start_reload_triggers(gw)
+
+    with caplog.at_level(logging.WARNING, logger="policygate"):
+        thread = threading.Thread(target=asyncio.run, args=(start(),))
+        thread.start()
+        thread.join(10)
+    assert any("SIGHUP cannot reload the policy" in r.getMessage() for r in caplog.records), caplog.text
+    assert not gw.background, "no reload is started for a signal that cannot come"
