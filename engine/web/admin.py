@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from quart import Blueprint, Response, g, jsonify, request
@@ -169,14 +169,21 @@ async def list_revocations() -> Response:
     return jsonify(body)
 
 
+_JTI_MAX: Final = 64
+"""The longest jti the store holds (`Revocation.jti`)."""
+
+
 def _revocation_key(after: str) -> tuple[datetime, str]:
     """A revocation's place in the listing: its time, then its jti (a time has no space)."""
     at, _, jti = after.partition(" ")
     try:
-        when = datetime.fromisoformat(at)
-    except ValueError:
+        parsed = datetime.fromisoformat(at)
+        # In UTC, as stored: an offset that carries the time past the calendar's ends is
+        # refused here rather than by the database driver, as is a jti no row can hold.
+        when = parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+    except (ValueError, OverflowError):
         when = None
-    if when is None or when.tzinfo is None:
+    if when is None or "\x00" in jti or len(jti) > _JTI_MAX:
         raise ApiError(400, "bad_request", "`cursor` must be one this API returned")
     return when, jti
 

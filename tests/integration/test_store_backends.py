@@ -99,7 +99,10 @@ def test_audit_and_revocations_page_through_all_once(start: Callable[..., Gatewa
     assert _pages(admin, "/admin/audit", 3) == events
     assert sum(e["action"] == "token.revoke" for e in events) == len(jtis)
     for path in ("/admin/audit", "/admin/revocations"):
-        for raw in ("x", "1234567890123", "2024-01-01 x", "2024-01-01T00:00:00+00:00 x", "\u00b2"):
+        for raw in (
+            "x", "1234567890123", "2024-01-01 x", "2024-01-01T00:00:00+00:00 x", "\u00b2",
+            "0001-01-01T00:00:00+05:00 x", "2024-01-01T00:00:00+00:00 a\x00b", "2024-01-01T00:00:00+00:00 " + "j" * 65,
+        ):  # fmt: skip
             cursor = base64.urlsafe_b64encode(raw.encode()).decode()
             if path == "/admin/revocations" and raw.endswith("00:00 x"):
                 assert admin.get(path, params={"cursor": cursor}).json()["items"] == []
